@@ -1,0 +1,215 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * libkcopyd - the device-mapper copy engine in user space.
+ *
+ * A client sets aside a number of memory pages, then hands the engine copy
+ * jobs: one source region of a block device to one or more destination
+ * regions.  When a job is done the client's notify function is called with
+ * read_err and a write_err bit mask (bit i = dests[i]).
+ *
+ * Every function that can fail returns 0 or a negative errno value.
+ * See libkcopyd(3) and the page of each function.
+ */
+#ifndef KCOPYD_H
+#define KCOPYD_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* 512-byte sectors, 64 bits wide, as in the kernel. */
+typedef uint64_t sector_t;
+
+#define KCOPYD_SECTOR_SHIFT	9
+#define KCOPYD_SECTOR_SIZE	(1u << KCOPYD_SECTOR_SHIFT)
+#define KCOPYD_PAGE_SIZE	4096u
+
+/* A job has at most this many destinations: the width of write_err. */
+#define KCOPYD_MAX_DESTS	32
+
+/* Flag masks for kcopyd_copy() and kcopyd_zero(). */
+#define KCOPYD_IGNORE_ERROR	(1u << 0) /* go on to the end after errors */
+#define KCOPYD_WRITE_SEQ	(1u << 1) /* write each dest in offset order */
+
+/* Opaque handles. */
+struct block_device;
+struct kcopyd_client;
+
+struct io_region {
+	struct block_device *bdev;
+	sector_t sector;
+	sector_t count;
+};
+
+/*
+ * Called once for every accepted job, after all its I/O, on the client's
+ * callback thread, with no engine lock held.  Callbacks of one client never
+ * run concurrently.  A callback may submit new jobs; it must not call
+ * kcopyd_client_flush() or kcopyd_client_destroy() on its own client.
+ */
+typedef void (*kcopyd_notify_fn)(int read_err, unsigned int write_err,
+				 void *context);
+
+/*
+ * Optional progress report: `sectors` more sectors of the job have been
+ * read and written to every destination.  Called on a worker thread, with
+ * no engine lock held, possibly concurrently for different sub-jobs of the
+ * same job: add the deltas atomically.  Must not block.
+ */
+typedef void (*kcopyd_progress_fn)(sector_t sectors, void *context);
+
+/* --- Block devices ------------------------------------------------------ */
+
+/*
+ * Open an image file or a block device.  flags: O_RDONLY or O_RDWR, plus
+ * optionally O_DIRECT, O_SYNC, O_DSYNC.  The size is the file's size, or
+ * BLKGETSIZE64 for a block device, rounded down to whole sectors.
+ * Returns 0, -EINVAL (NULL or unknown flags), or open(2)'s/fstat(2)'s errno.
+ */
+int kcopyd_bdev_open(const char *path, int flags,
+		     struct block_device **result);
+
+/* Close a device no job uses any more. */
+void kcopyd_bdev_close(struct block_device *bdev);
+
+/* The device's size in sectors. */
+sector_t kcopyd_bdev_sectors(const struct block_device *bdev);
+
+/* Per-device counters, as seen by the engine. */
+struct kcopyd_bdev_stats {
+	uint64_t reads;		/* read calls that completed */
+	uint64_t writes;	/* write calls that completed */
+	uint64_t bytes_read;
+	uint64_t bytes_written;
+	uint64_t errors;	/* reads and writes that failed */
+};
+void kcopyd_bdev_get_stats(const struct block_device *bdev,
+			   struct kcopyd_bdev_stats *st);
+
+/*
+ * Fault injection (what dm-flakey and dm-dust do): any I/O of this device
+ * that touches [sector, sector + count) of a rule's operation is affected.
+ *   KCOPYD_FAULT_ERROR  the I/O fails with `error` (EIO if 0)
+ *   KCOPYD_FAULT_SHORT  a write transfers only part of what was asked
+ *                       (at least one sector), so the caller must go on
+ *   KCOPYD_FAULT_DELAY  the I/O is delayed by delay_us microseconds
+ * Rules may be added while jobs run.  Returns 0, -EINVAL or -ENOMEM.
+ */
+#define KCOPYD_FAULT_READ	(1u << 0)
+#define KCOPYD_FAULT_WRITE	(1u << 1)
+
+enum kcopyd_fault_kind {
+	KCOPYD_FAULT_ERROR = 0,
+	KCOPYD_FAULT_SHORT = 1,
+	KCOPYD_FAULT_DELAY = 2,
+};
+
+struct kcopyd_fault {
+	unsigned int ops;		/* KCOPYD_FAULT_READ | _WRITE */
+	enum kcopyd_fault_kind kind;
+	sector_t sector;
+	sector_t count;
+	int error;			/* positive errno, for ERROR */
+	unsigned int delay_us;		/* for DELAY */
+};
+
+int kcopyd_bdev_add_fault(struct block_device *bdev,
+			  const struct kcopyd_fault *fault);
+void kcopyd_bdev_clear_faults(struct block_device *bdev);
+
+/* --- Clients ------------------------------------------------------------ */
+
+/*
+ * Create a client whose copy buffers never exceed num_pages x 4 KiB.
+ * Returns 0, -EINVAL (num_pages 0 or result NULL), -ENOMEM, or the errno
+ * of a failed thread creation.
+ */
+int kcopyd_client_create(unsigned int num_pages,
+			 struct kcopyd_client **result);
+
+/* Engine tuning; zero fields take the defaults. */
+struct kcopyd_options {
+	unsigned int threads;		/* I/O worker threads (default 2) */
+	unsigned int subjob_size;	/* bytes, multiple of 4096
+					   (default 524288, max 16 MiB) */
+	unsigned int max_inflight;	/* sub-jobs in flight per job
+					   (default 8) */
+};
+
+/* As kcopyd_client_create(), with options (may be NULL). */
+int kcopyd_client_create_opts(unsigned int num_pages,
+			      const struct kcopyd_options *opts,
+			      struct kcopyd_client **result);
+
+/*
+ * Wait for every outstanding job and callback, then free the client.
+ * Called from one of the client's own callbacks it would wait for itself:
+ * it is refused, with a message on stderr, and the client stays usable.
+ */
+void kcopyd_client_destroy(struct kcopyd_client *kc);
+
+/*
+ * Wait until every job submitted before this call has completed and its
+ * callback has returned.  Returns 0, -EINVAL, or -EDEADLK from a callback.
+ */
+int kcopyd_client_flush(struct kcopyd_client *kc);
+
+/*
+ * Copy `from` to each of dests[0..num_dests).  Every destination's count
+ * must equal the source's.  Returns 0 when the job is queued (fn will be
+ * called exactly once), or, with nothing queued and no callback:
+ *   -EINVAL  NULL pointer, no destination, unknown flag, counts differ,
+ *            destinations that overlap each other, or an overlap with the
+ *            source that no copy order can satisfy
+ *   -E2BIG   more than KCOPYD_MAX_DESTS destinations
+ *   -ERANGE  a region past the end of its device
+ *   -EROFS   a destination device opened read-only
+ *   -ESHUTDOWN the client is being destroyed
+ *   -ENOMEM
+ * A source and destination that overlap on one device give the result of
+ * memmove(3).
+ */
+int kcopyd_copy(struct kcopyd_client *kc, struct io_region *from,
+		unsigned int num_dests, struct io_region *dests,
+		unsigned int flags, kcopyd_notify_fn fn, void *context);
+
+/* Write zeros to each of dests[0..num_dests); errors as kcopyd_copy(). */
+int kcopyd_zero(struct kcopyd_client *kc, unsigned int num_dests,
+		struct io_region *dests, unsigned int flags,
+		kcopyd_notify_fn fn, void *context);
+
+/*
+ * As kcopyd_copy(), with a progress function (may be NULL); a NULL `from`
+ * makes it kcopyd_zero().  Destinations of a zero may differ in count.
+ */
+int kcopyd_copy_progress(struct kcopyd_client *kc, struct io_region *from,
+			 unsigned int num_dests, struct io_region *dests,
+			 unsigned int flags, kcopyd_notify_fn fn,
+			 kcopyd_progress_fn progress, void *context);
+
+/* Client counters, a consistent snapshot. */
+struct kcopyd_stats {
+	unsigned int pages_total;
+	unsigned int pages_in_use;
+	unsigned int pages_peak;	/* most pages ever in use at once */
+	unsigned int threads;
+	uint64_t jobs_submitted;
+	uint64_t jobs_running;		/* accepted, callback not yet returned */
+	uint64_t jobs_done;		/* callback returned, no error */
+	uint64_t jobs_failed;		/* callback returned, with an error */
+	uint64_t subjobs;
+	uint64_t bytes_read;
+	uint64_t bytes_written;		/* summed over destinations */
+};
+int kcopyd_client_get_stats(struct kcopyd_client *kc, struct kcopyd_stats *st);
+
+/* The library's version, "MAJOR.MINOR.PATCH". */
+const char *kcopyd_version(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* KCOPYD_H */
