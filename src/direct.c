@@ -1,0 +1,778 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Direct mode: open the devices, and run the copy (or zero) through one
+ * libkcopyd client as a sequence of bounded jobs.
+ *
+ * The engine has no cancel, so a copy is cut into jobs of at most
+ * JOB_SECTORS, with at most two in flight; after SIGINT or SIGTERM no new
+ * job is submitted, the ones in flight finish, and the destinations then
+ * hold exactly the jobs that completed.  Each job is still one
+ * kcopyd_copy() with every destination: one read feeds them all.
+ *
+ * Thread model
+ * ------------
+ * - The main thread parses, opens, submits, and waits in poll(2) on a
+ *   signalfd (SIGINT, SIGTERM; blocked in every thread) and an eventfd.
+ *   It alone reads and writes struct copy outside `lock`.
+ * - Engine workers call copy_progress(), which only adds to an atomic.
+ * - The engine's callback thread calls job_done(), which puts the job on
+ *   c->finished under c->lock and writes the eventfd.
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "kcopy.h"
+
+/* Sectors per submitted job (64 MiB): the grain of a clean stop. */
+#define JOB_SECTORS	((sector_t)64 << (20 - KCOPYD_SECTOR_SHIFT))
+
+struct dest {
+	struct operand op;
+	int fd;				/* our own: create, extend, fsync */
+	struct block_device *bdev;	/* may be shared, see open_bdevs() */
+	bool created;
+	bool extended;
+	off_t old_size;			/* before extension */
+	sector_t count;			/* sectors this destination gets */
+	unsigned int failed_jobs;
+	sector_t fail_start, fail_count; /* the first failed job's range */
+	int fsync_err;
+};
+
+struct job {
+	struct copy *c;
+	struct job *next;		/* on c->finished (c->lock) */
+	sector_t offset, count;		/* relative to the regions' starts */
+	unsigned int nr_dests;
+	unsigned char dest_idx[KCOPYD_MAX_DESTS]; /* write_err bit -> dest */
+	int read_err;			/* set by job_done() */
+	unsigned int write_err;
+};
+
+struct copy {
+	const struct options *o;
+	bool zero;
+	struct operand src;
+	struct block_device *src_bdev;
+	unsigned int nr_dests;
+	struct dest dests[KCOPYD_MAX_DESTS];
+	struct block_device *bdevs[KCOPYD_MAX_DESTS + 1]; /* to close */
+	unsigned int nr_bdevs;
+	sector_t total;			/* sectors of the longest region */
+	bool backward;			/* jobs from the end (overlap) */
+	unsigned int window;		/* jobs in flight at most */
+
+	struct kcopyd_client *kc;
+	struct progress prog;
+	int evfd, sigfd;
+
+	pthread_mutex_t lock;
+	struct job *finished;		/* c->lock */
+
+	/* Main thread only. */
+	sector_t submitted;		/* sectors handed to jobs */
+	sector_t completed;		/* sectors of finished jobs */
+	unsigned int inflight;
+	bool stop;			/* an error without --ignore-errors */
+	int signo;			/* the signal that interrupted us */
+	unsigned int read_failed_jobs;
+	sector_t read_fail_start, read_fail_count;
+	int submit_err;
+};
+
+/* --- Opening ----------------------------------------------------------- */
+
+static const char *src_name(const struct copy *c)
+{
+	return c->src.path;
+}
+
+static int bdev_flags(const struct copy *c, int acc)
+{
+	return acc | (c->o->direct ? O_DIRECT : 0);
+}
+
+/* Learn the source's size and the range to copy. */
+static int probe_source(struct copy *c)
+{
+	struct block_device *b;
+	sector_t size;
+	int r;
+
+	r = kcopyd_bdev_open(c->src.path, bdev_flags(c, O_RDONLY), &b);
+	if (r) {
+		say("%s: %s", c->src.path, strerror(-r));
+		return r;
+	}
+	size = kcopyd_bdev_sectors(b);
+	kcopyd_bdev_close(b);
+	if (c->src.start > size) {
+		say("%s: START %llu is past the end of %s (%llu sectors)",
+		    c->src.token, (unsigned long long)c->src.start,
+		    c->src.path, (unsigned long long)size);
+		return -ERANGE;
+	}
+	if (!c->src.has_count)
+		c->src.count = size - c->src.start;
+	if (c->src.start + c->src.count > size) {
+		say("%s: the range ends at sector %llu, past the end of %s "
+		    "(%llu sectors)", c->src.token,
+		    (unsigned long long)(c->src.start + c->src.count),
+		    c->src.path, (unsigned long long)size);
+		return -ERANGE;
+	}
+	c->total = c->src.count;
+	return 0;
+}
+
+/* --zero DST[:START] without COUNT: the rest of the device. */
+static int zero_rest(struct dest *d, sector_t size)
+{
+	if (d->op.start > size) {
+		say("%s: START %llu is past the end of %s (%llu sectors)",
+		    d->op.token, (unsigned long long)d->op.start, d->op.path,
+		    (unsigned long long)size);
+		return -ERANGE;
+	}
+	d->count = size - d->op.start;
+	return 0;
+}
+
+/*
+ * Open a destination with our own descriptor, creating it if missing and
+ * growing a regular file that is too small.  Block devices are checked
+ * for size when the engine opens them.
+ */
+static int prepare_dest(struct copy *c, struct dest *d)
+{
+	struct stat st;
+	off_t need;
+	int r;
+
+	d->fd = open(d->op.path, O_RDWR | O_CLOEXEC);
+	if (d->fd == -1 && errno == ENOENT) {
+		if (c->zero && !d->op.has_count) {
+			say("%s: %s does not exist: give a COUNT to create it",
+			    d->op.token, d->op.path);
+			return -ENOENT;
+		}
+		d->fd = open(d->op.path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC,
+			     0666);
+		d->created = d->fd != -1;
+	}
+	if (d->fd == -1) {
+		r = -errno;
+		say("%s: %s", d->op.path, strerror(errno));
+		return r;
+	}
+	if (fstat(d->fd, &st) == -1) {
+		r = -errno;
+		say("%s: %s", d->op.path, strerror(errno));
+		return r;
+	}
+	if (c->zero)
+		d->count = d->op.count;
+	if (!S_ISREG(st.st_mode))
+		return 0;
+	if (c->zero && !d->op.has_count)
+		return zero_rest(d, (sector_t)st.st_size >>
+					    KCOPYD_SECTOR_SHIFT);
+	need = (off_t)((d->op.start + d->count) << KCOPYD_SECTOR_SHIFT);
+	if (st.st_size >= need)
+		return 0;
+	if (ftruncate(d->fd, need) == -1) {
+		r = -errno;
+		say("%s: cannot extend to %lld bytes: %s", d->op.path,
+		    (long long)need, strerror(errno));
+		return r;
+	}
+	d->old_size = st.st_size;
+	d->extended = !d->created;
+	if (c->o->verbose > 0)
+		say("%s: %s at %lld bytes", d->op.path,
+		    d->created ? "created" : "extended", (long long)need);
+	return 0;
+}
+
+/* Undo what prepare_dest() did, when the copy never starts. */
+static void unprepare_dests(struct copy *c)
+{
+	for (unsigned int i = 0; i < c->nr_dests; i++) {
+		struct dest *d = &c->dests[i];
+
+		if (d->created)
+			unlink(d->op.path);
+		else if (d->extended && ftruncate(d->fd, d->old_size) == -1)
+			say("%s: cannot shrink back to %lld bytes: %s",
+			    d->op.path, (long long)d->old_size,
+			    strerror(errno));
+	}
+}
+
+static bool same_file(const struct stat *a, const struct stat *b)
+{
+	if (S_ISBLK(a->st_mode) && S_ISBLK(b->st_mode))
+		return a->st_rdev == b->st_rdev;
+	return a->st_dev == b->st_dev && a->st_ino == b->st_ino;
+}
+
+/*
+ * Open one engine device per file: a path named twice (or a source that is
+ * also a destination) shares one handle, so that the engine sees the
+ * overlap and copies in the order memmove(3) would.
+ */
+static int open_bdevs(struct copy *c)
+{
+	struct stat sst = { 0 }, st[KCOPYD_MAX_DESTS];
+	bool src_is_dest = false;
+	int r;
+
+	for (unsigned int i = 0; i < c->nr_dests; i++)
+		if (fstat(c->dests[i].fd, &st[i]) == -1)
+			return -errno;
+	if (!c->zero) {
+		if (stat(c->src.path, &sst) == -1) {
+			r = -errno;
+			say("%s: %s", c->src.path, strerror(errno));
+			return r;
+		}
+		for (unsigned int i = 0; i < c->nr_dests; i++)
+			if (same_file(&sst, &st[i]))
+				src_is_dest = true;
+		r = kcopyd_bdev_open(c->src.path,
+				     bdev_flags(c, src_is_dest ? O_RDWR :
+								 O_RDONLY),
+				     &c->src_bdev);
+		if (r) {
+			say("%s: %s", c->src.path, strerror(-r));
+			return r;
+		}
+		c->bdevs[c->nr_bdevs++] = c->src_bdev;
+	}
+	for (unsigned int i = 0; i < c->nr_dests; i++) {
+		struct dest *d = &c->dests[i];
+
+		if (!c->zero && same_file(&sst, &st[i]))
+			d->bdev = c->src_bdev;
+		for (unsigned int j = 0; j < i && !d->bdev; j++)
+			if (same_file(&st[j], &st[i]))
+				d->bdev = c->dests[j].bdev;
+		if (d->bdev)
+			continue;
+		r = kcopyd_bdev_open(d->op.path, bdev_flags(c, O_RDWR),
+				     &d->bdev);
+		if (r) {
+			say("%s: %s", d->op.path, strerror(-r));
+			return r;
+		}
+		c->bdevs[c->nr_bdevs++] = d->bdev;
+	}
+	return 0;
+}
+
+static void close_bdevs(struct copy *c)
+{
+	for (unsigned int i = 0; i < c->nr_bdevs; i++)
+		kcopyd_bdev_close(c->bdevs[i]);
+	c->nr_bdevs = 0;
+}
+
+static bool overlap(struct block_device *a, sector_t as, sector_t an,
+		    struct block_device *b, sector_t bs, sector_t bn)
+{
+	return a == b && an && bn && as < bs + bn && bs < as + an;
+}
+
+/* Check sizes and overlaps, and choose the order of the jobs. */
+static int check_regions(struct copy *c)
+{
+	bool up = false, down = false;
+
+	for (unsigned int i = 0; i < c->nr_dests; i++) {
+		struct dest *d = &c->dests[i];
+		sector_t size = kcopyd_bdev_sectors(d->bdev);
+
+		if (c->zero && !d->op.has_count && zero_rest(d, size))
+			return -ERANGE;
+		if (c->zero && d->count > c->total)
+			c->total = d->count;
+		if (d->op.start + d->count > size) {
+			say("%s: the device has %llu sectors, the copy needs "
+			    "%llu", d->op.token, (unsigned long long)size,
+			    (unsigned long long)(d->op.start + d->count));
+			return -ERANGE;
+		}
+		if (c->zero)
+			continue;
+		for (unsigned int j = 0; j < i; j++) {
+			struct dest *e = &c->dests[j];
+
+			if (overlap(d->bdev, d->op.start, d->count, e->bdev,
+				    e->op.start, e->count)) {
+				say("%s and %s overlap", e->op.token,
+				    d->op.token);
+				return -EINVAL;
+			}
+		}
+		if (overlap(d->bdev, d->op.start, d->count, c->src_bdev,
+			    c->src.start, c->src.count) &&
+		    d->op.start != c->src.start) {
+			if (d->op.start > c->src.start)
+				up = true;
+			else
+				down = true;
+		}
+	}
+	if (up && down) {
+		say("destinations overlap the source both above and below: "
+		    "no copy order can satisfy both");
+		return -EINVAL;
+	}
+	if (up && c->o->write_seq) {
+		say("--write-seq cannot copy to an overlapping region above "
+		    "the source");
+		return -EINVAL;
+	}
+	c->backward = up;
+	c->window = up || down || c->o->write_seq ? 1 : 2;
+	return 0;
+}
+
+/* --- Running ------------------------------------------------------------ */
+
+static void copy_progress(sector_t sectors, void *context)
+{
+	struct job *j = context;
+
+	progress_add(&j->c->prog, (uint64_t)sectors << KCOPYD_SECTOR_SHIFT);
+}
+
+static void job_done(int read_err, unsigned int write_err, void *context)
+{
+	struct job *j = context;
+	struct copy *c = j->c;
+	uint64_t one = 1;
+
+	if (pthread_mutex_lock(&c->lock))
+		abort();
+	j->read_err = read_err;
+	j->write_err = write_err;
+	j->next = c->finished;
+	c->finished = j;
+	if (pthread_mutex_unlock(&c->lock))
+		abort();
+	if (write(c->evfd, &one, sizeof(one)) != sizeof(one))
+		abort();
+}
+
+/* Submit the next job; its range depends on the direction. */
+static int submit_next(struct copy *c)
+{
+	struct io_region from, to[KCOPYD_MAX_DESTS];
+	sector_t n = c->total - c->submitted, off;
+	unsigned int flags = 0;
+	struct job *j;
+	int r;
+
+	if (n > JOB_SECTORS)
+		n = JOB_SECTORS;
+	off = c->backward ? c->total - c->submitted - n : c->submitted;
+
+	j = calloc(1, sizeof(*j));
+	if (!j)
+		return -ENOMEM;
+	j->c = c;
+	j->offset = off;
+	j->count = n;
+	for (unsigned int i = 0; i < c->nr_dests; i++) {
+		struct dest *d = &c->dests[i];
+		struct io_region *t = &to[j->nr_dests];
+
+		/* Zero regions may be shorter than the longest. */
+		if (off >= d->count)
+			continue;
+		t->bdev = d->bdev;
+		t->sector = d->op.start + off;
+		t->count = d->count - off < n ? d->count - off : n;
+		j->dest_idx[j->nr_dests++] = (unsigned char)i;
+	}
+	from.bdev = c->src_bdev;
+	from.sector = c->src.start + off;
+	from.count = n;
+	if (c->o->ignore_errors)
+		flags |= KCOPYD_IGNORE_ERROR;
+	if (c->o->write_seq)
+		flags |= KCOPYD_WRITE_SEQ;
+	r = kcopyd_copy_progress(c->kc, c->zero ? NULL : &from, j->nr_dests,
+				 to, flags, job_done, copy_progress, j);
+	if (r) {
+		free(j);
+		return r;
+	}
+	c->submitted += n;
+	c->inflight++;
+	return 0;
+}
+
+static void note_failure(sector_t *start, sector_t *count, unsigned int *nr,
+			 const struct job *j)
+{
+	if ((*nr)++ == 0) {
+		*start = j->offset;
+		*count = j->count;
+	}
+}
+
+static void reap(struct copy *c)
+{
+	struct job *j, *next;
+	uint64_t n;
+
+	/* The count is not needed: the list says what finished. */
+	if (read(c->evfd, &n, sizeof(n)) == -1 && errno != EAGAIN)
+		abort();
+	if (pthread_mutex_lock(&c->lock))
+		abort();
+	j = c->finished;
+	c->finished = NULL;
+	if (pthread_mutex_unlock(&c->lock))
+		abort();
+
+	for (; j; j = next) {
+		next = j->next;
+		c->inflight--;
+		c->completed += j->count;
+		if (j->read_err)
+			note_failure(&c->read_fail_start, &c->read_fail_count,
+				     &c->read_failed_jobs, j);
+		for (unsigned int b = 0; b < j->nr_dests; b++) {
+			struct dest *d = &c->dests[j->dest_idx[b]];
+
+			if (j->write_err & (1u << b))
+				note_failure(&d->fail_start, &d->fail_count,
+					     &d->failed_jobs, j);
+		}
+		if ((j->read_err || j->write_err) && !c->o->ignore_errors)
+			c->stop = true;
+		free(j);
+	}
+}
+
+static void read_signal(struct copy *c)
+{
+	struct signalfd_siginfo si;
+
+	while (read(c->sigfd, &si, sizeof(si)) == sizeof(si))
+		if (!c->signo)
+			c->signo = (int)si.ssi_signo;
+}
+
+static void run(struct copy *c)
+{
+	struct pollfd pfd[2] = {
+		{ .fd = c->sigfd, .events = POLLIN },
+		{ .fd = c->evfd, .events = POLLIN },
+	};
+
+	for (;;) {
+		while (!c->signo && !c->stop && !c->submit_err &&
+		       c->submitted < c->total && c->inflight < c->window)
+			c->submit_err = submit_next(c);
+		if (!c->inflight)
+			break;
+		if (poll(pfd, 2, progress_timeout(&c->prog)) == -1 &&
+		    errno != EINTR)
+			abort();
+		if (pfd[0].revents & POLLIN)
+			read_signal(c);
+		if (pfd[1].revents & POLLIN)
+			reap(c);
+		progress_tick(&c->prog);
+	}
+}
+
+/* fsync every destination, and the directory of every file we created. */
+static void sync_dests(struct copy *c)
+{
+	for (unsigned int i = 0; i < c->nr_dests; i++) {
+		struct dest *d = &c->dests[i];
+		char *dir, *slash;
+		int fd;
+
+		if (fsync(d->fd) == -1) {
+			d->fsync_err = errno;
+			continue;
+		}
+		if (!d->created)
+			continue;
+		dir = strdup(d->op.path);
+		if (!dir) {
+			d->fsync_err = ENOMEM;
+			continue;
+		}
+		slash = strrchr(dir, '/');
+		if (slash)
+			slash[slash == dir] = '\0';
+		fd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY |
+					      O_CLOEXEC);
+		if (fd == -1 || fsync(fd) == -1)
+			d->fsync_err = errno;
+		if (fd != -1)
+			close(fd);
+		free(dir);
+	}
+}
+
+/* --- Reporting ---------------------------------------------------------- */
+
+static double percent(const struct copy *c, sector_t n)
+{
+	return c->total ? 100.0 * (double)n / (double)c->total : 100.0;
+}
+
+static void say_range_failure(const char *name, const char *what,
+			      unsigned int nr, sector_t start, sector_t count)
+{
+	if (nr == 1)
+		say("%s: %s error in sectors %llu+%llu", name, what,
+		    (unsigned long long)start, (unsigned long long)count);
+	else
+		say("%s: %s errors in %u ranges, the first sectors "
+		    "%llu+%llu", name, what, nr, (unsigned long long)start,
+		    (unsigned long long)count);
+}
+
+static int report(struct copy *c)
+{
+	bool rerr = c->read_failed_jobs > 0, werr = false;
+
+	if (rerr)
+		say_range_failure(src_name(c), "read", c->read_failed_jobs,
+				  c->src.start + c->read_fail_start,
+				  c->read_fail_count);
+	for (unsigned int i = 0; i < c->nr_dests; i++) {
+		struct dest *d = &c->dests[i];
+
+		if (d->failed_jobs) {
+			say_range_failure(d->op.path, "write", d->failed_jobs,
+					  d->op.start + d->fail_start,
+					  d->fail_count);
+			werr = true;
+		}
+		if (d->fsync_err) {
+			say("%s: fsync failed: %s", d->op.path,
+			    strerror(d->fsync_err));
+			werr = true;
+		}
+	}
+	if (c->submit_err) {
+		say("cannot submit a job: %s", strerror(-c->submit_err));
+		werr = true;
+	}
+	if (c->stop && c->completed < c->total)
+		say("stopped after the first error: %llu of %llu bytes "
+		    "(%.0f%%) done (--ignore-errors goes on to the end)",
+		    (unsigned long long)c->completed << KCOPYD_SECTOR_SHIFT,
+		    (unsigned long long)c->total << KCOPYD_SECTOR_SHIFT,
+		    percent(c, c->completed));
+	if (c->signo) {
+		sector_t first = c->backward ? c->total - c->completed : 0;
+
+		say("interrupted after %llu bytes (%.0f%%) by %s: sectors "
+		    "%llu+%llu of the range are done on every destination",
+		    (unsigned long long)c->completed << KCOPYD_SECTOR_SHIFT,
+		    percent(c, c->completed), strsignal(c->signo),
+		    (unsigned long long)first,
+		    (unsigned long long)c->completed);
+		return EXIT_INTERRUPTED;
+	}
+	if (rerr && werr)
+		return EXIT_BOTH_ERR;
+	if (rerr)
+		return EXIT_READ_ERR;
+	if (werr)
+		return EXIT_WRITE_ERR;
+	return EXIT_SUCCESS;
+}
+
+static void say_plan(const struct copy *c)
+{
+	char size[32];
+
+	format_bytes((uint64_t)c->total << KCOPYD_SECTOR_SHIFT, size,
+		     sizeof(size));
+	if (c->zero)
+		say("zeroing %s in %u destination%s", size, c->nr_dests,
+		    c->nr_dests == 1 ? "" : "s");
+	else
+		say("copying %s: %s sectors %llu+%llu", size, c->src.path,
+		    (unsigned long long)c->src.start,
+		    (unsigned long long)c->src.count);
+	for (unsigned int i = 0; i < c->nr_dests; i++)
+		say("  to %s at sector %llu (%llu sectors)",
+		    c->dests[i].op.path,
+		    (unsigned long long)c->dests[i].op.start,
+		    (unsigned long long)c->dests[i].count);
+}
+
+static void say_summary(struct copy *c)
+{
+	double t = progress_elapsed(&c->prog);
+	uint64_t bytes = (uint64_t)c->completed << KCOPYD_SECTOR_SHIFT;
+	char sbytes[32], srate[32];
+
+	say("%s %s to %u destination%s in %.2f s (%s/s)",
+	    c->zero ? "zeroed" : "copied",
+	    format_bytes(bytes, sbytes, sizeof(sbytes)), c->nr_dests,
+	    c->nr_dests == 1 ? "" : "s", t,
+	    format_bytes(t > 0 ? (uint64_t)((double)bytes / t) : bytes, srate,
+			 sizeof(srate)));
+}
+
+/* --- Setup -------------------------------------------------------------- */
+
+static int parse_operands(struct copy *c, int argc, char **argv)
+{
+	int first = c->zero ? 0 : 1;
+
+	if (argc < first + 1) {
+		say(c->zero ? "--zero needs at least one DST" :
+			      "a SRC and at least one DST are needed");
+		return -EINVAL;
+	}
+	if (argc - first > KCOPYD_MAX_DESTS) {
+		say("%d destinations: at most %d are allowed", argc - first,
+		    KCOPYD_MAX_DESTS);
+		return -E2BIG;
+	}
+	if (!c->zero && parse_operand(argv[0], &c->src))
+		return -EINVAL;
+	for (int i = first; i < argc; i++) {
+		struct dest *d = &c->dests[c->nr_dests];
+
+		d->fd = -1;
+		if (parse_operand(argv[i], &d->op))
+			return -EINVAL;
+		c->nr_dests++;
+		if (!c->zero && d->op.has_count) {
+			say("%s: a destination takes no COUNT (it gets the "
+			    "source's)", d->op.token);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+static int setup(struct copy *c)
+{
+	struct kcopyd_options ko = {
+		.threads = c->o->threads,
+		.subjob_size = c->o->subjob_size,
+	};
+	int r;
+
+	if (!c->zero) {
+		r = probe_source(c);
+		if (r)
+			return r;
+	}
+	for (unsigned int i = 0; i < c->nr_dests; i++) {
+		struct dest *d = &c->dests[i];
+
+		d->count = c->src.count;
+		r = prepare_dest(c, d);
+		if (r)
+			return r;
+	}
+	r = open_bdevs(c);
+	if (r)
+		return r;
+	r = check_regions(c);
+	if (r)
+		return r;
+	r = kcopyd_client_create_opts(c->o->pages, &ko, &c->kc);
+	if (r)
+		say("cannot start the copy engine: %s", strerror(-r));
+	return r;
+}
+
+int direct_main(const struct options *o, int argc, char **argv)
+{
+	struct copy *c;
+	int status = EXIT_USAGE;
+
+	c = calloc(1, sizeof(*c));
+	if (!c) {
+		say("%s", strerror(ENOMEM));
+		return EXIT_USAGE;
+	}
+	c->o = o;
+	c->zero = o->zero;
+	c->evfd = -1;
+	if (pthread_mutex_init(&c->lock, NULL))
+		abort();
+	/* Before the engine starts its threads, which inherit the mask. */
+	c->sigfd = signals_block();
+	if (c->sigfd < 0) {
+		say("signalfd: %s", strerror(-c->sigfd));
+		goto out;
+	}
+	c->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (c->evfd == -1) {
+		say("eventfd: %s", strerror(errno));
+		goto out;
+	}
+	if (parse_operands(c, argc, argv)) {
+		fputs("Try 'kcopy --help' for more information.\n", stderr);
+		goto out;
+	}
+	if (setup(c)) {
+		if (c->kc)
+			kcopyd_client_destroy(c->kc);
+		c->kc = NULL;
+		close_bdevs(c);
+		unprepare_dests(c);
+		goto out;
+	}
+	if (o->verbose > 0)
+		say_plan(c);
+
+	progress_init(&c->prog, o, (uint64_t)c->total << KCOPYD_SECTOR_SHIFT);
+	run(c);
+	kcopyd_client_destroy(c->kc);
+	if (c->signo)
+		progress_clear(&c->prog);
+	else
+		progress_finish(&c->prog);
+	if (o->fsync && !c->signo)
+		sync_dests(c);
+	status = report(c);
+	if (o->verbose > 0)
+		say_summary(c);
+	close_bdevs(c);
+out:
+	for (unsigned int i = 0; i < c->nr_dests; i++) {
+		if (c->dests[i].fd != -1)
+			close(c->dests[i].fd);
+		free(c->dests[i].op.path);
+	}
+	free(c->src.path);
+	if (c->evfd != -1)
+		close(c->evfd);
+	if (c->sigfd >= 0)
+		close(c->sigfd);
+	pthread_mutex_destroy(&c->lock);
+	free(c);
+	return status;
+}

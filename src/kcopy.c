@@ -1,0 +1,250 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * kcopy: copy a region of one device to many with libkcopyd, or drive a
+ * mounted kcopydfs.  This file holds the option parsing; direct.c and
+ * mount.c hold the two modes.
+ *
+ * Thread model: main thread only (the engine's threads start later, in
+ * direct.c, with SIGINT and SIGTERM already blocked).
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+
+#include "kcopy.h"
+
+#define DEFAULT_PAGES	1024
+
+static const char usage_text[] =
+"Usage: kcopy [OPTION]... SRC[:START[+COUNT]] DST[:START] [DST[:START]]...\n"
+"  or:  kcopy [OPTION]... --zero DST[:START[+COUNT]]...\n"
+"  or:  kcopy [-q] [-v] [--progress[=SECONDS]] --mount MOUNTPOINT\n"
+"             copy|zero ARGS...\n"
+"\n"
+"Copy a region of SRC to every DST with one read, or write zeros.\n"
+"START and COUNT are 512-byte sectors, or carry a unit: s (sectors),\n"
+"K, M, G, T or KiB, MiB, GiB, TiB (bytes, powers of 1024).\n"
+"COUNT defaults to the rest of SRC (of DST with --zero).\n"
+"\n"
+"  -p, --pages N          copy buffer of N 4 KiB pages (default 1024)\n"
+"  -t, --threads N        I/O threads (default 2)\n"
+"      --subjob-size SIZE bytes per sub-job, K or M suffix (default 512K)\n"
+"  -i, --ignore-errors    go on to the end after I/O errors\n"
+"      --write-seq        write each destination in offset order\n"
+"      --direct           open every device with O_DIRECT\n"
+"      --fsync            flush every destination to stable storage\n"
+"      --zero             write zeros to the destinations\n"
+"  -m, --mount MOUNTPOINT send the command to a mounted kcopydfs\n"
+"  -P, --progress[=SECONDS]  print progress every SECONDS (default 1)\n"
+"                         even when stderr is not a terminal\n"
+"  -q, --quiet            no progress, no messages but errors\n"
+"  -v, --verbose          say what is done\n"
+"  -h, --help             show this help and exit\n"
+"  -V, --version          show the version and exit\n"
+"\n"
+"Exit status: 0 every destination written, 1 bad usage, 2 read error,\n"
+"3 write error, 4 both, 130 interrupted.  See kcopy(1).\n";
+
+enum {
+	OPT_SUBJOB_SIZE = 256,
+	OPT_WRITE_SEQ,
+	OPT_DIRECT,
+	OPT_FSYNC,
+	OPT_ZERO,
+};
+
+static const struct option long_options[] = {
+	{ "pages", required_argument, NULL, 'p' },
+	{ "threads", required_argument, NULL, 't' },
+	{ "subjob-size", required_argument, NULL, OPT_SUBJOB_SIZE },
+	{ "ignore-errors", no_argument, NULL, 'i' },
+	{ "write-seq", no_argument, NULL, OPT_WRITE_SEQ },
+	{ "direct", no_argument, NULL, OPT_DIRECT },
+	{ "fsync", no_argument, NULL, OPT_FSYNC },
+	{ "zero", no_argument, NULL, OPT_ZERO },
+	{ "mount", required_argument, NULL, 'm' },
+	{ "progress", optional_argument, NULL, 'P' },
+	{ "quiet", no_argument, NULL, 'q' },
+	{ "verbose", no_argument, NULL, 'v' },
+	{ "help", no_argument, NULL, 'h' },
+	{ "version", no_argument, NULL, 'V' },
+	{ NULL, 0, NULL, 0 },
+};
+
+void say(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("kcopy: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+int signals_block(void)
+{
+	sigset_t set;
+	int fd;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	/* Threads created from now on inherit the mask. */
+	if (pthread_sigmask(SIG_BLOCK, &set, NULL))
+		abort();
+	fd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+	return fd == -1 ? -errno : fd;
+}
+
+static int parse_uint(const char *opt, const char *s, unsigned int min,
+		      unsigned int max, unsigned int *out)
+{
+	char *end;
+	unsigned long v;
+
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (!*s || *end || errno || *s == '-' || v < min || v > max) {
+		say("%s '%s': expected a whole number from %u to %u", opt, s,
+		    min, max);
+		return -EINVAL;
+	}
+	*out = (unsigned int)v;
+	return 0;
+}
+
+static int parse_subjob_size(const char *s, unsigned int *out)
+{
+	uint64_t bytes;
+
+	if (parse_size(s, 1, &bytes) || bytes == 0 ||
+	    bytes % KCOPYD_PAGE_SIZE || bytes > 16u * 1024 * 1024) {
+		say("--subjob-size '%s': expected a multiple of 4K "
+		    "from 4K to 16M", s);
+		return -EINVAL;
+	}
+	*out = (unsigned int)bytes;
+	return 0;
+}
+
+static int parse_interval(const char *s, double *out)
+{
+	char *end;
+	double v;
+
+	errno = 0;
+	v = strtod(s, &end);
+	if (!*s || *end || errno || !(v >= 0.1 && v <= 86400)) {
+		say("--progress '%s': expected seconds from 0.1 to 86400", s);
+		return -EINVAL;
+	}
+	*out = v;
+	return 0;
+}
+
+static int parse_options(int argc, char **argv, struct options *o)
+{
+	int c;
+
+	memset(o, 0, sizeof(*o));
+	o->pages = DEFAULT_PAGES;
+	while ((c = getopt_long(argc, argv, "p:t:im:P::qvhV", long_options,
+				NULL)) != -1) {
+		switch (c) {
+		case 'p':
+			if (parse_uint("--pages", optarg, 1, 1u << 22,
+				       &o->pages))
+				return -EINVAL;
+			break;
+		case 't':
+			if (parse_uint("--threads", optarg, 1, 256,
+				       &o->threads))
+				return -EINVAL;
+			break;
+		case OPT_SUBJOB_SIZE:
+			if (parse_subjob_size(optarg, &o->subjob_size))
+				return -EINVAL;
+			break;
+		case 'i':
+			o->ignore_errors = true;
+			break;
+		case OPT_WRITE_SEQ:
+			o->write_seq = true;
+			break;
+		case OPT_DIRECT:
+			o->direct = true;
+			break;
+		case OPT_FSYNC:
+			o->fsync = true;
+			break;
+		case OPT_ZERO:
+			o->zero = true;
+			break;
+		case 'm':
+			o->mount = optarg;
+			break;
+		case 'P':
+			o->progress_interval = 1;
+			if (optarg &&
+			    parse_interval(optarg, &o->progress_interval))
+				return -EINVAL;
+			break;
+		case 'q':
+			o->verbose = -1;
+			break;
+		case 'v':
+			o->verbose = 1;
+			break;
+		case 'h':
+			fputs(usage_text, stdout);
+			exit(EXIT_SUCCESS);
+		case 'V':
+			printf("kcopy %s (libkcopyd %s)\n", PACKAGE_VERSION,
+			       kcopyd_version());
+			exit(EXIT_SUCCESS);
+		default:
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+/* Options that mean nothing in mount mode: the daemon has its own. */
+static int check_mount_options(const struct options *o)
+{
+	if (o->pages != DEFAULT_PAGES || o->threads || o->subjob_size ||
+	    o->ignore_errors || o->write_seq || o->direct || o->fsync ||
+	    o->zero) {
+		say("--mount takes only -q, -v and --progress; engine options "
+		    "belong to kcopydfs, flags to the command words");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	struct options o;
+
+	if (parse_options(argc, argv, &o))
+		goto usage;
+	argc -= optind;
+	argv += optind;
+	if (o.mount) {
+		if (check_mount_options(&o))
+			goto usage;
+		return mount_main(&o, argc, argv);
+	}
+	return direct_main(&o, argc, argv);
+usage:
+	fputs("Try 'kcopy --help' for more information.\n", stderr);
+	return EXIT_USAGE;
+}

@@ -1,0 +1,137 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * kcopy: definitions shared by the files of the command-line copier.
+ */
+#ifndef KCOPY_H
+#define KCOPY_H
+
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "kcopyd.h"
+
+/* Exit statuses, as kcopy(1) documents them. */
+#define EXIT_USAGE		1
+#define EXIT_READ_ERR		2
+#define EXIT_WRITE_ERR		3
+#define EXIT_BOTH_ERR		4
+#define EXIT_INTERRUPTED	130
+
+/* --- Options ------------------------------------------------------------ */
+
+struct options {
+	unsigned int pages;		/* client page pool, 4 KiB pages */
+	unsigned int threads;		/* 0: the engine's default */
+	unsigned int subjob_size;	/* bytes; 0: the engine's default */
+	bool ignore_errors;
+	bool write_seq;
+	bool direct;			/* O_DIRECT on every device */
+	bool fsync;			/* fsync every destination at the end */
+	bool zero;
+	int verbose;			/* -1 with -q, 1 with -v */
+	double progress_interval;	/* --progress seconds; 0: not asked */
+	const char *mount;		/* mount mode when non-NULL */
+};
+
+/* Report to stderr with the "kcopy: " prefix. */
+void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* --- Numbers and ranges (spec.c) ------------------------------------------ */
+
+/*
+ * Parse a size: digits with an optional unit, s (sectors) or K, M, G, T
+ * and KiB ... TiB (bytes, powers of 1024).  A bare number counts
+ * `bare_unit` bytes (512 for sectors, 1 for bytes).  Sets *bytes.
+ * Returns 0 or -EINVAL (syntax, unknown unit) or -ERANGE (overflow).
+ */
+int parse_size(const char *s, uint64_t bare_unit, uint64_t *bytes);
+
+/* As parse_size(), in whole sectors: -EDOM if not a multiple of 512. */
+int parse_sectors(const char *s, sector_t *sectors);
+
+/* A command-line operand PATH[:START[+COUNT]]. */
+struct operand {
+	const char *token;		/* as given */
+	char *path;			/* malloc'd */
+	sector_t start;
+	sector_t count;
+	bool has_count;
+};
+
+/*
+ * Split a token at its last ':' when what follows is a range (or empty,
+ * which names the path before it with no range); otherwise the whole
+ * token is the path.  Prints a message naming the token on error.
+ * Returns 0, -EINVAL or -ENOMEM.
+ */
+int parse_operand(const char *token, struct operand *op);
+
+/* Human-readable bytes, "1.50 GiB", into buf. */
+const char *format_bytes(uint64_t bytes, char *buf, size_t len);
+
+/* --- Progress (progress.c) ------------------------------------------------ */
+
+enum progress_mode {
+	PROGRESS_NONE,
+	PROGRESS_TTY,			/* a live line, rewritten in place */
+	PROGRESS_LINES,			/* one plain line per interval */
+};
+
+#define PROGRESS_SAMPLES	16
+
+struct progress {
+	enum progress_mode mode;
+	double interval;		/* seconds between updates */
+	uint64_t total;			/* bytes */
+	atomic_uint_least64_t done;	/* bytes completed, any thread */
+	struct timespec start;
+	double last_print;		/* seconds since start */
+	/* Recent (time, done) samples for the rate: main thread only. */
+	double sample_t[PROGRESS_SAMPLES];
+	uint64_t sample_done[PROGRESS_SAMPLES];
+	unsigned int nr_samples;
+	bool drawn;			/* a tty line is on the screen */
+};
+
+/* Choose the mode from the options and isatty(2). */
+void progress_init(struct progress *p, const struct options *o,
+		   uint64_t total);
+
+/* Add completed bytes: any thread, never blocks. */
+static inline void progress_add(struct progress *p, uint64_t bytes)
+{
+	atomic_fetch_add_explicit(&p->done, bytes, memory_order_relaxed);
+}
+
+/* Milliseconds until the next update is due; -1 when there are none. */
+int progress_timeout(const struct progress *p);
+
+/* Print an update if one is due. */
+void progress_tick(struct progress *p);
+
+/* The final update (a last line; the tty line is ended). */
+void progress_finish(struct progress *p);
+
+/* Take the live line off the terminal before printing other messages. */
+void progress_clear(struct progress *p);
+
+/* Seconds since progress_init(). */
+double progress_elapsed(const struct progress *p);
+
+/* --- Signals ---------------------------------------------------------- */
+
+/*
+ * Block SIGINT and SIGTERM in this thread (and in every thread it creates
+ * from now on), and return a signalfd that reads them, or -errno.
+ */
+int signals_block(void);
+
+/* --- Modes -------------------------------------------------------------- */
+
+int direct_main(const struct options *o, int argc, char **argv);
+int mount_main(const struct options *o, int argc, char **argv);
+
+#endif /* KCOPY_H */

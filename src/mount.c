@@ -1,0 +1,333 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Mount mode: hand one command to a mounted kcopydfs and wait for its job.
+ *
+ * The command goes to MOUNTPOINT/control on a descriptor opened
+ * read-write; the read that follows returns the job id (or, after a
+ * failed write, kcopydfs's message).  Then MOUNTPOINT/results is polled:
+ * kcopydfs wakes pollers whenever a job changes state.  Each wake, and
+ * each second in case a wake is missed, the file is opened and read again
+ * (every open is a fresh snapshot) and the job's line is looked up.
+ *
+ * Thread model: main thread only.  SIGINT and SIGTERM are blocked and
+ * read from a signalfd; they stop the wait, not the job.
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include "kcopy.h"
+
+/* Re-read results at least this often, in case a wake is missed. */
+#define RECHECK_MS	1000
+/* Read results at most this often, however often poll says it changed. */
+#define MIN_READ_MS	50
+
+struct job_status {
+	char state[16];
+	uint64_t read_err;
+	uint64_t write_err;
+	uint64_t sectors;
+	uint64_t done;
+};
+
+/* Join the words into one control line, ending in a newline. */
+static char *command_line(int argc, char **argv)
+{
+	size_t len = 1;
+	char *line, *p;
+
+	for (int i = 0; i < argc; i++)
+		len += strlen(argv[i]) + 1;
+	line = malloc(len);
+	if (!line)
+		return NULL;
+	p = line;
+	for (int i = 0; i < argc; i++) {
+		size_t n = strlen(argv[i]);
+
+		memcpy(p, argv[i], n);
+		p += n;
+		*p++ = i + 1 < argc ? ' ' : '\n';
+	}
+	*p = '\0';
+	return line;
+}
+
+/* Read what is there, up to len - 1 bytes, as a string without '\n'. */
+static ssize_t read_line(int fd, char *buf, size_t len)
+{
+	ssize_t n = read(fd, buf, len - 1);
+
+	if (n < 0)
+		return -errno;
+	buf[n] = '\0';
+	buf[strcspn(buf, "\n")] = '\0';
+	return n;
+}
+
+/* Write the command; return the job id, or -errno with a message said. */
+static int submit(const char *control, const char *line, uint64_t *id)
+{
+	char buf[1024], *end;
+	ssize_t n;
+	int fd, err;
+
+	fd = open(control, O_RDWR | O_CLOEXEC);
+	if (fd == -1) {
+		err = -errno;
+		say("%s: %s", control, strerror(errno));
+		return err;
+	}
+	if (write(fd, line, strlen(line)) == -1) {
+		err = -errno;
+		/* kcopydfs says which token it refused. */
+		if (read_line(fd, buf, sizeof(buf)) > 0)
+			say("%s", buf);
+		else
+			say("%s: %s", control, strerror(-err));
+		close(fd);
+		return err;
+	}
+	n = read_line(fd, buf, sizeof(buf));
+	close(fd);
+	if (n < 0) {
+		say("%s: reading the job id: %s", control, strerror((int)-n));
+		return (int)n;
+	}
+	errno = 0;
+	*id = strtoull(buf, &end, 10);
+	if (!buf[0] || *end || errno) {
+		say("%s: expected a job id, read '%s'", control, buf);
+		return -EPROTO;
+	}
+	return 0;
+}
+
+/* The value of `key=` among the words of a results line, or NULL. */
+static const char *field(const char *line, const char *key)
+{
+	size_t klen = strlen(key);
+	const char *p = line;
+
+	while (p && *p) {
+		if (!strncmp(p, key, klen) && p[klen] == '=')
+			return p + klen + 1;
+		p = strchr(p, ' ');
+		if (p)
+			p++;
+	}
+	return NULL;
+}
+
+static int field_u64(const char *line, const char *key, int base,
+		     uint64_t *out)
+{
+	const char *v = field(line, key);
+	char *end;
+
+	if (!v)
+		return -EPROTO;
+	errno = 0;
+	*out = strtoull(v, &end, base);
+	if (end == v || (*end && *end != ' ') || errno)
+		return -EPROTO;
+	return 0;
+}
+
+static int parse_status(const char *line, struct job_status *st)
+{
+	const char *v = field(line, "state");
+	size_t n;
+
+	if (!v)
+		return -EPROTO;
+	n = strcspn(v, " ");
+	if (n >= sizeof(st->state))
+		return -EPROTO;
+	memcpy(st->state, v, n);
+	st->state[n] = '\0';
+	if (field_u64(line, "read_err", 0, &st->read_err) ||
+	    field_u64(line, "write_err", 0, &st->write_err) ||
+	    field_u64(line, "sectors", 10, &st->sectors) ||
+	    field_u64(line, "done", 10, &st->done))
+		return -EPROTO;
+	return 0;
+}
+
+/*
+ * Read results afresh and find job `id`.  Returns 0, -ENOENT if the job
+ * is not listed, -EPROTO for a line that does not parse, or -errno.
+ */
+static int read_status(const char *path, uint64_t id, struct job_status *st)
+{
+	char want[32], *line = NULL;
+	size_t cap = 0;
+	int r = -ENOENT;
+	FILE *f;
+
+	f = fopen(path, "re");
+	if (!f)
+		return -errno;
+	snprintf(want, sizeof(want), "id=%" PRIu64 " ", id);
+	while (getline(&line, &cap, f) != -1) {
+		if (strncmp(line, want, strlen(want)))
+			continue;
+		line[strcspn(line, "\n")] = '\0';
+		r = parse_status(line, st);
+		break;
+	}
+	if (r == -ENOENT && ferror(f))
+		r = -EIO;
+	free(line);
+	fclose(f);
+	return r;
+}
+
+static bool finished(const struct job_status *st)
+{
+	return !strcmp(st->state, "done") || !strcmp(st->state, "failed");
+}
+
+static int job_exit_status(const char *mnt, uint64_t id,
+			   const struct job_status *st)
+{
+	if (st->read_err && st->write_err) {
+		say("job %" PRIu64 " on %s: read error, and write error on "
+		    "destinations 0x%" PRIx64, id, mnt, st->write_err);
+		return EXIT_BOTH_ERR;
+	}
+	if (st->read_err) {
+		say("job %" PRIu64 " on %s: read error on the source", id,
+		    mnt);
+		return EXIT_READ_ERR;
+	}
+	if (st->write_err) {
+		say("job %" PRIu64 " on %s: write error on destinations "
+		    "0x%" PRIx64 " (bit i = the i-th destination)", id, mnt,
+		    st->write_err);
+		return EXIT_WRITE_ERR;
+	}
+	if (strcmp(st->state, "done")) {
+		say("job %" PRIu64 " on %s: %s", id, mnt, st->state);
+		return EXIT_WRITE_ERR;
+	}
+	return EXIT_SUCCESS;
+}
+
+static int poll_timeout(const struct progress *p)
+{
+	int t = progress_timeout(p);
+
+	return t < 0 || t > RECHECK_MS ? RECHECK_MS : t;
+}
+
+/* Wait for job `id` to finish; returns kcopy's exit status. */
+static int wait_job(const struct options *o, const char *mnt,
+		    const char *results, uint64_t id, int sigfd)
+{
+	struct job_status st = { .state = "" };
+	struct progress prog;
+	struct pollfd pfd[2] = {
+		{ .fd = sigfd, .events = POLLIN },
+		{ .fd = -1, .events = POLLIN | POLLPRI },
+	};
+	bool started = false;
+	int r;
+
+	pfd[1].fd = open(results, O_RDONLY | O_CLOEXEC);
+	if (pfd[1].fd == -1) {
+		say("%s: %s", results, strerror(errno));
+		return EXIT_USAGE;
+	}
+	for (;;) {
+		r = read_status(results, id, &st);
+		if (r) {
+			say("%s: job %" PRIu64 ": %s", results, id,
+			    r == -ENOENT ? "not listed" :
+			    r == -EPROTO ? "a line kcopy cannot parse" :
+					   strerror(-r));
+			r = EXIT_USAGE;
+			break;
+		}
+		if (!started) {
+			progress_init(&prog, o, st.sectors
+						<< KCOPYD_SECTOR_SHIFT);
+			started = true;
+		}
+		atomic_store(&prog.done, st.done << KCOPYD_SECTOR_SHIFT);
+		if (finished(&st)) {
+			progress_finish(&prog);
+			r = job_exit_status(mnt, id, &st);
+			break;
+		}
+		progress_tick(&prog);
+		if (poll(pfd, 2, poll_timeout(&prog)) == -1 && errno != EINTR)
+			abort();
+		if (pfd[0].revents & POLLIN) {
+			progress_clear(&prog);
+			say("interrupted after %" PRIu64 " bytes (%.0f%%): "
+			    "job %" PRIu64 " goes on in %s",
+			    st.done << KCOPYD_SECTOR_SHIFT,
+			    st.sectors ? 100.0 * (double)st.done /
+						 (double)st.sectors : 0.0,
+			    id, mnt);
+			r = EXIT_INTERRUPTED;
+			break;
+		}
+		/* Bound the re-reads if results reports ready all the time. */
+		if (pfd[1].revents)
+			poll(NULL, 0, MIN_READ_MS);
+	}
+	close(pfd[1].fd);
+	if (r == EXIT_SUCCESS && o->verbose > 0)
+		say("job %" PRIu64 " done: %" PRIu64 " sectors", id,
+		    st.sectors);
+	return r;
+}
+
+int mount_main(const struct options *o, int argc, char **argv)
+{
+	char *control = NULL, *results = NULL, *line = NULL;
+	uint64_t id;
+	int sigfd, status = EXIT_USAGE;
+
+	if (argc < 2 || (strcmp(argv[0], "copy") && strcmp(argv[0], "zero"))) {
+		say(argc ? "--mount: '%s': expected copy or zero and its "
+			   "arguments" : "--mount: expected copy or zero and "
+					 "its arguments%s",
+		    argc ? argv[0] : "");
+		fputs("Try 'kcopy --help' for more information.\n", stderr);
+		return EXIT_USAGE;
+	}
+	sigfd = signals_block();
+	if (sigfd < 0) {
+		say("signalfd: %s", strerror(-sigfd));
+		return EXIT_USAGE;
+	}
+	if (asprintf(&control, "%s/control", o->mount) == -1 ||
+	    asprintf(&results, "%s/results", o->mount) == -1 ||
+	    !(line = command_line(argc, argv))) {
+		say("%s", strerror(ENOMEM));
+		goto out;
+	}
+	if (submit(control, line, &id))
+		goto out;
+	if (o->verbose > 0)
+		say("job %" PRIu64 " queued on %s", id, o->mount);
+	status = wait_job(o, o->mount, results, id, sigfd);
+out:
+	free(line);
+	free(results);
+	free(control);
+	close(sigfd);
+	return status;
+}

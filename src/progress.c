@@ -1,0 +1,169 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The progress meter: a live line on a terminal, or plain periodic lines.
+ *
+ * Thread model: progress_add() is called from engine worker threads and
+ * only adds to the atomic `done`.  Everything else, including the rate
+ * samples and all output, belongs to the main thread.
+ */
+#include <config.h>
+
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "kcopy.h"
+
+/* How often the live line on a terminal is redrawn. */
+#define TTY_INTERVAL	0.25
+
+/* The rate is measured over about this many seconds of recent samples. */
+#define RATE_WINDOW	3.0
+
+static double now_since(const struct timespec *start)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)(t.tv_sec - start->tv_sec) +
+	       (double)(t.tv_nsec - start->tv_nsec) / 1e9;
+}
+
+double progress_elapsed(const struct progress *p)
+{
+	return now_since(&p->start);
+}
+
+void progress_init(struct progress *p, const struct options *o,
+		   uint64_t total)
+{
+	memset(p, 0, sizeof(*p));
+	atomic_init(&p->done, 0);
+	p->total = total;
+	clock_gettime(CLOCK_MONOTONIC, &p->start);
+	p->mode = PROGRESS_NONE;
+	if (o->verbose < 0)
+		return;
+	if (o->progress_interval > 0) {
+		p->mode = isatty(STDERR_FILENO) ? PROGRESS_TTY :
+						  PROGRESS_LINES;
+		p->interval = o->progress_interval;
+	} else if (isatty(STDERR_FILENO)) {
+		p->mode = PROGRESS_TTY;
+	}
+	if (p->mode == PROGRESS_TTY)
+		p->interval = TTY_INTERVAL;
+}
+
+int progress_timeout(const struct progress *p)
+{
+	double left;
+
+	if (p->mode == PROGRESS_NONE)
+		return -1;
+	left = p->last_print + p->interval - progress_elapsed(p);
+	return left <= 0 ? 0 : (int)(left * 1000) + 1;
+}
+
+/* Record a sample; return the recent rate in bytes per second. */
+static double sample_rate(struct progress *p, double t, uint64_t done)
+{
+	unsigned int oldest;
+
+	if (p->nr_samples == PROGRESS_SAMPLES) {
+		memmove(p->sample_t, p->sample_t + 1,
+			(PROGRESS_SAMPLES - 1) * sizeof(p->sample_t[0]));
+		memmove(p->sample_done, p->sample_done + 1,
+			(PROGRESS_SAMPLES - 1) * sizeof(p->sample_done[0]));
+		p->nr_samples--;
+	}
+	p->sample_t[p->nr_samples] = t;
+	p->sample_done[p->nr_samples] = done;
+	p->nr_samples++;
+
+	/* The oldest sample still inside the window. */
+	for (oldest = 0; oldest + 1 < p->nr_samples; oldest++)
+		if (t - p->sample_t[oldest] <= RATE_WINDOW)
+			break;
+	if (oldest + 1 < p->nr_samples && t - p->sample_t[oldest] > 0.1)
+		return (double)(done - p->sample_done[oldest]) /
+		       (t - p->sample_t[oldest]);
+	return t > 0 ? (double)done / t : 0;
+}
+
+static void format_eta(double secs, char *buf, size_t len)
+{
+	unsigned long s;
+
+	if (secs < 0 || secs > 99.0 * 3600) {
+		snprintf(buf, len, "--:--");
+		return;
+	}
+	s = (unsigned long)(secs + 0.5);
+	if (s >= 3600)
+		snprintf(buf, len, "%lu:%02lu:%02lu", s / 3600, s / 60 % 60,
+			 s % 60);
+	else
+		snprintf(buf, len, "%lu:%02lu", s / 60, s % 60);
+}
+
+static void print(struct progress *p, bool final)
+{
+	uint64_t done = atomic_load_explicit(&p->done, memory_order_relaxed);
+	double t = progress_elapsed(p);
+	double rate, pct;
+	char sdone[32], stotal[32], srate[32], eta[32];
+
+	if (done > p->total)
+		done = p->total;
+	rate = final && t > 0 ? (double)done / t : sample_rate(p, t, done);
+	pct = p->total ? 100.0 * (double)done / (double)p->total : 100.0;
+	format_bytes(done, sdone, sizeof(sdone));
+	format_bytes(p->total, stotal, sizeof(stotal));
+	format_bytes((uint64_t)rate, srate, sizeof(srate));
+	if (final)
+		format_eta(t, eta, sizeof(eta));
+	else
+		format_eta(rate > 0 ? (double)(p->total - done) / rate : -1,
+			   eta, sizeof(eta));
+	p->last_print = t;
+
+	if (p->mode == PROGRESS_TTY) {
+		fprintf(stderr, "\r\033[K%s / %s  %3.0f%%  %s/s  %s %s",
+			sdone, stotal, pct, srate, eta,
+			final ? "elapsed" : "left");
+		p->drawn = true;
+		if (final) {
+			fputc('\n', stderr);
+			p->drawn = false;
+		}
+	} else {
+		fprintf(stderr,
+			"kcopy: %llu/%llu bytes (%.0f%%) %s/s, %s %s\n",
+			(unsigned long long)done,
+			(unsigned long long)p->total, pct, srate, eta,
+			final ? "elapsed" : "left");
+	}
+	fflush(stderr);
+}
+
+void progress_tick(struct progress *p)
+{
+	if (p->mode != PROGRESS_NONE && progress_timeout(p) == 0)
+		print(p, false);
+}
+
+void progress_finish(struct progress *p)
+{
+	if (p->mode != PROGRESS_NONE)
+		print(p, true);
+}
+
+void progress_clear(struct progress *p)
+{
+	if (p->mode == PROGRESS_TTY && p->drawn) {
+		fputs("\r\033[K", stderr);
+		fflush(stderr);
+		p->drawn = false;
+	}
+}
