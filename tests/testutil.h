@@ -1,0 +1,49 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Helpers shared by the Check unit tests: scratch images on tmpfs and a
+ * callback that counts completions.
+ *
+ * Thread model: struct done_count is updated by the client's callback
+ * thread and read by the test thread, under its own mutex.
+ */
+#ifndef KCOPYD_TESTUTIL_H
+#define KCOPYD_TESTUTIL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kcopyd.h"
+
+/* A fresh directory on tmpfs, removed with everything in it at exit. */
+const char *test_dir(void);
+
+/* Create PATH-in-test_dir of `bytes`, filled from `seed` (0: zeros). */
+char *make_image(const char *name, size_t bytes, unsigned int seed);
+
+/* Read a whole file into a malloc'd buffer; *len gets its size. */
+unsigned char *read_file(const char *path, size_t *len);
+
+/* Fill buf deterministically from seed (never all zeros). */
+void fill_pattern(unsigned char *buf, size_t len, unsigned int seed);
+
+struct done_count {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	unsigned int calls;
+	int read_err;			/* OR of every call's read_err */
+	unsigned int write_err;		/* OR of every call's write_err */
+	pthread_t last_thread;
+};
+
+void done_init(struct done_count *d);
+/* A kcopyd_notify_fn; context is a struct done_count. */
+void done_cb(int read_err, unsigned int write_err, void *context);
+/* Wait until `calls` callbacks have run (fails the test after 60 s). */
+void done_wait(struct done_count *d, unsigned int calls);
+unsigned int done_calls(struct done_count *d);
+
+struct block_device *open_bdev(const char *path, int flags);
+
+#endif
