@@ -55,6 +55,29 @@ static int device_size(int fd, const struct stat *st, uint64_t *bytes)
 	return -ENOTBLK;
 }
 
+/*
+ * The unit in which a failed transfer is retried piece by piece: the
+ * logical block size of a block device, else a sector (a page with
+ * O_DIRECT, which may need that alignment).
+ */
+static unsigned int block_size(int fd, const struct stat *st, int flags)
+{
+	int bs = 0;
+
+#ifdef BLKSSZGET
+	if (S_ISBLK(st->st_mode) && ioctl(fd, BLKSSZGET, &bs) == 0 &&
+	    bs >= (int)KCOPYD_SECTOR_SIZE && bs <= (int)KCOPYD_PAGE_SIZE)
+		return bs;
+#endif
+	return flags & O_DIRECT ? KCOPYD_PAGE_SIZE : KCOPYD_SECTOR_SIZE;
+}
+
+bool bdev_same(const struct block_device *a, const struct block_device *b)
+{
+	return a == b || (a->is_blockdev == b->is_blockdev &&
+			  a->dev == b->dev && a->ino == b->ino);
+}
+
 int kcopyd_bdev_open(const char *path, int flags, struct block_device **result)
 {
 	struct block_device *bdev;
@@ -94,6 +117,14 @@ int kcopyd_bdev_open(const char *path, int flags, struct block_device **result)
 	bdev->read_only = acc == O_RDONLY;
 	bdev->is_blockdev = S_ISBLK(st.st_mode);
 	bdev->sectors = bytes >> KCOPYD_SECTOR_SHIFT;
+	bdev->block_size = block_size(fd, &st, flags);
+	if (bdev->is_blockdev) {
+		bdev->dev = st.st_rdev;
+		bdev->ino = 0;
+	} else {
+		bdev->dev = st.st_dev;
+		bdev->ino = st.st_ino;
+	}
 	pth(pthread_mutex_init(&bdev->fault_lock, NULL));
 	*result = bdev;
 	return 0;
@@ -124,6 +155,8 @@ void kcopyd_bdev_get_stats(const struct block_device *bdev,
 {
 	struct block_device *b = (struct block_device *)bdev;
 
+	if (!st)
+		return;
 	memset(st, 0, sizeof(*st));
 	if (!b)
 		return;
@@ -172,6 +205,8 @@ void kcopyd_bdev_clear_faults(struct block_device *bdev)
 {
 	struct fault_rule *rule, *next;
 
+	if (!bdev)
+		return;
 	pth(pthread_mutex_lock(&bdev->fault_lock));
 	rule = bdev->faults;
 	bdev->faults = NULL;

@@ -80,6 +80,9 @@ struct block_device {
 	bool read_only;
 	bool is_blockdev;
 	sector_t sectors;
+	unsigned int block_size;	/* smallest I/O it takes, in bytes */
+	dev_t dev;			/* identity: st_dev and st_ino, or */
+	ino_t ino;			/* st_rdev for a block device */
 	char *path;
 
 	/* Fault rules: a list prepended under fault_lock, read under it. */
@@ -99,6 +102,9 @@ int bdev_read_full(struct block_device *bdev, struct iovec *iov, int iovcnt,
 		   off_t off);
 int bdev_write_full(struct block_device *bdev, struct iovec *iov, int iovcnt,
 		    off_t off);
+
+/* Are a and b the same file or device, whatever handles they came from? */
+bool bdev_same(const struct block_device *a, const struct block_device *b);
 
 /* --- Page pool (pages.c) -------------------------------------------------- */
 

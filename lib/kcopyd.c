@@ -79,6 +79,8 @@ struct sub_job {
 	unsigned int nr_pages;
 	int read_err;
 	unsigned int write_err;
+	uint64_t bytes_read;		/* what really went through */
+	uint64_t bytes_written;
 };
 
 struct worker {
@@ -114,8 +116,11 @@ struct kcopyd_client {
 	struct kcopyd_stats stats;
 };
 
-/* The client whose callback this thread is running, if any. */
-static __thread struct kcopyd_client *in_callback;
+/*
+ * The client this thread works for, if it is one of a client's own
+ * threads: flush and destroy called from there would wait for themselves.
+ */
+static __thread struct kcopyd_client *engine_thread;
 
 const char *kcopyd_version(void)
 {
@@ -186,6 +191,8 @@ static bool take_chunk(struct kcopyd_client *kc, struct worker *w,
 				     job->issued;
 	sj->read_err = 0;
 	sj->write_err = 0;
+	sj->bytes_read = 0;
+	sj->bytes_written = 0;
 	job->issued += n;
 	job->inflight++;
 	kc->stats.subjobs++;
@@ -235,24 +242,93 @@ static sector_t dest_len(const struct io_region *d, const struct sub_job *sj)
 	return min_sector(sj->count, d->count - sj->offset);
 }
 
+/* The address of byte `off` of the chunk, in its pool pages. */
+static char *chunk_byte(struct kcopyd_client *kc, struct worker *w, size_t off)
+{
+	return kc->pool.mem +
+	       (size_t)w->pages[off / KCOPYD_PAGE_SIZE] * KCOPYD_PAGE_SIZE +
+	       off % KCOPYD_PAGE_SIZE;
+}
+
+/*
+ * One transfer of `bytes` of the chunk's pages, starting at byte `skip` of
+ * the chunk, at byte offset `at` of the device.
+ */
+static int chunk_io(struct kcopyd_client *kc, struct worker *w,
+		    struct sub_job *sj, struct block_device *bdev, bool write,
+		    size_t skip, size_t bytes, off_t at)
+{
+	struct iovec one;
+	int cnt;
+
+	if (skip == 0 && bytes == sj->count << KCOPYD_SECTOR_SHIFT) {
+		cnt = pool_iov(&kc->pool, w->pages, sj->nr_pages, bytes,
+			       w->iov);
+		return write ? bdev_write_full(bdev, w->iov, cnt, at) :
+			       bdev_read_full(bdev, w->iov, cnt, at);
+	}
+	/* A piece: never crosses a page, as block sizes divide a page. */
+	one.iov_base = chunk_byte(kc, w, skip);
+	one.iov_len = bytes;
+	return write ? bdev_write_full(bdev, &one, 1, at) :
+		       bdev_read_full(bdev, &one, 1, at);
+}
+
+/*
+ * A transfer of the whole chunk failed and the job goes on after errors:
+ * retry it one block at a time, as a rescue copy does, so that only the
+ * blocks that really fail are lost.  A block that cannot be read becomes
+ * zeros; one that cannot be written is left as it was.  Returns the bytes
+ * that went through.
+ */
+static uint64_t salvage(struct kcopyd_client *kc, struct worker *w,
+			struct sub_job *sj, struct block_device *bdev,
+			bool write, size_t len, off_t at)
+{
+	size_t bs = bdev->block_size;
+	uint64_t good = 0;
+
+	for (size_t off = 0; off < len; off += bs) {
+		size_t n = len - off < bs ? len - off : bs;
+
+		if (!chunk_io(kc, w, sj, bdev, write, off, n, at + off))
+			good += n;
+		else if (!write)
+			memset(chunk_byte(kc, w, off), 0, n);
+	}
+	return good;
+}
+
+static void zero_pages(struct kcopyd_client *kc, struct worker *w,
+		       struct sub_job *sj)
+{
+	size_t bytes = sj->count << KCOPYD_SECTOR_SHIFT;
+	int cnt = pool_iov(&kc->pool, w->pages, sj->nr_pages, bytes, w->iov);
+
+	for (int i = 0; i < cnt; i++)
+		memset(w->iov[i].iov_base, 0, w->iov[i].iov_len);
+}
+
 static void read_chunk(struct kcopyd_client *kc, struct worker *w,
 		       struct sub_job *sj)
 {
 	struct kcopyd_job *job = sj->job;
 	size_t bytes = sj->count << KCOPYD_SECTOR_SHIFT;
-	int cnt = pool_iov(&kc->pool, w->pages, sj->nr_pages, bytes, w->iov);
+	off_t at = (off_t)((job->src.sector + sj->offset)
+			   << KCOPYD_SECTOR_SHIFT);
 
-	if (!job->zero &&
-	    !bdev_read_full(job->src.bdev, w->iov, cnt,
-			    (off_t)((job->src.sector + sj->offset)
-				    << KCOPYD_SECTOR_SHIFT)))
+	if (job->zero) {
+		zero_pages(kc, w, sj);
 		return;
-	if (!job->zero)
-		sj->read_err = 1;
-	/* Zeros: what a zero job writes, and what replaces a failed read. */
-	cnt = pool_iov(&kc->pool, w->pages, sj->nr_pages, bytes, w->iov);
-	for (int i = 0; i < cnt; i++)
-		memset(w->iov[i].iov_base, 0, w->iov[i].iov_len);
+	}
+	if (!chunk_io(kc, w, sj, job->src.bdev, false, 0, bytes, at)) {
+		sj->bytes_read = bytes;
+		return;
+	}
+	sj->read_err = 1;
+	if (job->flags & KCOPYD_IGNORE_ERROR)
+		sj->bytes_read = salvage(kc, w, sj, job->src.bdev, false,
+					 bytes, at);
 }
 
 /*
@@ -282,17 +358,20 @@ static void write_chunk(struct kcopyd_client *kc, struct worker *w,
 
 	for (unsigned int i = 0; i < job->num_dests; i++) {
 		const struct io_region *d = &job->dests[i];
-		sector_t n = dest_len(d, sj);
-		int cnt;
+		size_t len = dest_len(d, sj) << KCOPYD_SECTOR_SHIFT;
+		off_t at = (off_t)((d->sector + sj->offset)
+				   << KCOPYD_SECTOR_SHIFT);
 
-		if (!n)
+		if (!len)
 			continue;
-		cnt = pool_iov(&kc->pool, w->pages, sj->nr_pages,
-			       n << KCOPYD_SECTOR_SHIFT, w->iov);
-		if (bdev_write_full(d->bdev, w->iov, cnt,
-				    (off_t)((d->sector + sj->offset)
-					    << KCOPYD_SECTOR_SHIFT)))
-			sj->write_err |= 1u << i;
+		if (!chunk_io(kc, w, sj, d->bdev, true, 0, len, at)) {
+			sj->bytes_written += len;
+			continue;
+		}
+		sj->write_err |= 1u << i;
+		if (job->flags & KCOPYD_IGNORE_ERROR)
+			sj->bytes_written += salvage(kc, w, sj, d->bdev, true,
+						     len, at);
 	}
 }
 
@@ -319,6 +398,7 @@ static void *worker_main(void *arg)
 	struct kcopyd_client *kc = w->kc;
 	struct sub_job sj;
 
+	engine_thread = kc;
 	lock(kc);
 	for (;;) {
 		if (!take_chunk(kc, w, &sj)) {
@@ -330,13 +410,8 @@ static void *worker_main(void *arg)
 		unlock(kc);
 		run_chunk(kc, w, &sj);
 		lock(kc);
-		kc->stats.bytes_read += sj.job->zero || sj.read_err ?
-			0 : sj.count << KCOPYD_SECTOR_SHIFT;
-		for (unsigned int i = 0; i < sj.job->num_dests; i++)
-			if (!(sj.write_err & (1u << i)))
-				kc->stats.bytes_written +=
-					dest_len(&sj.job->dests[i], &sj)
-					<< KCOPYD_SECTOR_SHIFT;
+		kc->stats.bytes_read += sj.bytes_read;
+		kc->stats.bytes_written += sj.bytes_written;
 		finish_chunk(kc, w, &sj);
 	}
 	unlock(kc);
@@ -350,6 +425,7 @@ static void *callback_main(void *arg)
 	struct kcopyd_client *kc = arg;
 	struct kcopyd_job *job;
 
+	engine_thread = kc;
 	lock(kc);
 	for (;;) {
 		if (list_empty(&kc->complete)) {
@@ -363,11 +439,8 @@ static void *callback_main(void *arg)
 		list_del_init(&job->complete);
 		unlock(kc);
 
-		if (job->fn) {
-			in_callback = kc;
+		if (job->fn)
 			job->fn(job->read_err, job->write_err, job->context);
-			in_callback = NULL;
-		}
 
 		lock(kc);
 		/* Only now is the job gone: destroy waits for this. */
@@ -490,11 +563,8 @@ int kcopyd_client_create_opts(unsigned int num_pages,
 	kc->nr_threads = o.threads;
 
 	r = pool_init(&kc->pool, num_pages);
-	if (r) {
-		kc->nr_threads = 0;
-		kc->pool.nr = 0;
+	if (r)
 		goto fail_pool;
-	}
 	kc->workers = calloc(kc->nr_threads, sizeof(*kc->workers));
 	if (!kc->workers)
 		goto fail_mem;
@@ -543,7 +613,7 @@ int kcopyd_client_flush(struct kcopyd_client *kc)
 
 	if (!kc)
 		return -EINVAL;
-	if (in_callback == kc)
+	if (engine_thread == kc)
 		return -EDEADLK;
 	lock(kc);
 	upto = kc->next_seq;
@@ -558,9 +628,9 @@ void kcopyd_client_destroy(struct kcopyd_client *kc)
 {
 	if (!kc)
 		return;
-	if (in_callback == kc) {
+	if (engine_thread == kc) {
 		fprintf(stderr, "libkcopyd: kcopyd_client_destroy called from "
-				"its own callback; refused\n");
+				"one of its own callbacks; refused\n");
 		return;
 	}
 	lock(kc);
@@ -601,7 +671,7 @@ static bool region_past_end(const struct io_region *r)
 static bool regions_overlap(const struct io_region *a,
 			    const struct io_region *b)
 {
-	return a->bdev == b->bdev && a->count && b->count &&
+	return bdev_same(a->bdev, b->bdev) && a->count && b->count &&
 	       a->sector < b->sector + b->count &&
 	       b->sector < a->sector + a->count;
 }

@@ -29,9 +29,15 @@ typedef uint64_t sector_t;
 /* A job has at most this many destinations: the width of write_err. */
 #define KCOPYD_MAX_DESTS	32
 
-/* Flag masks for kcopyd_copy() and kcopyd_zero(). */
-#define KCOPYD_IGNORE_ERROR	(1u << 0) /* go on to the end after errors */
-#define KCOPYD_WRITE_SEQ	(1u << 1) /* write each dest in offset order */
+/*
+ * Flag masks for kcopyd_copy() and kcopyd_zero().
+ * IGNORE_ERROR: go on to the end after errors; a sub-job whose read or
+ * write fails is retried block by block, so only the blocks that fail are
+ * lost (written as zeros when unreadable, left as they were when
+ * unwritable).  WRITE_SEQ: write each destination in offset order.
+ */
+#define KCOPYD_IGNORE_ERROR	(1u << 0)
+#define KCOPYD_WRITE_SEQ	(1u << 1)
 
 /* Opaque handles. */
 struct block_device;
@@ -53,10 +59,12 @@ typedef void (*kcopyd_notify_fn)(int read_err, unsigned int write_err,
 				 void *context);
 
 /*
- * Optional progress report: `sectors` more sectors of the job have been
- * read and written to every destination.  Called on a worker thread, with
- * no engine lock held, possibly concurrently for different sub-jobs of the
- * same job: add the deltas atomically.  Must not block.
+ * Optional progress report: the I/O of `sectors` more sectors of the job
+ * is over (read, and written to every destination, or failed: errors are
+ * reported by the notify function).  Called on a worker thread, with no
+ * engine lock held, possibly concurrently for different sub-jobs of the
+ * same job: add the deltas atomically.  Must not block, and must not call
+ * kcopyd_client_flush() or kcopyd_client_destroy() on its client.
  */
 typedef void (*kcopyd_progress_fn)(sector_t sectors, void *context);
 
@@ -66,7 +74,9 @@ typedef void (*kcopyd_progress_fn)(sector_t sectors, void *context);
  * Open an image file or a block device.  flags: O_RDONLY or O_RDWR, plus
  * optionally O_DIRECT, O_SYNC, O_DSYNC.  The size is the file's size, or
  * BLKGETSIZE64 for a block device, rounded down to whole sectors.
- * Returns 0, -EINVAL (NULL or unknown flags), or open(2)'s/fstat(2)'s errno.
+ * Returns 0, -EINVAL (NULL or unknown flags), -EISDIR (a directory),
+ * -ENOTBLK (neither a regular file nor a block device), -ENOMEM, or the
+ * errno of open(2), fstat(2) or the size ioctl.
  */
 int kcopyd_bdev_open(const char *path, int flags,
 		     struct block_device **result);
@@ -77,7 +87,7 @@ void kcopyd_bdev_close(struct block_device *bdev);
 /* The device's size in sectors. */
 sector_t kcopyd_bdev_sectors(const struct block_device *bdev);
 
-/* Per-device counters, as seen by the engine. */
+/* Per-device counters, as seen by the engine (st must not be NULL). */
 struct kcopyd_bdev_stats {
 	uint64_t reads;		/* read calls that completed */
 	uint64_t writes;	/* write calls that completed */
@@ -92,8 +102,9 @@ void kcopyd_bdev_get_stats(const struct block_device *bdev,
  * Fault injection (what dm-flakey and dm-dust do): any I/O of this device
  * that touches [sector, sector + count) of a rule's operation is affected.
  *   KCOPYD_FAULT_ERROR  the I/O fails with `error` (EIO if 0)
- *   KCOPYD_FAULT_SHORT  a write transfers only part of what was asked
- *                       (at least one sector), so the caller must go on
+ *   KCOPYD_FAULT_SHORT  a read or write transfers only part of what was
+ *                       asked (at least one sector), so the caller must
+ *                       go on
  *   KCOPYD_FAULT_DELAY  the I/O is delayed by delay_us microseconds
  * Rules may be added while jobs run.  Returns 0, -EINVAL or -ENOMEM.
  */
@@ -168,8 +179,8 @@ int kcopyd_client_flush(struct kcopyd_client *kc);
  *   -EROFS   a destination device opened read-only
  *   -ESHUTDOWN the client is being destroyed
  *   -ENOMEM
- * A source and destination that overlap on one device give the result of
- * memmove(3).
+ * A source and destination that overlap on one device (the same file or
+ * block device, through one handle or two) give the result of memmove(3).
  */
 int kcopyd_copy(struct kcopyd_client *kc, struct io_region *from,
 		unsigned int num_dests, struct io_region *dests,

@@ -545,6 +545,55 @@ START_TEST(test_errors_reported)
 }
 END_TEST
 
+/*
+ * IGNORE_ERROR retries a failed chunk block by block, as a rescue copy
+ * does: only the unreadable sectors become zeros.
+ */
+START_TEST(test_salvage_bad_sectors)
+{
+	char *src = make_image("salv-src", MiB, 21);
+	char *dst = make_image("salv-dst", MiB, 0);
+	struct block_device *s = open_bdev(src, O_RDONLY);
+	struct block_device *d = open_bdev(dst, O_RDWR);
+	struct kcopyd_fault bad = { .ops = KCOPYD_FAULT_READ, .count = 1 };
+	struct kcopyd_client *kc = make_client(256, 2, 0);
+	struct io_region from = { s, 0, 2048 }, to = { d, 0, 2048 };
+	struct done_count done;
+	struct kcopyd_stats st;
+	unsigned char *ref, *got;
+	size_t len;
+
+	bad.sector = 5;
+	ck_assert_int_eq(kcopyd_bdev_add_fault(s, &bad), 0);
+	bad.sector = 1700;
+	ck_assert_int_eq(kcopyd_bdev_add_fault(s, &bad), 0);
+	done_init(&done);
+	ck_assert_int_eq(kcopyd_copy(kc, &from, 1, &to, KCOPYD_IGNORE_ERROR,
+				     done_cb, &done), 0);
+	done_wait(&done, 1);
+	ck_assert_int_eq(done.read_err, 1);
+	ck_assert_uint_eq(done.write_err, 0);
+	ck_assert_int_eq(kcopyd_client_flush(kc), 0);
+	ck_assert_int_eq(kcopyd_client_get_stats(kc, &st), 0);
+	ck_assert_uint_eq(st.bytes_read, MiB - 2 * 512);
+	ck_assert_uint_eq(st.bytes_written, MiB);
+	ck_assert_uint_eq(st.jobs_failed, 1);
+
+	ref = read_file(src, &len);
+	memset(ref + 5 * 512, 0, 512);
+	memset(ref + 1700 * 512, 0, 512);
+	got = read_file(dst, &len);
+	ck_assert(memcmp(ref, got, MiB) == 0);
+	free(ref);
+	free(got);
+	kcopyd_client_destroy(kc);
+	kcopyd_bdev_close(s);
+	kcopyd_bdev_close(d);
+	free(src);
+	free(dst);
+}
+END_TEST
+
 /* --- Overlap gives memmove ---------------------------------------------------- */
 
 static const long overlap_shift[] = { 100, -100, 1, -1, 1500, -1500, 0 };
@@ -583,6 +632,35 @@ START_TEST(test_overlap_memmove)
 }
 END_TEST
 
+/* The same file through two handles is still one device. */
+START_TEST(test_overlap_two_handles)
+{
+	size_t bytes = 2 * MiB;
+	char *path = make_image("ovl3", bytes, 13);
+	struct block_device *r = open_bdev(path, O_RDONLY);
+	struct block_device *w = open_bdev(path, O_RDWR);
+	struct kcopyd_client *kc = make_client(16, 4, 0);
+	struct io_region from = { r, 0, 3000 }, to = { w, 10, 3000 };
+	struct done_count done;
+	unsigned char *ref = malloc(bytes), *got;
+	size_t len;
+
+	done_init(&done);
+	fill_pattern(ref, bytes, 13);
+	memmove(ref + 10 * 512, ref, 3000 * 512);
+	ck_assert_int_eq(kcopyd_copy(kc, &from, 1, &to, 0, done_cb, &done), 0);
+	done_wait(&done, 1);
+	got = read_file(path, &len);
+	ck_assert(memcmp(got, ref, bytes) == 0);
+	free(got);
+	free(ref);
+	kcopyd_client_destroy(kc);
+	kcopyd_bdev_close(r);
+	kcopyd_bdev_close(w);
+	free(path);
+}
+END_TEST
+
 START_TEST(test_overlap_refused)
 {
 	char *path = make_image("ovl2", MiB, 6);
@@ -616,10 +694,17 @@ struct seq_probe {
 	atomic_int calls;
 };
 
+static atomic_int progress_flush_err;
+static struct kcopyd_client *progress_client;
+
 /* After each chunk is written: is the destination an exact prefix? */
 static void seq_progress(sector_t sectors, void *context)
 {
 	struct seq_probe *p = context;
+
+	/* A worker waiting for its own client: refused, not a deadlock. */
+	atomic_store(&progress_flush_err,
+		     kcopyd_client_flush(progress_client));
 	size_t ls, ld, i;
 	unsigned char *s = read_file(p->src, &ls), *d = read_file(p->dst, &ld);
 
@@ -654,12 +739,14 @@ START_TEST(test_write_seq)
 
 	p.src = src;
 	p.dst = dst;
+	progress_client = kc;
 	ck_assert_int_eq(kcopyd_bdev_add_fault(s, &slow), 0);
 	ck_assert_int_eq(kcopyd_copy_progress(kc, &from, 1, &to,
 					      seq ? KCOPYD_WRITE_SEQ : 0, NULL,
 					      seq_progress, &p), 0);
 	ck_assert_int_eq(kcopyd_client_flush(kc), 0);
 	ck_assert_int_eq(atomic_load(&p.calls), 64);
+	ck_assert_int_eq(atomic_load(&progress_flush_err), -EDEADLK);
 	if (seq)
 		ck_assert_int_eq(atomic_load(&p.not_prefix), 0);
 	else	/* the probe can see out-of-order writes */
@@ -792,10 +879,12 @@ static Suite *engine_suite(void)
 
 	tc = tcase_create("errors");
 	tcase_add_test(tc, test_errors_reported);
+	tcase_add_test(tc, test_salvage_bad_sectors);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("overlap");
 	tcase_add_loop_test(tc, test_overlap_memmove, 0, 14);
+	tcase_add_test(tc, test_overlap_two_handles);
 	tcase_add_test(tc, test_overlap_refused);
 	suite_add_tcase(s, tc);
 

@@ -102,6 +102,26 @@ static void expect_chunk(const unsigned char *now, const unsigned char *src,
 		      what, off, state_name[got], state_name[want]);
 }
 
+/*
+ * With IGNORE_ERROR a failed chunk is retried block by block: inside it,
+ * only [bad, bad + bad_len) holds `want`; the rest holds the source.
+ */
+static void expect_salvaged(const unsigned char *now,
+			    const unsigned char *src,
+			    const unsigned char *orig, size_t len, size_t bad,
+			    size_t bad_len, enum chunk_state want,
+			    const char *what, size_t off)
+{
+	if (bad)
+		expect_chunk(now, src, orig, bad, HOLDS_SRC, what, off);
+	expect_chunk(now + bad, src + bad, orig + bad, bad_len, want, what,
+		     off + bad);
+	if (bad + bad_len < len)
+		expect_chunk(now + bad + bad_len, src + bad + bad_len,
+			     orig + bad + bad_len, len - bad - bad_len,
+			     HOLDS_SRC, what, off + bad + bad_len);
+}
+
 static struct kcopyd_client *client(unsigned int pages, unsigned int threads,
 				    unsigned int subjob, unsigned int inflight)
 {
@@ -286,7 +306,7 @@ static const unsigned int bad_dest[] = { 0, 5, 31 };
  * 32 destinations, each its own image; writes to destination k fail in
  * its second chunk.  write_err is exactly bit k, with or without
  * IGNORE_ERROR; with it, every other destination is a full copy and
- * destination k misses only the failed chunk.
+ * destination k misses only the failed sector.
  */
 static void check_write_error_bit(unsigned int k, unsigned int flags)
 {
@@ -318,7 +338,13 @@ static void check_write_error_bit(unsigned int k, unsigned int flags)
 
 			if (i == k && off == chunk)
 				want = HOLDS_ORIG;
-			if (flags & KCOPYD_IGNORE_ERROR)
+			if ((flags & KCOPYD_IGNORE_ERROR) &&
+			    want == HOLDS_ORIG)
+				expect_salvaged(now + off, src.orig + off,
+						dst[i].orig + off, chunk,
+						3 * 512, 512, HOLDS_ORIG,
+						"destination", off);
+			else if (flags & KCOPYD_IGNORE_ERROR)
 				expect_chunk(now + off, src.orig + off,
 					     dst[i].orig + off, chunk, want,
 					     "destination", off);
@@ -389,8 +415,8 @@ END_TEST
 /*
  * Three jobs on one client: the middle one meets a read error and a write
  * error on one destination.  With IGNORE_ERROR it goes on to the end: the
- * failed read's chunk is written as zeros to every destination that can
- * be written, the failed write's chunk alone is missing, and everything
+ * two unreadable sectors are written as zeros to every destination that
+ * can be written, the unwritable sector alone is missing, and everything
  * else is the source.  The jobs beside it are unaffected.
  */
 START_TEST(test_ignore_error_finishes)
@@ -434,15 +460,20 @@ START_TEST(test_ignore_error_finishes)
 	now[1] = img_now(&dst[1]);
 	for (unsigned int i = 0; i < 2; i++) {
 		for (size_t off = 0; off < 3 * part; off += chunk) {
-			enum chunk_state want = HOLDS_SRC;
+			const char *what = i ? "dst1" : "dst0";
 
 			if (off == part + rbad * chunk)
-				want = HOLDS_ZERO;
-			if (i == 1 && off == part + wbad * chunk)
-				want = HOLDS_ORIG;
-			expect_chunk(now[i] + off, src.orig + off,
-				     dst[i].orig + off, chunk, want,
-				     i ? "dst1" : "dst0", off);
+				expect_salvaged(now[i] + off, src.orig + off,
+						dst[i].orig + off, chunk, 4096,
+						1024, HOLDS_ZERO, what, off);
+			else if (i == 1 && off == part + wbad * chunk)
+				expect_salvaged(now[i] + off, src.orig + off,
+						dst[i].orig + off, chunk, 0,
+						512, HOLDS_ORIG, what, off);
+			else
+				expect_chunk(now[i] + off, src.orig + off,
+					     dst[i].orig + off, chunk,
+					     HOLDS_SRC, what, off);
 		}
 		/* Beyond the three jobs: untouched. */
 		ck_assert(!memcmp(now[i] + 3 * part, dst[i].orig + 3 * part,
