@@ -87,7 +87,7 @@ void kcopyd_bdev_close(struct block_device *bdev);
 /* The device's size in sectors. */
 sector_t kcopyd_bdev_sectors(const struct block_device *bdev);
 
-/* Per-device counters, as seen by the engine (st must not be NULL). */
+/* Per-device counters, as seen by the engine. */
 struct kcopyd_bdev_stats {
 	uint64_t reads;		/* read calls that completed */
 	uint64_t writes;	/* write calls that completed */
