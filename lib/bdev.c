@@ -28,7 +28,7 @@
 
 #define BDEV_OPEN_FLAGS (O_ACCMODE | O_DIRECT | O_SYNC | O_DSYNC)
 
-void kcopyd_die(const char *what, int err, const char *file, int line)
+void engine_die(const char *what, int err, const char *file, int line)
 {
 	fprintf(stderr, "libkcopyd: %s:%d: %s: %s\n", file, line, what,
 		strerror(err));

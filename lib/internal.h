@@ -27,10 +27,10 @@
 	do {								\
 		int pth_err_ = (call);					\
 		if (pth_err_ != 0)					\
-			kcopyd_die(#call, pth_err_, __FILE__, __LINE__); \
+			engine_die(#call, pth_err_, __FILE__, __LINE__); \
 	} while (0)
 
-void kcopyd_die(const char *what, int err, const char *file, int line)
+void engine_die(const char *what, int err, const char *file, int line)
 	__attribute__((noreturn));
 
 /* --- Intrusive doubly linked lists, as the kernel's list_head. ---------- */

@@ -642,7 +642,7 @@ void kcopyd_client_destroy(struct kcopyd_client *kc)
 
 	if (!list_empty(&kc->ready) || !list_empty(&kc->complete) ||
 	    kc->pool.nr_free != kc->pool.nr)
-		kcopyd_die("destroy: lists not empty", EBUSY, __FILE__,
+		engine_die("destroy: lists not empty", EBUSY, __FILE__,
 			   __LINE__);
 	free_client(kc);
 }
