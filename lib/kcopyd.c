@@ -261,7 +261,11 @@ static int chunk_io(struct kcopyd_client *kc, struct worker *w,
 	struct iovec one;
 	int cnt;
 
-	if (skip == 0 && bytes == sj->count << KCOPYD_SECTOR_SHIFT) {
+	/*
+	 * From the chunk's start, across its pages: the whole chunk, or a
+	 * destination shorter than it (a zero's regions may differ).
+	 */
+	if (skip == 0) {
 		cnt = pool_iov(&kc->pool, w->pages, sj->nr_pages, bytes,
 			       w->iov);
 		return write ? bdev_write_full(bdev, w->iov, cnt, at) :
