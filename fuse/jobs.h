@@ -1,0 +1,79 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The job table of kcopydfs: every job queued through the control file,
+ * from submission to its line in MNT/results, and the bounds on both.
+ */
+#ifndef KCOPYDFS_JOBS_H
+#define KCOPYDFS_JOBS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kcopyd.h"
+#include "parse.h"
+
+struct kfs_job;
+struct kfs_table;
+
+struct kfs_table_ops {
+	/*
+	 * A job's state changed (queued, running, finished).  Called from
+	 * any thread, with no table lock held; must not block for long.
+	 */
+	void (*changed)(void *opaque);
+	/*
+	 * A job that was given a waiter has finished; failed says whether it
+	 * had an error.  Called on the engine's callback thread, no lock held.
+	 */
+	void (*finished)(void *waiter, bool failed, void *opaque);
+	void *opaque;
+};
+
+/* Counts of the jobs in the table, a consistent snapshot. */
+struct kfs_counts {
+	uint64_t queued;
+	uint64_t running;
+	uint64_t done;		/* ever finished without an error */
+	uint64_t failed;	/* ever finished with an error */
+};
+
+/*
+ * Create a table for the engine client kc.  bdevs[i] is the device that
+ * index i of a parsed command means.  keep bounds the finished jobs kept
+ * (oldest dropped first); max_queue bounds the unfinished ones.
+ * Returns 0 or -ENOMEM.
+ */
+int kfs_table_create(struct kcopyd_client *kc, struct block_device **bdevs,
+		     unsigned int keep, unsigned int max_queue,
+		     const struct kfs_table_ops *ops, struct kfs_table **result);
+void kfs_table_free(struct kfs_table *t);
+
+/*
+ * Queue cmds[0..n) as one batch: either there is room for all of them or
+ * none is queued (-EAGAIN).  ids[i] gets the id of cmds[i].  A command
+ * with KFS_SYNC gets `waiter` (ops->finished is called for it).  If the
+ * engine refuses a command, the ones before it stay queued: *queued says
+ * how many were, and the engine's error is returned.
+ */
+int kfs_table_submit(struct kfs_table *t, const struct kfs_cmd *cmds,
+		     unsigned int n, void *waiter, uint64_t *ids,
+		     unsigned int *queued);
+
+/*
+ * Render MNT/results into a fresh buffer (*buf, *len; free() it).
+ * Returns 0 or -ENOMEM.
+ */
+int kfs_table_render(struct kfs_table *t, char **buf, size_t *len);
+
+void kfs_table_counts(struct kfs_table *t, struct kfs_counts *c);
+
+/*
+ * The ids of the unfinished jobs, in a fresh array (*ids, *n; free() it),
+ * and one job's results line (0, or -ENOENT once it has been dropped).
+ */
+int kfs_table_unfinished(struct kfs_table *t, uint64_t **ids, size_t *n);
+int kfs_table_describe(struct kfs_table *t, uint64_t id, char *buf,
+		       size_t len);
+
+#endif /* KCOPYDFS_JOBS_H */

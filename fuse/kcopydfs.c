@@ -1,0 +1,1051 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The FUSE operations of kcopydfs, on the low-level API.
+ *
+ * Thread model
+ * ------------
+ * Threads that enter here:
+ *   - FUSE worker threads (fuse_session_loop_mt): every kfs_* operation.
+ *     None of them ever blocks on a job: a `sync` write keeps its request
+ *     in a struct waiter and returns; the answer comes later.
+ *   - the engine's callback thread: kfs_sync_finished answers a waiting
+ *     write; kfs_changed bumps the change count.
+ *   - the engine's worker threads: kfs_changed (first progress of a job).
+ *   - the notifier thread: sends poll notifications.  It is the only
+ *     thread that notifies, so no FUSE request handler ever writes a
+ *     notification, and stopping it before the session is destroyed
+ *     guarantees none is sent afterwards.
+ * Locks: fs->plock protects the change count and the list of poll
+ * handles; control_fh.lock protects one control handle's read-back;
+ * waiter.lock protects one sync write.  None is held while calling into
+ * libfuse, except that fuse_reply_err() on an interrupted request runs in
+ * libfuse's interrupt callback, which holds the request's lock: so the
+ * waiter lock is never held while calling fuse_req_interrupt_func().
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include "kcopydfs.h"
+
+enum {
+	INO_ROOT = FUSE_ROOT_ID,
+	INO_DEVDIR,
+	INO_CONTROL,
+	INO_RESULTS,
+	INO_STATS,
+	INO_DEV0 = 16,		/* dev/NAME is INO_DEV0 + its index */
+};
+
+/* Attributes never change but sizes of status files: 1 s is plenty. */
+#define ATTR_TIMEOUT 1.0
+
+static struct kfs *fs_of(fuse_req_t req)
+{
+	return fuse_req_userdata(req);
+}
+
+void kfs_log(const struct kfs *fs, int prio, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	if (fs->foreground) {
+		fputs("kcopydfs: ", stderr);
+		vfprintf(stderr, fmt, ap);
+		fputc('\n', stderr);
+	} else {
+		vsyslog(prio, fmt, ap);
+	}
+	va_end(ap);
+}
+
+/* --- Inodes and attributes -------------------------------------------- */
+
+static struct kfs_dev *dev_of(struct kfs *fs, fuse_ino_t ino)
+{
+	if (ino < INO_DEV0 || ino - INO_DEV0 >= fs->ndevs)
+		return NULL;
+	return &fs->devs[ino - INO_DEV0];
+}
+
+static int fill_attr(struct kfs *fs, fuse_ino_t ino, struct stat *st)
+{
+	struct kfs_dev *d;
+
+	memset(st, 0, sizeof(*st));
+	st->st_ino = ino;
+	st->st_uid = fs->uid;
+	st->st_gid = fs->gid;
+	st->st_nlink = 1;
+	st->st_blksize = 4096;
+	switch (ino) {
+	case INO_ROOT:
+		st->st_mode = S_IFDIR | 0755;
+		st->st_nlink = 3;
+		return 0;
+	case INO_DEVDIR:
+		st->st_mode = S_IFDIR | 0755;
+		st->st_nlink = 2;
+		return 0;
+	case INO_CONTROL:
+		/* Reading gives back what the last write of a handle did. */
+		st->st_mode = S_IFREG | 0600;
+		/* stdio then hands a whole command batch to one write. */
+		st->st_blksize = KFS_MAX_WRITE;
+		return 0;
+	case INO_RESULTS:
+	case INO_STATS:
+		st->st_mode = S_IFREG | 0444;
+		return 0;
+	}
+	d = dev_of(fs, ino);
+	if (!d)
+		return -ENOENT;
+	st->st_mode = S_IFREG | fs->dev_mode;
+	st->st_size = (off_t)d->size;
+	st->st_blocks = (blkcnt_t)(d->size / 512);
+	return 0;
+}
+
+static void reply_attr(fuse_req_t req, fuse_ino_t ino)
+{
+	struct stat st;
+	int r = fill_attr(fs_of(req), ino, &st);
+
+	if (r)
+		fuse_reply_err(req, -r);
+	else
+		fuse_reply_attr(req, &st, ATTR_TIMEOUT);
+}
+
+static fuse_ino_t child_ino(struct kfs *fs, fuse_ino_t parent,
+			    const char *name)
+{
+	if (parent == INO_ROOT) {
+		if (!strcmp(name, "dev"))
+			return INO_DEVDIR;
+		if (!strcmp(name, "control"))
+			return INO_CONTROL;
+		if (!strcmp(name, "results"))
+			return INO_RESULTS;
+		if (!strcmp(name, "stats"))
+			return INO_STATS;
+	} else if (parent == INO_DEVDIR) {
+		for (unsigned int i = 0; i < fs->ndevs; i++)
+			if (!strcmp(name, fs->devs[i].name))
+				return INO_DEV0 + i;
+	}
+	return 0;
+}
+
+static void kfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct kfs *fs = fs_of(req);
+	struct fuse_entry_param e;
+	fuse_ino_t ino = child_ino(fs, parent, name);
+
+	if (!ino) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	memset(&e, 0, sizeof(e));
+	e.ino = ino;
+	e.attr_timeout = ATTR_TIMEOUT;
+	e.entry_timeout = ATTR_TIMEOUT;
+	fill_attr(fs, ino, &e.attr);
+	fuse_reply_entry(req, &e);
+}
+
+static void kfs_getattr(fuse_req_t req, fuse_ino_t ino,
+			struct fuse_file_info *fi)
+{
+	reply_attr(req, ino);
+}
+
+/*
+ * Sizes are fixed: a device keeps its size (as a block device does), and
+ * the O_TRUNC of `echo > control` has nothing to cut.
+ */
+static void kfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
+			int to_set, struct fuse_file_info *fi)
+{
+	struct kfs *fs = fs_of(req);
+	struct kfs_dev *d = dev_of(fs, ino);
+
+	if (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID |
+		      FUSE_SET_ATTR_GID)) {
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	if (to_set & FUSE_SET_ATTR_SIZE) {
+		if (ino == INO_RESULTS || ino == INO_STATS) {
+			fuse_reply_err(req, EACCES);
+			return;
+		}
+		if (d && (uint64_t)attr->st_size != d->size) {
+			fuse_reply_err(req, EINVAL);
+			return;
+		}
+		if (ino == INO_ROOT || ino == INO_DEVDIR) {
+			fuse_reply_err(req, EISDIR);
+			return;
+		}
+	}
+	reply_attr(req, ino);
+}
+
+/* --- Directories ---------------------------------------------------------- */
+
+static void add_entry(fuse_req_t req, char *buf, size_t size, size_t *used,
+		      const char *name, fuse_ino_t ino, off_t next)
+{
+	struct stat st = { .st_ino = ino };
+	size_t n;
+
+	st.st_mode = ino == INO_ROOT || ino == INO_DEVDIR ? S_IFDIR : S_IFREG;
+	n = fuse_add_direntry(req, buf + *used, size - *used, name, &st, next);
+	if (n <= size - *used)
+		*used += n;
+	else
+		*used = size + 1;	/* full: stop */
+}
+
+static void kfs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
+			off_t off, struct fuse_file_info *fi)
+{
+	static const struct {
+		const char *name;
+		fuse_ino_t ino;
+	} root[] = {
+		{ ".", INO_ROOT }, { "..", INO_ROOT }, { "dev", INO_DEVDIR },
+		{ "control", INO_CONTROL }, { "results", INO_RESULTS },
+		{ "stats", INO_STATS },
+	};
+	struct kfs *fs = fs_of(req);
+	size_t used = 0, n;
+	char *buf;
+
+	if (ino != INO_ROOT && ino != INO_DEVDIR) {
+		fuse_reply_err(req, ENOTDIR);
+		return;
+	}
+	buf = malloc(size);
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	n = ino == INO_ROOT ? sizeof(root) / sizeof(root[0]) : fs->ndevs + 2;
+	for (size_t i = (size_t)off; i < n && used <= size; i++) {
+		size_t before = used;
+
+		if (ino == INO_ROOT)
+			add_entry(req, buf, size, &used, root[i].name,
+				  root[i].ino, (off_t)i + 1);
+		else if (i < 2)
+			add_entry(req, buf, size, &used, i ? ".." : ".",
+				  i ? INO_ROOT : INO_DEVDIR, (off_t)i + 1);
+		else
+			add_entry(req, buf, size, &used, fs->devs[i - 2].name,
+				  INO_DEV0 + i - 2, (off_t)i + 1);
+		if (used > size) {
+			used = before;
+			break;
+		}
+	}
+	fuse_reply_buf(req, buf, used);
+	free(buf);
+}
+
+/* --- Status files: results and stats ------------------------------------- */
+
+/* An open status file: rendered at open (and again by a read at 0). */
+struct kfs_poller {
+	fuse_ino_t ino;
+	char *buf;
+	size_t len;
+	uint64_t gen;			/* changes seen by buf (plock) */
+	struct fuse_pollhandle *ph;	/* waiting poll (plock) */
+	struct kfs_poller *prev, *next;	/* on fs->pollers if ph (plock) */
+	pthread_mutex_t lock;		/* buf and len */
+};
+
+static int render_stats(struct kfs *fs, char **buf, size_t *len)
+{
+	struct kcopyd_stats ks;
+	struct kfs_counts c;
+	size_t cap = 512 + (size_t)fs->ndevs * (10 * (KFS_MAX_NAME + 64));
+	char *out = malloc(cap);
+	size_t n = 0;
+
+	if (!out)
+		return -ENOMEM;
+	kfs_table_counts(fs->table, &c);
+	kcopyd_client_get_stats(fs->kc, &ks);
+	n += (size_t)snprintf(out + n, cap - n,
+		"jobs_queued=%llu\njobs_running=%llu\njobs_done=%llu\n"
+		"jobs_failed=%llu\npages_in_use=%u\npages_total=%u\n"
+		"bytes_read=%llu\nbytes_written=%llu\n",
+		(unsigned long long)c.queued, (unsigned long long)c.running,
+		(unsigned long long)c.done, (unsigned long long)c.failed,
+		ks.pages_in_use, ks.pages_total,
+		(unsigned long long)ks.bytes_read,
+		(unsigned long long)ks.bytes_written);
+	for (unsigned int i = 0; i < fs->ndevs; i++) {
+		struct kfs_dev *d = &fs->devs[i];
+		struct kcopyd_bdev_stats bs;
+
+		kcopyd_bdev_get_stats(d->bdev, &bs);
+		n += (size_t)snprintf(out + n, cap - n,
+			"dev.%s.reads=%llu\ndev.%s.writes=%llu\n"
+			"dev.%s.bytes_read=%llu\ndev.%s.bytes_written=%llu\n"
+			"dev.%s.errors=%llu\n"
+			"dev.%s.fuse_reads=%llu\ndev.%s.fuse_writes=%llu\n"
+			"dev.%s.fuse_bytes_read=%llu\n"
+			"dev.%s.fuse_bytes_written=%llu\n"
+			"dev.%s.fuse_errors=%llu\n",
+			d->name, (unsigned long long)bs.reads,
+			d->name, (unsigned long long)bs.writes,
+			d->name, (unsigned long long)bs.bytes_read,
+			d->name, (unsigned long long)bs.bytes_written,
+			d->name, (unsigned long long)bs.errors,
+			d->name, (unsigned long long)
+				__atomic_load_n(&d->reads, __ATOMIC_RELAXED),
+			d->name, (unsigned long long)
+				__atomic_load_n(&d->writes, __ATOMIC_RELAXED),
+			d->name, (unsigned long long)
+				__atomic_load_n(&d->bytes_read,
+						__ATOMIC_RELAXED),
+			d->name, (unsigned long long)
+				__atomic_load_n(&d->bytes_written,
+						__ATOMIC_RELAXED),
+			d->name, (unsigned long long)
+				__atomic_load_n(&d->errors, __ATOMIC_RELAXED));
+	}
+	*buf = out;
+	*len = n;
+	return 0;
+}
+
+static uint64_t current_gen(struct kfs *fs)
+{
+	uint64_t g;
+
+	pthread_mutex_lock(&fs->plock);
+	g = fs->gen;
+	pthread_mutex_unlock(&fs->plock);
+	return g;
+}
+
+/*
+ * Render into p.  The change count is read before the text, so a change
+ * racing with the rendering wakes a later poll rather than being lost.
+ */
+static int render_status(struct kfs *fs, struct kfs_poller *p)
+{
+	char *buf;
+	size_t len;
+	uint64_t gen = current_gen(fs);
+	int r;
+
+	if (p->ino == INO_RESULTS)
+		r = kfs_table_render(fs->table, &buf, &len);
+	else
+		r = render_stats(fs, &buf, &len);
+	if (r)
+		return r;
+	pthread_mutex_lock(&p->lock);
+	free(p->buf);
+	p->buf = buf;
+	p->len = len;
+	pthread_mutex_unlock(&p->lock);
+	pthread_mutex_lock(&fs->plock);
+	p->gen = gen;
+	pthread_mutex_unlock(&fs->plock);
+	return 0;
+}
+
+static void open_status(fuse_req_t req, fuse_ino_t ino,
+			struct fuse_file_info *fi)
+{
+	struct kfs_poller *p;
+	int r;
+
+	if ((fi->flags & O_ACCMODE) != O_RDONLY) {
+		fuse_reply_err(req, EACCES);
+		return;
+	}
+	p = calloc(1, sizeof(*p));
+	if (!p) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	p->ino = ino;
+	pthread_mutex_init(&p->lock, NULL);
+	r = render_status(fs_of(req), p);
+	if (r) {
+		pthread_mutex_destroy(&p->lock);
+		free(p);
+		fuse_reply_err(req, -r);
+		return;
+	}
+	fi->fh = (uint64_t)(uintptr_t)p;
+	/* The size is 0: only direct I/O makes the kernel ask us. */
+	fi->direct_io = 1;
+	if (fuse_reply_open(req, fi) == -ENOENT) {
+		pthread_mutex_destroy(&p->lock);
+		free(p->buf);
+		free(p);
+	}
+}
+
+static void read_status(fuse_req_t req, struct kfs_poller *p, size_t size,
+			off_t off)
+{
+	/* A read at 0 starts over with fresh text, as after poll wakes. */
+	if (off == 0 && render_status(fs_of(req), p)) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	pthread_mutex_lock(&p->lock);
+	if ((size_t)off >= p->len)
+		fuse_reply_buf(req, NULL, 0);
+	else
+		fuse_reply_buf(req, p->buf + off,
+			       size < p->len - (size_t)off ?
+			       size : p->len - (size_t)off);
+	pthread_mutex_unlock(&p->lock);
+}
+
+static void poller_unlink(struct kfs *fs, struct kfs_poller *p)
+{
+	if (p->prev)
+		p->prev->next = p->next;
+	else if (fs->pollers == p)
+		fs->pollers = p->next;
+	if (p->next)
+		p->next->prev = p->prev;
+	p->prev = p->next = NULL;
+}
+
+static void release_status(struct kfs *fs, struct kfs_poller *p)
+{
+	pthread_mutex_lock(&fs->plock);
+	if (p->ph) {
+		poller_unlink(fs, p);
+		fuse_pollhandle_destroy(p->ph);
+		p->ph = NULL;
+	}
+	pthread_mutex_unlock(&fs->plock);
+	pthread_mutex_destroy(&p->lock);
+	free(p->buf);
+	free(p);
+}
+
+/*
+ * results is readable again (POLLIN) once a job changed state since the
+ * text this handle holds; otherwise keep ph and wake it on the next change.
+ */
+static void poll_results(fuse_req_t req, struct kfs_poller *p,
+			 struct fuse_pollhandle *ph)
+{
+	struct kfs *fs = fs_of(req);
+	unsigned int revents = 0;
+
+	pthread_mutex_lock(&fs->plock);
+	if (p->gen != fs->gen) {
+		revents = POLLIN | POLLRDNORM;
+		if (ph)
+			fuse_pollhandle_destroy(ph);
+	} else if (ph) {
+		if (p->ph)
+			fuse_pollhandle_destroy(p->ph);
+		else {
+			p->prev = NULL;
+			p->next = fs->pollers;
+			if (fs->pollers)
+				fs->pollers->prev = p;
+			fs->pollers = p;
+		}
+		p->ph = ph;
+	}
+	pthread_mutex_unlock(&fs->plock);
+	fuse_reply_poll(req, revents);
+}
+
+void kfs_changed(void *opaque)
+{
+	struct kfs *fs = opaque;
+
+	pthread_mutex_lock(&fs->plock);
+	fs->gen++;
+	pthread_cond_signal(&fs->pcond);
+	pthread_mutex_unlock(&fs->plock);
+}
+
+static void *notifier_main(void *arg)
+{
+	struct kfs *fs = arg;
+
+	pthread_mutex_lock(&fs->plock);
+	for (;;) {
+		struct kfs_poller *p;
+
+		while (!fs->notifier_quit && fs->gen == fs->notified_gen)
+			pthread_cond_wait(&fs->pcond, &fs->plock);
+		if (fs->notifier_quit)
+			break;
+		fs->notified_gen = fs->gen;
+		/* Notify under plock: a release cannot free ph meanwhile. */
+		while ((p = fs->pollers)) {
+			poller_unlink(fs, p);
+			fuse_lowlevel_notify_poll(p->ph);
+			fuse_pollhandle_destroy(p->ph);
+			p->ph = NULL;
+		}
+	}
+	pthread_mutex_unlock(&fs->plock);
+	return NULL;
+}
+
+int kfs_notifier_start(struct kfs *fs)
+{
+	int r = pthread_create(&fs->notifier, NULL, notifier_main, fs);
+
+	if (r)
+		return -r;
+	fs->notifier_running = true;
+	return 0;
+}
+
+void kfs_notifier_stop(struct kfs *fs)
+{
+	struct kfs_poller *p;
+
+	if (!fs->notifier_running)
+		return;
+	pthread_mutex_lock(&fs->plock);
+	fs->notifier_quit = true;
+	pthread_cond_signal(&fs->pcond);
+	pthread_mutex_unlock(&fs->plock);
+	pthread_join(fs->notifier, NULL);
+	fs->notifier_running = false;
+
+	/* Handles still waiting are dropped without a notification. */
+	pthread_mutex_lock(&fs->plock);
+	while ((p = fs->pollers)) {
+		poller_unlink(fs, p);
+		fuse_pollhandle_destroy(p->ph);
+		p->ph = NULL;
+	}
+	pthread_mutex_unlock(&fs->plock);
+}
+
+/* --- Device files ---------------------------------------------------------- */
+
+static void open_dev(fuse_req_t req, struct fuse_file_info *fi)
+{
+	/*
+	 * Direct I/O: the engine writes the images behind the kernel's
+	 * back, so a page cache here could serve stale data, or write
+	 * stale data back over a copy.
+	 */
+	fi->direct_io = 1;
+	fi->keep_cache = 0;
+	fuse_reply_open(req, fi);
+}
+
+static void read_dev(fuse_req_t req, struct kfs_dev *d, size_t size,
+		     off_t off)
+{
+	char *buf;
+	ssize_t n;
+
+	/* As a block device: nothing to read at or past the end. */
+	if (off < 0 || (uint64_t)off >= d->size) {
+		fuse_reply_buf(req, NULL, 0);
+		return;
+	}
+	if (size > d->size - (uint64_t)off)
+		size = (size_t)(d->size - (uint64_t)off);
+	buf = malloc(size ? size : 1);
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	n = pread(d->fd, buf, size, off);
+	if (n < 0) {
+		__atomic_fetch_add(&d->errors, 1, __ATOMIC_RELAXED);
+		fuse_reply_err(req, errno);
+	} else {
+		__atomic_fetch_add(&d->reads, 1, __ATOMIC_RELAXED);
+		__atomic_fetch_add(&d->bytes_read, (uint64_t)n,
+				   __ATOMIC_RELAXED);
+		fuse_reply_buf(req, buf, (size_t)n);
+	}
+	free(buf);
+}
+
+static void write_dev(fuse_req_t req, struct kfs_dev *d, const char *buf,
+		      size_t size, off_t off)
+{
+	ssize_t n;
+
+	/* As a block device: ENOSPC at the end, a short write across it. */
+	if (off < 0 || (uint64_t)off >= d->size) {
+		fuse_reply_err(req, size ? ENOSPC : 0);
+		return;
+	}
+	if (size > d->size - (uint64_t)off)
+		size = (size_t)(d->size - (uint64_t)off);
+	n = pwrite(d->fd, buf, size, off);
+	if (n < 0) {
+		__atomic_fetch_add(&d->errors, 1, __ATOMIC_RELAXED);
+		fuse_reply_err(req, errno);
+		return;
+	}
+	__atomic_fetch_add(&d->writes, 1, __ATOMIC_RELAXED);
+	__atomic_fetch_add(&d->bytes_written, (uint64_t)n, __ATOMIC_RELAXED);
+	fuse_reply_write(req, (size_t)n);
+}
+
+/* --- The control file ---------------------------------------------------- */
+
+/*
+ * One open control file.  Its read-back text answers the handle's last
+ * write; reads at base + i give byte i, so a shell's `read` (which reads
+ * ahead, then seeks back) sees the lines one after the other.
+ */
+struct control_fh {
+	pthread_mutex_t lock;
+	char *reply;			/* (lock) */
+	size_t len;			/* (lock) */
+	uint64_t base;			/* (lock) */
+};
+
+/* A write with `sync` commands, answered when they have all finished. */
+struct waiter {
+	pthread_mutex_t lock;
+	fuse_req_t req;
+	size_t size;
+	unsigned int pending;	/* sync jobs not finished + submitter (lock) */
+	bool failed;		/* (lock) */
+	bool answered;		/* someone has taken the reply (lock) */
+};
+
+static void set_reply(struct control_fh *c, char *text, size_t len,
+		      uint64_t base)
+{
+	pthread_mutex_lock(&c->lock);
+	free(c->reply);
+	c->reply = text;
+	c->len = len;
+	c->base = base;
+	pthread_mutex_unlock(&c->lock);
+}
+
+static void open_control(fuse_req_t req, struct fuse_file_info *fi)
+{
+	struct kfs *fs = fs_of(req);
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	struct control_fh *c;
+
+	/* Commands are the mount owner's alone, whatever the mount options. */
+	if (ctx->uid != fs->uid && ctx->uid != 0) {
+		fuse_reply_err(req, EACCES);
+		return;
+	}
+	c = calloc(1, sizeof(*c));
+	if (!c) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	pthread_mutex_init(&c->lock, NULL);
+	fi->fh = (uint64_t)(uintptr_t)c;
+	fi->direct_io = 1;
+	if (fuse_reply_open(req, fi) == -ENOENT) {
+		pthread_mutex_destroy(&c->lock);
+		free(c);
+	}
+}
+
+static void read_control(fuse_req_t req, struct control_fh *c, size_t size,
+			 off_t off)
+{
+	size_t i;
+
+	pthread_mutex_lock(&c->lock);
+	i = (uint64_t)off > c->base ? (size_t)((uint64_t)off - c->base) : 0;
+	if (i >= c->len)
+		fuse_reply_buf(req, NULL, 0);
+	else
+		fuse_reply_buf(req, c->reply + i,
+			       size < c->len - i ? size : c->len - i);
+	pthread_mutex_unlock(&c->lock);
+}
+
+static int find_dev(const struct kfs_devlookup *dl, const char *name,
+		    size_t len, uint64_t *sectors)
+{
+	const struct kfs *fs = dl->opaque;
+
+	for (unsigned int i = 0; i < fs->ndevs; i++) {
+		const struct kfs_dev *d = &fs->devs[i];
+
+		if (strlen(d->name) == len && !memcmp(d->name, name, len)) {
+			*sectors = kcopyd_bdev_sectors(d->bdev);
+			return (int)i;
+		}
+	}
+	return -ENOENT;
+}
+
+/* A failed write: the read-back line, the log line, the errno. */
+static void control_error(fuse_req_t req, struct control_fh *c, int err,
+			  const char *msg, uint64_t base)
+{
+	struct kfs *fs = fs_of(req);
+	char *text;
+	int n;
+
+	n = asprintf(&text, "error: %s: %s\n", strerror(err), msg);
+	kfs_log(fs, LOG_WARNING, "control: %s: %s", strerror(err), msg);
+	if (n < 0)
+		set_reply(c, NULL, 0, base);
+	else
+		set_reply(c, text, (size_t)n, base);
+	fuse_reply_err(req, err);
+}
+
+static int ids_text(const uint64_t *ids, unsigned int n, char **text,
+		    size_t *len)
+{
+	char *out = malloc((size_t)n * 21 + 1);
+	size_t used = 0;
+
+	if (!out)
+		return -ENOMEM;
+	for (unsigned int i = 0; i < n; i++)
+		used += (size_t)sprintf(out + used, "%llu\n",
+					(unsigned long long)ids[i]);
+	*text = out;
+	*len = used;
+	return 0;
+}
+
+static unsigned int count_lines(const char *buf, size_t size)
+{
+	unsigned int n = 1;
+
+	for (size_t i = 0; i < size && n <= KFS_MAX_CMDS; i++)
+		if (buf[i] == '\n')
+			n++;
+	return n;
+}
+
+/*
+ * Drop one reference on a sync write; the last one answers it, unless an
+ * interrupt already did.  Before answering, clear the interrupt callback:
+ * that waits for a callback running right now, and no other can start.
+ */
+static void waiter_put(struct waiter *w, bool failed)
+{
+	bool reply = false, last;
+
+	pthread_mutex_lock(&w->lock);
+	w->failed |= failed;
+	last = --w->pending == 0;
+	if (last && !w->answered) {
+		w->answered = true;
+		reply = true;
+	}
+	pthread_mutex_unlock(&w->lock);
+	if (!last)
+		return;
+	if (reply) {
+		fuse_req_interrupt_func(w->req, NULL, NULL);
+		if (w->failed)
+			fuse_reply_err(w->req, EIO);
+		else
+			fuse_reply_write(w->req, w->size);
+	}
+	pthread_mutex_destroy(&w->lock);
+	free(w);
+}
+
+void kfs_sync_finished(void *waiter, bool failed, void *opaque)
+{
+	waiter_put(waiter, failed);
+}
+
+/* libfuse's interrupt callback: stop waiting, the jobs go on. */
+static void waiter_interrupted(fuse_req_t req, void *data)
+{
+	struct waiter *w = data;
+	bool reply;
+
+	pthread_mutex_lock(&w->lock);
+	reply = !w->answered;
+	w->answered = true;
+	pthread_mutex_unlock(&w->lock);
+	if (reply)
+		fuse_reply_err(req, EINTR);
+}
+
+static struct waiter *new_waiter(fuse_req_t req, const struct kfs_cmd *cmds,
+				 unsigned int n, size_t size)
+{
+	struct waiter *w;
+	unsigned int nsync = 0;
+
+	for (unsigned int i = 0; i < n; i++)
+		if (cmds[i].flags & KFS_SYNC)
+			nsync++;
+	if (!nsync)
+		return NULL;
+	w = calloc(1, sizeof(*w));
+	if (!w)
+		return NULL;
+	pthread_mutex_init(&w->lock, NULL);
+	w->req = req;
+	w->size = size;
+	w->pending = nsync + 1;
+	return w;
+}
+
+/* Sync commands the table did not queue never call back: drop them. */
+static void waiter_drop_unqueued(struct waiter *w, const struct kfs_cmd *cmds,
+				 unsigned int n, unsigned int queued)
+{
+	pthread_mutex_lock(&w->lock);
+	for (unsigned int i = queued; i < n; i++)
+		if (cmds[i].flags & KFS_SYNC)
+			w->pending--;
+	pthread_mutex_unlock(&w->lock);
+}
+
+static void write_control(fuse_req_t req, struct control_fh *c,
+			  const char *buf, size_t size, off_t off)
+{
+	struct kfs *fs = fs_of(req);
+	struct kfs_devlookup dl = { .find = find_dev, .opaque = fs };
+	/* A failed write leaves the file position where it was. */
+	uint64_t base = (uint64_t)off + size, failed_base = (uint64_t)off;
+	unsigned int max_cmds = count_lines(buf, size);
+	unsigned int n = 0, queued;
+	struct kfs_cmd *cmds = NULL;
+	struct waiter *w = NULL;
+	uint64_t *ids = NULL;
+	char msg[640];
+	char *text;
+	size_t len;
+	int r;
+
+	if (max_cmds > KFS_MAX_CMDS)
+		max_cmds = KFS_MAX_CMDS;
+	if (size <= KFS_MAX_WRITE) {
+		cmds = malloc(sizeof(*cmds) * max_cmds);
+		ids = malloc(sizeof(*ids) * max_cmds);
+		if (!cmds || !ids) {
+			control_error(req, c, ENOMEM, "out of memory",
+				      failed_base);
+			goto out;
+		}
+	}
+	r = kfs_parse_write(buf, size, &dl, cmds, max_cmds, &n, msg,
+			    sizeof(msg));
+	if (r) {
+		control_error(req, c, -r, msg, failed_base);
+		goto out;
+	}
+
+	w = new_waiter(req, cmds, n, size);
+	r = kfs_table_submit(fs->table, cmds, n, w, ids, &queued);
+	if (r) {
+		if (r == -EAGAIN)
+			snprintf(msg, sizeof(msg),
+				 "queue full: no room for %u more job%s "
+				 "(--max-queue %u)", n, n == 1 ? "" : "s",
+				 fs->max_queue);
+		else
+			snprintf(msg, sizeof(msg),
+				 "the engine refused command %u (%u of %u "
+				 "queued before it)", queued + 1, queued, n);
+		if (w) {
+			waiter_drop_unqueued(w, cmds, n, queued);
+			pthread_mutex_lock(&w->lock);
+			w->answered = true;
+			pthread_mutex_unlock(&w->lock);
+		}
+		control_error(req, c, -r, msg, failed_base);
+		if (w)
+			waiter_put(w, false);
+		goto out;
+	}
+
+	if (ids_text(ids, n, &text, &len))
+		set_reply(c, NULL, 0, base);
+	else
+		set_reply(c, text, len, base);
+	if (!w) {
+		fuse_reply_write(req, size);
+	} else {
+		/* If already interrupted, this answers EINTR at once. */
+		fuse_req_interrupt_func(req, waiter_interrupted, w);
+		waiter_put(w, false);
+	}
+out:
+	free(cmds);
+	free(ids);
+}
+
+/* --- Dispatch ---------------------------------------------------------------- */
+
+static void kfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct kfs *fs = fs_of(req);
+
+	switch (ino) {
+	case INO_ROOT:
+	case INO_DEVDIR:
+		fuse_reply_err(req, EISDIR);
+		return;
+	case INO_CONTROL:
+		open_control(req, fi);
+		return;
+	case INO_RESULTS:
+	case INO_STATS:
+		open_status(req, ino, fi);
+		return;
+	}
+	if (!dev_of(fs, ino)) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	open_dev(req, fi);
+}
+
+static void kfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		     struct fuse_file_info *fi)
+{
+	struct kfs *fs = fs_of(req);
+
+	switch (ino) {
+	case INO_CONTROL:
+		read_control(req, (struct control_fh *)(uintptr_t)fi->fh, size,
+			     off);
+		return;
+	case INO_RESULTS:
+	case INO_STATS:
+		read_status(req, (struct kfs_poller *)(uintptr_t)fi->fh, size,
+			    off);
+		return;
+	}
+	if (!dev_of(fs, ino)) {
+		fuse_reply_err(req, EISDIR);
+		return;
+	}
+	read_dev(req, dev_of(fs, ino), size, off);
+}
+
+static void kfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
+		      size_t size, off_t off, struct fuse_file_info *fi)
+{
+	struct kfs *fs = fs_of(req);
+
+	if (ino == INO_CONTROL) {
+		write_control(req, (struct control_fh *)(uintptr_t)fi->fh, buf,
+			      size, off);
+		return;
+	}
+	if (!dev_of(fs, ino)) {
+		fuse_reply_err(req, EACCES);
+		return;
+	}
+	write_dev(req, dev_of(fs, ino), buf, size, off);
+}
+
+static void kfs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
+		      struct fuse_file_info *fi)
+{
+	struct kfs_dev *d = dev_of(fs_of(req), ino);
+
+	if (d && (datasync ? fdatasync(d->fd) : fsync(d->fd)) == -1) {
+		fuse_reply_err(req, errno);
+		return;
+	}
+	fuse_reply_err(req, 0);
+}
+
+static void kfs_flush(fuse_req_t req, fuse_ino_t ino,
+		      struct fuse_file_info *fi)
+{
+	fuse_reply_err(req, 0);
+}
+
+static void kfs_release(fuse_req_t req, fuse_ino_t ino,
+			struct fuse_file_info *fi)
+{
+	struct control_fh *c;
+
+	switch (ino) {
+	case INO_CONTROL:
+		c = (struct control_fh *)(uintptr_t)fi->fh;
+		pthread_mutex_destroy(&c->lock);
+		free(c->reply);
+		free(c);
+		break;
+	case INO_RESULTS:
+	case INO_STATS:
+		release_status(fs_of(req),
+			       (struct kfs_poller *)(uintptr_t)fi->fh);
+		break;
+	}
+	fuse_reply_err(req, 0);
+}
+
+/* Never ENOSYS: that would turn poll off for the whole mount. */
+static void kfs_poll(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
+		     struct fuse_pollhandle *ph)
+{
+	if (ino == INO_RESULTS) {
+		poll_results(req, (struct kfs_poller *)(uintptr_t)fi->fh, ph);
+		return;
+	}
+	if (ph)
+		fuse_pollhandle_destroy(ph);
+	fuse_reply_poll(req, ino == INO_RESULTS || ino == INO_STATS ?
+			POLLIN | POLLRDNORM :
+			POLLIN | POLLRDNORM | POLLOUT | POLLWRNORM);
+}
+
+static void kfs_init(void *userdata, struct fuse_conn_info *conn)
+{
+	/* Dirty kernel pages could later overwrite what a copy wrote. */
+	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+	conn->max_read = KFS_MAX_READ;
+}
+
+const struct fuse_lowlevel_ops kfs_ops = {
+	.init = kfs_init,
+	.lookup = kfs_lookup,
+	.getattr = kfs_getattr,
+	.setattr = kfs_setattr,
+	.readdir = kfs_readdir,
+	.open = kfs_open,
+	.read = kfs_read,
+	.write = kfs_write,
+	.flush = kfs_flush,
+	.release = kfs_release,
+	.fsync = kfs_fsync,
+	.poll = kfs_poll,
+};

@@ -1,0 +1,83 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * kcopydfs: the state shared by the FUSE operations (kcopydfs.c) and the
+ * program's setup and teardown (main.c).
+ */
+#ifndef KCOPYDFS_H
+#define KCOPYDFS_H
+
+#define FUSE_USE_VERSION 312
+
+#include <fuse_lowlevel.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "kcopyd.h"
+#include "jobs.h"
+#include "parse.h"
+
+/* Largest read or write one FUSE request carries (mount option too). */
+#define KFS_MAX_READ	(1024 * 1024)
+/* Most commands one control write may hold. */
+#define KFS_MAX_CMDS	4096
+
+/* One device: the engine's handle and a plain fd for dev/NAME. */
+struct kfs_dev {
+	char name[KFS_MAX_NAME + 1];
+	char *path;
+	struct block_device *bdev;
+	int fd;
+	uint64_t size;			/* bytes, whole sectors */
+	/* I/O through dev/NAME (atomics). */
+	uint64_t reads, writes, bytes_read, bytes_written, errors;
+};
+
+struct kfs_poller;
+
+struct kfs {
+	/* Read-only once the session runs. */
+	struct kfs_dev *devs;
+	unsigned int ndevs;
+	struct block_device **bdevs;
+	struct kcopyd_client *kc;
+	struct kfs_table *table;
+	struct fuse_session *se;
+	uid_t uid;
+	gid_t gid;
+	mode_t dev_mode;
+	bool foreground;
+	unsigned int keep;
+	unsigned int max_queue;
+
+	/*
+	 * Change notification for poll on results: `gen` counts changes,
+	 * the notifier thread wakes the poll handles in `pollers`.
+	 */
+	pthread_mutex_t plock;
+	pthread_cond_t pcond;
+	uint64_t gen;			/* (plock) */
+	uint64_t notified_gen;		/* (plock) */
+	bool notifier_quit;		/* (plock) */
+	struct kfs_poller *pollers;	/* (plock) */
+	pthread_t notifier;
+	bool notifier_running;
+};
+
+extern const struct fuse_lowlevel_ops kfs_ops;
+
+/* The table's hooks: poll wake-ups and sync writers. */
+void kfs_changed(void *opaque);
+void kfs_sync_finished(void *waiter, bool failed, void *opaque);
+
+/* The thread that sends poll notifications; stop it before the session
+ * is destroyed. */
+int kfs_notifier_start(struct kfs *fs);
+void kfs_notifier_stop(struct kfs *fs);
+
+/* Log a line: stderr in the foreground, syslog once daemonized. */
+void kfs_log(const struct kfs *fs, int prio, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+#endif /* KCOPYDFS_H */

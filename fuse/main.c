@@ -1,0 +1,618 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * kcopydfs: options, devices, the mount, and the order of teardown.
+ *
+ * Thread model: main() runs on the main thread, which mounts, runs the
+ * FUSE session loop (its workers are other threads) and, once the loop
+ * has returned, tears everything down in an order that lets jobs finish
+ * and never notifies a dead session: unmount, wait for the jobs
+ * (kcopyd_client_destroy), stop the notifier, destroy the session.
+ */
+#include <config.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include "kcopydfs.h"
+
+struct dev_spec {
+	char *name;
+	char *path;
+};
+
+struct fault_spec {
+	char name[KFS_MAX_NAME + 1];
+	struct kcopyd_fault fault;
+};
+
+struct options {
+	struct dev_spec *devs;
+	unsigned int ndevs;
+	struct fault_spec *faults;
+	unsigned int nfaults;
+	char *image_dir;
+	char *pidfile;
+	unsigned int pages;
+	unsigned int keep;
+	unsigned int max_queue;
+	struct kcopyd_options engine;
+	bool allow_other;
+	bool bad;
+};
+
+enum {
+	KEY_DEV,
+	KEY_IMAGE_DIR,
+	KEY_PAGES,
+	KEY_THREADS,
+	KEY_SUBJOB,
+	KEY_KEEP,
+	KEY_MAX_QUEUE,
+	KEY_FAULT,
+	KEY_PIDFILE,
+	KEY_ALLOW_OTHER,
+};
+
+#define OPT2(name, key) FUSE_OPT_KEY(name "=", key), FUSE_OPT_KEY(name " ", key)
+
+static const struct fuse_opt opt_spec[] = {
+	OPT2("--dev", KEY_DEV),
+	OPT2("--image-dir", KEY_IMAGE_DIR),
+	OPT2("--pages", KEY_PAGES),
+	OPT2("--threads", KEY_THREADS),
+	OPT2("--subjob-size", KEY_SUBJOB),
+	OPT2("--keep", KEY_KEEP),
+	OPT2("--max-queue", KEY_MAX_QUEUE),
+	OPT2("--fault", KEY_FAULT),
+	OPT2("--pidfile", KEY_PIDFILE),
+	FUSE_OPT_KEY("-P ", KEY_PIDFILE),
+	FUSE_OPT_KEY("allow_other", KEY_ALLOW_OTHER),
+	FUSE_OPT_END
+};
+
+static const char *const opt_names[] = {
+	[KEY_DEV] = "--dev", [KEY_IMAGE_DIR] = "--image-dir",
+	[KEY_PAGES] = "--pages", [KEY_THREADS] = "--threads",
+	[KEY_SUBJOB] = "--subjob-size", [KEY_KEEP] = "--keep",
+	[KEY_MAX_QUEUE] = "--max-queue", [KEY_FAULT] = "--fault",
+	[KEY_PIDFILE] = "--pidfile",
+};
+
+static void usage(const char *prog)
+{
+	printf("usage: %s [options] MOUNTPOINT\n\n"
+	       "kcopydfs options:\n"
+	       "    --dev NAME=PATH          a device (repeatable)\n"
+	       "    --image-dir DIR          every regular file in DIR is a device\n"
+	       "    --pages N                copy buffer pages of 4 KiB (default 1024)\n"
+	       "    --threads N              engine I/O threads (default 2)\n"
+	       "    --subjob-size SIZE       bytes per sub-job, K/M suffixes (default 512K)\n"
+	       "    --keep N                 finished jobs kept in results (default 1000)\n"
+	       "    --max-queue N            queued and running jobs at most (default 4096)\n"
+	       "    --fault NAME:OP:START+COUNT[:KIND]\n"
+	       "                             inject faults; OP read|write|rw, KIND an errno,\n"
+	       "                             short or delay=USEC (default EIO)\n"
+	       "    -P, --pidfile PIDFILE    write the pid once the mount serves\n\n",
+	       prog);
+}
+
+/* The value of "--opt=VALUE", "--optVALUE" (from "--opt VALUE") or "-PVALUE". */
+static const char *opt_value(const char *arg, int key)
+{
+	const char *name = key == KEY_PIDFILE && !strncmp(arg, "-P", 2) &&
+			   strncmp(arg, "--", 2) ? "-P" : opt_names[key];
+	const char *v = arg + strlen(name);
+
+	return *v == '=' ? v + 1 : v;
+}
+
+static int parse_uint(const char *s, unsigned int min, unsigned int max,
+		      unsigned int *out)
+{
+	uint64_t v;
+
+	if (kfs_parse_size(s, &v) || v < min || v > max)
+		return -EINVAL;
+	*out = (unsigned int)v;
+	return 0;
+}
+
+static int add_dev(struct options *o, const char *spec)
+{
+	const char *eq = strchr(spec, '=');
+	struct dev_spec *n;
+
+	if (!eq || !kfs_valid_name(spec, (size_t)(eq - spec)) || !eq[1]) {
+		fprintf(stderr, "kcopydfs: --dev '%s' is not NAME=PATH with "
+				"NAME of [A-Za-z0-9_.-]\n", spec);
+		return -EINVAL;
+	}
+	n = realloc(o->devs, sizeof(*n) * (o->ndevs + 1));
+	if (!n)
+		return -ENOMEM;
+	o->devs = n;
+	n[o->ndevs].name = strndup(spec, (size_t)(eq - spec));
+	n[o->ndevs].path = strdup(eq + 1);
+	if (!n[o->ndevs].name || !n[o->ndevs].path)
+		return -ENOMEM;
+	o->ndevs++;
+	return 0;
+}
+
+static int add_fault(struct options *o, const char *spec)
+{
+	struct fault_spec *n;
+	char msg[256];
+
+	n = realloc(o->faults, sizeof(*n) * (o->nfaults + 1));
+	if (!n)
+		return -ENOMEM;
+	o->faults = n;
+	if (kfs_parse_fault(spec, n[o->nfaults].name,
+			    sizeof(n[o->nfaults].name), &n[o->nfaults].fault,
+			    msg, sizeof(msg))) {
+		fprintf(stderr, "kcopydfs: --fault: %s\n", msg);
+		return -EINVAL;
+	}
+	o->nfaults++;
+	return 0;
+}
+
+static int opt_proc(void *data, const char *arg, int key,
+		    struct fuse_args *outargs)
+{
+	struct options *o = data;
+	const char *v;
+	uint64_t size;
+	int r = 0;
+
+	if (key == KEY_ALLOW_OTHER) {
+		o->allow_other = true;
+		return 1;
+	}
+	if (key < 0 || key > KEY_PIDFILE)
+		return 1;
+	v = opt_value(arg, key);
+	switch (key) {
+	case KEY_DEV:
+		r = add_dev(o, v);
+		break;
+	case KEY_IMAGE_DIR:
+		free(o->image_dir);
+		o->image_dir = strdup(v);
+		r = o->image_dir ? 0 : -ENOMEM;
+		break;
+	case KEY_PAGES:
+		r = parse_uint(v, 1, 1u << 24, &o->pages);
+		break;
+	case KEY_THREADS:
+		r = parse_uint(v, 1, 256, &o->engine.threads);
+		break;
+	case KEY_SUBJOB:
+		r = kfs_parse_size(v, &size);
+		if (!r && (!size || size % KCOPYD_PAGE_SIZE ||
+			   size > 16 * 1024 * 1024))
+			r = -EINVAL;
+		o->engine.subjob_size = (unsigned int)size;
+		break;
+	case KEY_KEEP:
+		r = parse_uint(v, 0, UINT_MAX, &o->keep);
+		break;
+	case KEY_MAX_QUEUE:
+		r = parse_uint(v, 1, 1u << 20, &o->max_queue);
+		break;
+	case KEY_FAULT:
+		r = add_fault(o, v);
+		break;
+	case KEY_PIDFILE:
+		free(o->pidfile);
+		o->pidfile = strdup(v);
+		r = o->pidfile ? 0 : -ENOMEM;
+		break;
+	}
+	if (r) {
+		if (key != KEY_DEV && key != KEY_FAULT)
+			fprintf(stderr, "kcopydfs: bad value '%s' for %s\n", v,
+				opt_names[key]);
+		o->bad = true;
+	}
+	return 0;
+}
+
+static int image_filter(const struct dirent *e)
+{
+	return e->d_name[0] != '.';
+}
+
+/* Every regular file of the directory, in name order. */
+static int add_image_dir(struct options *o, const char *dir)
+{
+	struct dirent **list;
+	int n = scandir(dir, &list, image_filter, alphasort);
+	int r = 0;
+
+	if (n < 0) {
+		fprintf(stderr, "kcopydfs: --image-dir %s: %s\n", dir,
+			strerror(errno));
+		return -errno;
+	}
+	for (int i = 0; i < n; i++) {
+		char *spec = NULL;
+		struct stat st;
+
+		if (!r && asprintf(&spec, "%s=%s/%s", list[i]->d_name, dir,
+				   list[i]->d_name) < 0)
+			r = -ENOMEM;
+		if (!r && stat(spec + strlen(list[i]->d_name) + 1, &st) == 0 &&
+		    S_ISREG(st.st_mode))
+			r = add_dev(o, spec);
+		free(spec);
+		free(list[i]);
+	}
+	free(list);
+	return r;
+}
+
+static void close_devs(struct kfs *fs)
+{
+	for (unsigned int i = 0; i < fs->ndevs; i++) {
+		if (fs->devs[i].bdev)
+			kcopyd_bdev_close(fs->devs[i].bdev);
+		if (fs->devs[i].fd >= 0)
+			close(fs->devs[i].fd);
+	}
+	free(fs->devs);
+	free(fs->bdevs);
+}
+
+static int dev_index(const struct kfs *fs, const char *name)
+{
+	for (unsigned int i = 0; i < fs->ndevs; i++)
+		if (!strcmp(fs->devs[i].name, name))
+			return (int)i;
+	return -ENOENT;
+}
+
+static int open_devs(struct kfs *fs, const struct options *o)
+{
+	fs->devs = calloc(o->ndevs, sizeof(*fs->devs));
+	fs->bdevs = calloc(o->ndevs, sizeof(*fs->bdevs));
+	if (!fs->devs || !fs->bdevs)
+		return -ENOMEM;
+	for (unsigned int i = 0; i < o->ndevs; i++) {
+		struct kfs_dev *d = &fs->devs[i];
+		int r;
+
+		d->fd = -1;
+		for (unsigned int j = 0; j < i; j++)
+			if (!strcmp(fs->devs[j].name, o->devs[i].name)) {
+				fprintf(stderr, "kcopydfs: device '%s' given "
+					"twice\n", o->devs[i].name);
+				return -EINVAL;
+			}
+		fs->ndevs++;
+		snprintf(d->name, sizeof(d->name), "%s", o->devs[i].name);
+		d->path = o->devs[i].path;
+		r = kcopyd_bdev_open(d->path, O_RDWR, &d->bdev);
+		if (r) {
+			fprintf(stderr, "kcopydfs: %s: %s\n", d->path,
+				strerror(-r));
+			return r;
+		}
+		d->fd = open(d->path, O_RDWR | O_CLOEXEC);
+		if (d->fd < 0) {
+			fprintf(stderr, "kcopydfs: %s: %s\n", d->path,
+				strerror(errno));
+			return -errno;
+		}
+		d->size = kcopyd_bdev_sectors(d->bdev) << KCOPYD_SECTOR_SHIFT;
+		fs->bdevs[i] = d->bdev;
+	}
+	for (unsigned int i = 0; i < o->nfaults; i++) {
+		int idx = dev_index(fs, o->faults[i].name);
+		int r;
+
+		if (idx < 0) {
+			fprintf(stderr, "kcopydfs: --fault: unknown device "
+				"'%s'\n", o->faults[i].name);
+			return -ENOENT;
+		}
+		r = kcopyd_bdev_add_fault(fs->devs[idx].bdev,
+					  &o->faults[i].fault);
+		if (r) {
+			fprintf(stderr, "kcopydfs: --fault: %s\n",
+				strerror(-r));
+			return r;
+		}
+	}
+	return 0;
+}
+
+static int write_pidfile(const char *path)
+{
+	FILE *f = fopen(path, "we");
+
+	if (!f || fprintf(f, "%ld\n", (long)getpid()) < 0 || fclose(f)) {
+		fprintf(stderr, "kcopydfs: %s: %s\n", path, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+/* Jobs still running at unmount are let finish, and each is logged. */
+static void finish_jobs(struct kfs *fs)
+{
+	uint64_t *ids = NULL;
+	size_t n = 0;
+	char line[512];
+
+	if (kfs_table_unfinished(fs->table, &ids, &n))
+		n = 0;
+	for (size_t i = 0; i < n; i++)
+		kfs_log(fs, LOG_NOTICE, "job %llu not finished at unmount; "
+			"waiting for it", (unsigned long long)ids[i]);
+	kcopyd_client_destroy(fs->kc);
+	fs->kc = NULL;
+	for (size_t i = 0; i < n; i++) {
+		if (kfs_table_describe(fs->table, ids[i], line, sizeof(line)))
+			snprintf(line, sizeof(line), "id=%llu (dropped)",
+				 (unsigned long long)ids[i]);
+		kfs_log(fs, LOG_NOTICE, "finished after unmount: %s", line);
+	}
+	free(ids);
+}
+
+static int add_mount_opts(struct fuse_args *args, const struct options *o)
+{
+	char opt[64];
+
+	snprintf(opt, sizeof(opt), "-omax_read=%d,fsname=kcopydfs,"
+		 "subtype=kcopydfs", KFS_MAX_READ);
+	if (fuse_opt_add_arg(args, opt))
+		return -ENOMEM;
+	/* Mode bits are checked only with default_permissions. */
+	if (o->allow_other && fuse_opt_add_arg(args, "-odefault_permissions"))
+		return -ENOMEM;
+	if (geteuid() == 0 && fuse_opt_add_arg(args, "-onosuid,nodev"))
+		return -ENOMEM;
+	return 0;
+}
+
+/*
+ * The engine's threads are started here, after any fork, and the pidfile
+ * is written once they run and the mount is there: so whoever waits for
+ * the pidfile finds a mount that serves.
+ */
+static int start_serving(struct kfs *fs, const struct options *o)
+{
+	struct kfs_table_ops tops = {
+		.changed = kfs_changed,
+		.finished = kfs_sync_finished,
+		.opaque = fs,
+	};
+	int r;
+
+	r = kcopyd_client_create_opts(o->pages, &o->engine, &fs->kc);
+	if (r) {
+		fprintf(stderr, "kcopydfs: engine: %s\n", strerror(-r));
+		return r;
+	}
+	r = kfs_table_create(fs->kc, fs->bdevs, o->keep, o->max_queue, &tops,
+			     &fs->table);
+	if (!r)
+		r = kfs_notifier_start(fs);
+	if (!r && o->pidfile && write_pidfile(o->pidfile))
+		r = -EIO;
+	return r;
+}
+
+/* The daemon runs in /: a relative pidfile path must not change meaning. */
+static int absolute_path(char **path)
+{
+	char cwd[PATH_MAX], *abs;
+
+	if ((*path)[0] == '/')
+		return 0;
+	if (!getcwd(cwd, sizeof(cwd)) ||
+	    asprintf(&abs, "%s/%s", cwd, *path) < 0) {
+		fprintf(stderr, "kcopydfs: %s: %s\n", *path, strerror(errno));
+		return -1;
+	}
+	free(*path);
+	*path = abs;
+	return 0;
+}
+
+static void null_stdio(void)
+{
+	int fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+
+	if (fd < 0)
+		return;
+	dup2(fd, STDIN_FILENO);
+	dup2(fd, STDOUT_FILENO);
+	dup2(fd, STDERR_FILENO);
+	if (fd > STDERR_FILENO)
+		close(fd);
+}
+
+/*
+ * Go to the background as fuse_daemonize() does, but let the parent exit
+ * only once the child serves (or has failed: then the parent exits 1).
+ * Returns 0 in the child, or -errno.
+ */
+static int daemonize_and_serve(struct kfs *fs, const struct options *o)
+{
+	int pfd[2];
+	char status = 1;
+	pid_t pid;
+
+	if (pipe2(pfd, O_CLOEXEC))
+		return -errno;
+	pid = fork();
+	if (pid < 0)
+		return -errno;
+	if (pid > 0) {
+		close(pfd[1]);
+		if (read(pfd[0], &status, 1) != 1)
+			status = 1;
+		_exit(status);
+	}
+	close(pfd[0]);
+	setsid();
+	status = start_serving(fs, o) ? 1 : 0;
+	if (chdir("/"))
+		status = 1;
+	if (!status) {
+		openlog("kcopydfs", LOG_PID, LOG_DAEMON);
+		null_stdio();
+	}
+	if (write(pfd[1], &status, 1) != 1)
+		status = 1;
+	close(pfd[1]);
+	return status ? -EIO : 0;
+}
+
+static int run(struct fuse_args *args, struct options *o)
+{
+	struct fuse_cmdline_opts fo = { 0 };
+	struct fuse_loop_config *cfg = NULL;
+	struct kfs fs = { 0 };
+	bool mounted = false;
+	int r, ret = 1;
+
+	if (fuse_parse_cmdline(args, &fo) != 0)
+		return 1;
+	if (fo.show_help) {
+		usage(args->argv[0]);
+		fuse_cmdline_help();
+		fuse_lowlevel_help();
+		ret = 0;
+		goto out_opts;
+	}
+	if (fo.show_version) {
+		printf("kcopydfs %s (libkcopyd %s)\n", PACKAGE_VERSION,
+		       kcopyd_version());
+		fuse_lowlevel_version();
+		ret = 0;
+		goto out_opts;
+	}
+	if (!fo.mountpoint) {
+		fprintf(stderr, "usage: kcopydfs [options] MOUNTPOINT "
+				"(--help for more)\n");
+		goto out_opts;
+	}
+	if (o->image_dir && add_image_dir(o, o->image_dir))
+		goto out_opts;
+	if (o->pidfile && absolute_path(&o->pidfile))
+		goto out_opts;
+	if (!o->ndevs) {
+		fprintf(stderr, "kcopydfs: no device: give --dev NAME=PATH or "
+				"--image-dir DIR\n");
+		goto out_opts;
+	}
+
+	fs.uid = getuid();
+	fs.gid = getgid();
+	fs.dev_mode = o->allow_other ? 0660 : 0600;
+	fs.foreground = fo.foreground;
+	fs.keep = o->keep;
+	fs.max_queue = o->max_queue;
+	pthread_mutex_init(&fs.plock, NULL);
+	pthread_cond_init(&fs.pcond, NULL);
+
+	if (open_devs(&fs, o))
+		goto out_devs;
+	if (add_mount_opts(args, o))
+		goto out_devs;
+	fs.se = fuse_session_new(args, &kfs_ops, sizeof(kfs_ops), &fs);
+	if (!fs.se)
+		goto out_devs;
+	if (fuse_set_signal_handlers(fs.se))
+		goto out_session;
+	if (fuse_session_mount(fs.se, fo.mountpoint))
+		goto out_signals;
+	mounted = true;
+	if (fo.foreground)
+		r = start_serving(&fs, o);
+	else
+		r = daemonize_and_serve(&fs, o);
+	if (r)
+		goto out_unmount;
+
+	cfg = fuse_loop_cfg_create();
+	if (!cfg)
+		goto out_unmount;
+	if (fo.singlethread) {
+		r = fuse_session_loop(fs.se);
+	} else {
+		fuse_loop_cfg_set_clone_fd(cfg, (unsigned int)fo.clone_fd);
+		fuse_loop_cfg_set_max_threads(cfg, fo.max_threads);
+		r = fuse_session_loop_mt(fs.se, cfg);
+	}
+	/* A positive value is the signal that ended the loop: a clean end. */
+	ret = r < 0 ? 1 : 0;
+	if (r < 0)
+		kfs_log(&fs, LOG_ERR, "session loop: %s", strerror(-r));
+
+out_unmount:
+	if (mounted)
+		fuse_session_unmount(fs.se);
+	if (fs.kc && fs.table)
+		finish_jobs(&fs);
+	kfs_notifier_stop(&fs);
+out_signals:
+	fuse_remove_signal_handlers(fs.se);
+out_session:
+	fuse_session_destroy(fs.se);
+out_devs:
+	if (fs.kc)
+		kcopyd_client_destroy(fs.kc);
+	kfs_table_free(fs.table);
+	close_devs(&fs);
+	pthread_cond_destroy(&fs.pcond);
+	pthread_mutex_destroy(&fs.plock);
+	if (ret == 0 && o->pidfile)
+		unlink(o->pidfile);
+	if (cfg)
+		fuse_loop_cfg_destroy(cfg);
+out_opts:
+	free(fo.mountpoint);
+	return ret;
+}
+
+int main(int argc, char *argv[])
+{
+	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+	struct options o = {
+		.pages = 1024,
+		.keep = 1000,
+		.max_queue = 4096,
+	};
+	int ret;
+
+	if (fuse_opt_parse(&args, &o, opt_spec, opt_proc) || o.bad) {
+		fuse_opt_free_args(&args);
+		return 1;
+	}
+	ret = run(&args, &o);
+	for (unsigned int i = 0; i < o.ndevs; i++) {
+		free(o.devs[i].name);
+		free(o.devs[i].path);
+	}
+	free(o.devs);
+	free(o.faults);
+	free(o.image_dir);
+	free(o.pidfile);
+	fuse_opt_free_args(&args);
+	return ret;
+}

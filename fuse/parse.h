@@ -1,0 +1,109 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The kcopydfs command language: what a write to MNT/control may say.
+ *
+ *   copy SRC:START+COUNT DST:START [DST:START ...] [ignore_errors]
+ *        [write_seq] [sync] [tag=WORD]
+ *   zero DST:START+COUNT [DST:START+COUNT ...] [sync] [tag=WORD]
+ *
+ * Pure functions: no FUSE, no I/O, no global state.  Device names are
+ * resolved through the caller's kfs_devlookup, so the parser can be unit
+ * tested and fuzzed without any device.  Every function returns 0 or a
+ * negative errno value and, on error, writes a one-line message naming the
+ * offending token into errmsg (always NUL-terminated when errlen > 0).
+ */
+#ifndef KCOPYDFS_PARSE_H
+#define KCOPYDFS_PARSE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kcopyd.h"
+
+#define KFS_MAX_DESTS		KCOPYD_MAX_DESTS
+#define KFS_MAX_WRITE		65536	/* bytes in one write to control */
+#define KFS_MAX_LINE		4096	/* bytes in one line, newline excluded */
+#define KFS_MAX_NAME		64	/* bytes in a device name or a tag */
+
+/* Flags of a command. */
+#define KFS_IGNORE_ERRORS	(1u << 0)
+#define KFS_WRITE_SEQ		(1u << 1)
+#define KFS_SYNC		(1u << 2)
+
+enum kfs_op {
+	KFS_OP_NONE = 0,	/* a blank line */
+	KFS_OP_COPY,
+	KFS_OP_ZERO,
+};
+
+struct kfs_region {
+	int dev;		/* index the lookup returned */
+	uint64_t sector;
+	uint64_t count;
+};
+
+struct kfs_cmd {
+	enum kfs_op op;
+	struct kfs_region src;	/* copy only */
+	unsigned int num_dests;
+	struct kfs_region dests[KFS_MAX_DESTS];
+	unsigned int flags;	/* KFS_* above */
+	char tag[KFS_MAX_NAME + 1];	/* "" when none */
+};
+
+/*
+ * Resolve a device name (not NUL-terminated, `len` bytes): return its index
+ * (>= 0) and set *sectors to its size, or return -ENOENT.
+ */
+struct kfs_devlookup {
+	int (*find)(const struct kfs_devlookup *dl, const char *name,
+		    size_t len, uint64_t *sectors);
+	void *opaque;
+};
+
+/*
+ * Parse one line (without its newline; `len` bytes, not NUL-terminated).
+ * A blank line gives op KFS_OP_NONE.  Errors:
+ *   -EINVAL  syntax, unknown word, bad number (sign, overflow), bad name,
+ *            NUL or non-printable byte, overlapping regions the engine
+ *            would refuse
+ *   -ENOENT  unknown device
+ *   -ERANGE  a region past its device's end
+ *   -E2BIG   more than KFS_MAX_DESTS destinations
+ *   -EFBIG   a line longer than KFS_MAX_LINE bytes
+ */
+int kfs_parse_line(const char *line, size_t len,
+		   const struct kfs_devlookup *dl, struct kfs_cmd *out,
+		   char *errmsg, size_t errlen);
+
+/*
+ * Parse a whole write: lines separated by '\n', the last newline optional.
+ * Fills cmds[0..*ncmds) with the non-blank lines, at most max_cmds of them.
+ * Errors as kfs_parse_line() (the message then starts "line N: " when the
+ * write has several lines), plus -EFBIG for a write longer than
+ * KFS_MAX_WRITE bytes or holding more than max_cmds commands.
+ */
+int kfs_parse_write(const char *buf, size_t len,
+		    const struct kfs_devlookup *dl, struct kfs_cmd *cmds,
+		    unsigned int max_cmds, unsigned int *ncmds,
+		    char *errmsg, size_t errlen);
+
+/*
+ * A size with an optional K or M suffix (powers of 1024), into *bytes.
+ * Returns 0 or -EINVAL (not a number, overflow, unknown suffix).
+ */
+int kfs_parse_size(const char *s, uint64_t *bytes);
+
+/*
+ * A --fault spec: NAME:read|write|rw:START+COUNT[:KIND] where KIND is an
+ * errno name (EIO, ENOSPC, ...), an errno number, "short" or
+ * "delay=USEC"; the default is EIO.  The device name is copied into name
+ * (namelen bytes with the NUL).  Returns 0 or -EINVAL with a message.
+ */
+int kfs_parse_fault(const char *spec, char *name, size_t namelen,
+		    struct kcopyd_fault *out, char *errmsg, size_t errlen);
+
+/* A device name: 1 to KFS_MAX_NAME bytes of [A-Za-z0-9_.-]. */
+int kfs_valid_name(const char *name, size_t len);
+
+#endif /* KCOPYDFS_PARSE_H */
