@@ -580,12 +580,9 @@ static int report(struct copy *c)
 		say("cannot submit a job: %s", strerror(-c->submit_err));
 		werr = true;
 	}
-	if (c->stop && c->completed < c->total)
-		say("stopped after the first error: %llu of %llu bytes "
-		    "(%.0f%%) done (--ignore-errors goes on to the end)",
-		    (unsigned long long)c->completed << KCOPYD_SECTOR_SHIFT,
-		    (unsigned long long)c->total << KCOPYD_SECTOR_SHIFT,
-		    percent(c, c->completed));
+	if (c->stop)
+		say("stopped after the first error; --ignore-errors would go "
+		    "on to the end");
 	if (c->signo) {
 		sector_t first = c->backward ? c->total - c->completed : 0;
 

@@ -42,8 +42,8 @@ void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* --- Numbers and ranges (spec.c) ------------------------------------------ */
 
 /*
- * Parse a size: digits with an optional unit, s (sectors) or K, M, G, T
- * and KiB ... TiB (bytes, powers of 1024).  A bare number counts
+ * Parse a size: digits with an optional unit, B (bytes), s (sectors), or
+ * K, M, G, T and KiB ... TiB (bytes, powers of 1024).  A bare number counts
  * `bare_unit` bytes (512 for sectors, 1 for bytes).  Sets *bytes.
  * Returns 0 or -EINVAL (syntax, unknown unit) or -ERANGE (overflow).
  */
@@ -117,6 +117,9 @@ void progress_finish(struct progress *p);
 
 /* Take the live line off the terminal before printing other messages. */
 void progress_clear(struct progress *p);
+
+/* The work began `secs` ago (it ran before we watched it). */
+void progress_set_elapsed(struct progress *p, double secs);
 
 /* Seconds since progress_init(). */
 double progress_elapsed(const struct progress *p);

@@ -37,6 +37,7 @@ struct job_status {
 	uint64_t write_err;
 	uint64_t sectors;
 	uint64_t done;
+	uint64_t usec;			/* the job's time so far, or 0 */
 };
 
 /* Join the words into one control line, ending in a newline. */
@@ -160,6 +161,8 @@ static int parse_status(const char *line, struct job_status *st)
 	    field_u64(line, "sectors", 10, &st->sectors) ||
 	    field_u64(line, "done", 10, &st->done))
 		return -EPROTO;
+	if (field_u64(line, "usec", 10, &st->usec))
+		st->usec = 0;
 	return 0;
 }
 
@@ -197,30 +200,47 @@ static bool finished(const struct job_status *st)
 	return !strcmp(st->state, "done") || !strcmp(st->state, "failed");
 }
 
-static int job_exit_status(const char *mnt, uint64_t id,
+/* Is this word of a command a region, NAME:START[+COUNT]? */
+static bool is_region(const char *word)
+{
+	return strchr(word, ':') && strncmp(word, "tag=", 4);
+}
+
+/* One line per failed device, named by its word of the command. */
+static int job_exit_status(uint64_t id, int argc, char **argv,
 			   const struct job_status *st)
 {
-	if (st->read_err && st->write_err) {
-		say("job %" PRIu64 " on %s: read error, and write error on "
-		    "destinations 0x%" PRIx64, id, mnt, st->write_err);
-		return EXIT_BOTH_ERR;
-	}
+	bool copy = !strcmp(argv[0], "copy");
+	unsigned int bit = 0;
+	int status = EXIT_SUCCESS;
+
 	if (st->read_err) {
-		say("job %" PRIu64 " on %s: read error on the source", id,
-		    mnt);
-		return EXIT_READ_ERR;
+		say("job %" PRIu64 ": read error on the source %s", id,
+		    argv[1]);
+		status = EXIT_READ_ERR;
 	}
-	if (st->write_err) {
-		say("job %" PRIu64 " on %s: write error on destinations "
-		    "0x%" PRIx64 " (bit i = the i-th destination)", id, mnt,
-		    st->write_err);
-		return EXIT_WRITE_ERR;
+	for (int i = copy ? 2 : 1; i < argc; i++) {
+		if (!is_region(argv[i]))
+			continue;
+		if (bit < 64 && (st->write_err & (1ull << bit))) {
+			say("job %" PRIu64 ": write error on destination %s",
+			    id, argv[i]);
+			status = status ? EXIT_BOTH_ERR : EXIT_WRITE_ERR;
+		}
+		bit++;
 	}
-	if (strcmp(st->state, "done")) {
-		say("job %" PRIu64 " on %s: %s", id, mnt, st->state);
-		return EXIT_WRITE_ERR;
+	/* Bits past the regions named: say them as they are. */
+	if (bit < 64 && st->write_err >> bit) {
+		say("job %" PRIu64 ": write error on destinations 0x%" PRIx64,
+		    id, st->write_err);
+		status = status == EXIT_READ_ERR ? EXIT_BOTH_ERR :
+						   EXIT_WRITE_ERR;
 	}
-	return EXIT_SUCCESS;
+	if (status == EXIT_SUCCESS && strcmp(st->state, "done")) {
+		say("job %" PRIu64 ": %s", id, st->state);
+		status = EXIT_WRITE_ERR;
+	}
+	return status;
 }
 
 static int poll_timeout(const struct progress *p)
@@ -232,7 +252,8 @@ static int poll_timeout(const struct progress *p)
 
 /* Wait for job `id` to finish; returns kcopy's exit status. */
 static int wait_job(const struct options *o, const char *mnt,
-		    const char *results, uint64_t id, int sigfd)
+		    const char *results, uint64_t id, int sigfd, int argc,
+		    char **argv)
 {
 	struct job_status st = { .state = "" };
 	struct progress prog;
@@ -264,9 +285,11 @@ static int wait_job(const struct options *o, const char *mnt,
 			started = true;
 		}
 		atomic_store(&prog.done, st.done << KCOPYD_SECTOR_SHIFT);
+		if (st.usec)
+			progress_set_elapsed(&prog, (double)st.usec / 1e6);
 		if (finished(&st)) {
 			progress_finish(&prog);
-			r = job_exit_status(mnt, id, &st);
+			r = job_exit_status(id, argc, argv, &st);
 			break;
 		}
 		progress_tick(&prog);
@@ -323,7 +346,7 @@ int mount_main(const struct options *o, int argc, char **argv)
 		goto out;
 	if (o->verbose > 0)
 		say("job %" PRIu64 " queued on %s", id, o->mount);
-	status = wait_job(o, o->mount, results, id, sigfd);
+	status = wait_job(o, o->mount, results, id, sigfd, argc, argv);
 out:
 	free(line);
 	free(results);

@@ -34,6 +34,27 @@ double progress_elapsed(const struct progress *p)
 	return now_since(&p->start);
 }
 
+void progress_set_elapsed(struct progress *p, double secs)
+{
+	double shift = secs - progress_elapsed(p);
+	struct timespec *t = &p->start;
+	long long ns;
+
+	if (shift <= 0)
+		return;
+	ns = (long long)(shift * 1e9);
+	t->tv_sec -= ns / 1000000000;
+	t->tv_nsec -= ns % 1000000000;
+	if (t->tv_nsec < 0) {
+		t->tv_nsec += 1000000000;
+		t->tv_sec--;
+	}
+	/* Samples and the last update are relative to the old start. */
+	for (unsigned int i = 0; i < p->nr_samples; i++)
+		p->sample_t[i] += shift;
+	p->last_print += shift;
+}
+
 void progress_init(struct progress *p, const struct options *o,
 		   uint64_t total)
 {

@@ -21,6 +21,7 @@ struct unit {
 
 /* Units are case-sensitive. */
 static const struct unit units[] = {
+	{ "B", 1 },
 	{ "s", 512 },
 	{ "K", 1ull << 10 }, { "KiB", 1ull << 10 },
 	{ "M", 1ull << 20 }, { "MiB", 1ull << 20 },
@@ -80,7 +81,7 @@ static const char *size_error(int r)
 		return "not a multiple of 512 bytes";
 	default:
 		return "expected a number with an optional unit "
-		       "(s, K, M, G, T, KiB, MiB, GiB, TiB)";
+		       "(B, s, K, M, G, T, KiB, MiB, GiB, TiB)";
 	}
 }
 
