@@ -550,6 +550,13 @@ void kfs_notifier_stop(struct kfs *fs)
 	pthread_mutex_unlock(&fs->plock);
 }
 
+void kfs_session_over(struct kfs *fs)
+{
+	pthread_mutex_lock(&fs->reply_lock);
+	fs->session_over = true;
+	pthread_mutex_unlock(&fs->reply_lock);
+}
+
 /* --- Device files ---------------------------------------------------------- */
 
 static void open_dev(fuse_req_t req, struct fuse_file_info *fi)
@@ -635,6 +642,7 @@ struct control_fh {
 /* A write with `sync` commands, answered when they have all finished. */
 struct waiter {
 	pthread_mutex_t lock;
+	struct kfs *fs;
 	fuse_req_t req;
 	size_t size;
 	unsigned int pending;	/* sync jobs not finished + submitter (lock) */
@@ -772,11 +780,15 @@ static void waiter_put(struct waiter *w, bool failed)
 	if (!last)
 		return;
 	if (reply) {
-		fuse_req_interrupt_func(w->req, NULL, NULL);
-		if (w->failed)
-			fuse_reply_err(w->req, EIO);
-		else
-			fuse_reply_write(w->req, w->size);
+		pthread_mutex_lock(&w->fs->reply_lock);
+		if (!w->fs->session_over) {
+			fuse_req_interrupt_func(w->req, NULL, NULL);
+			if (w->failed)
+				fuse_reply_err(w->req, EIO);
+			else
+				fuse_reply_write(w->req, w->size);
+		}
+		pthread_mutex_unlock(&w->fs->reply_lock);
 	}
 	pthread_mutex_destroy(&w->lock);
 	free(w);
@@ -816,6 +828,7 @@ static struct waiter *new_waiter(fuse_req_t req, const struct kfs_cmd *cmds,
 	if (!w)
 		return NULL;
 	pthread_mutex_init(&w->lock, NULL);
+	w->fs = fs_of(req);
 	w->req = req;
 	w->size = size;
 	w->pending = nsync + 1;

@@ -63,6 +63,15 @@ struct kfs {
 	struct kfs_poller *pollers;	/* (plock) */
 	pthread_t notifier;
 	bool notifier_running;
+
+	/*
+	 * Set once the session loop has returned: a sync write finishing
+	 * later must not answer, as the session's fd is about to be closed
+	 * (and its number reused).  The kernel fails such a writer when the
+	 * connection ends.
+	 */
+	pthread_mutex_t reply_lock;
+	bool session_over;		/* (reply_lock) */
 };
 
 extern const struct fuse_lowlevel_ops kfs_ops;
@@ -75,6 +84,9 @@ void kfs_sync_finished(void *waiter, bool failed, void *opaque);
  * is destroyed. */
 int kfs_notifier_start(struct kfs *fs);
 void kfs_notifier_stop(struct kfs *fs);
+
+/* No sync write is answered after this. */
+void kfs_session_over(struct kfs *fs);
 
 /* Log a line: stderr in the foreground, syslog once daemonized. */
 void kfs_log(const struct kfs *fs, int prio, const char *fmt, ...)

@@ -5,8 +5,9 @@
  * Thread model: main() runs on the main thread, which mounts, runs the
  * FUSE session loop (its workers are other threads) and, once the loop
  * has returned, tears everything down in an order that lets jobs finish
- * and never notifies a dead session: unmount, wait for the jobs
- * (kcopyd_client_destroy), stop the notifier, destroy the session.
+ * and never writes to a dead session: stop answering sync writes and stop
+ * the notifier, unmount (which closes the session's fd), wait for the jobs
+ * (kcopyd_client_destroy), destroy the session.
  */
 #include <config.h>
 
@@ -529,6 +530,7 @@ static int run(struct fuse_args *args, struct options *o)
 	fs.max_queue = o->max_queue;
 	pthread_mutex_init(&fs.plock, NULL);
 	pthread_cond_init(&fs.pcond, NULL);
+	pthread_mutex_init(&fs.reply_lock, NULL);
 
 	if (open_devs(&fs, o))
 		goto out_devs;
@@ -565,11 +567,13 @@ static int run(struct fuse_args *args, struct options *o)
 		kfs_log(&fs, LOG_ERR, "session loop: %s", strerror(-r));
 
 out_unmount:
+	/* Nothing may write to the session's fd once unmount closes it. */
+	kfs_session_over(&fs);
+	kfs_notifier_stop(&fs);
 	if (mounted)
 		fuse_session_unmount(fs.se);
 	if (fs.kc && fs.table)
 		finish_jobs(&fs);
-	kfs_notifier_stop(&fs);
 out_signals:
 	fuse_remove_signal_handlers(fs.se);
 out_session:
@@ -581,6 +585,7 @@ out_devs:
 	close_devs(&fs);
 	pthread_cond_destroy(&fs.pcond);
 	pthread_mutex_destroy(&fs.plock);
+	pthread_mutex_destroy(&fs.reply_lock);
 	if (ret == 0 && o->pidfile)
 		unlink(o->pidfile);
 	if (cfg)
