@@ -425,10 +425,11 @@ static int submit_next(struct copy *c)
 	return 0;
 }
 
+/* Count a failed job, and keep the lowest failed range for the report. */
 static void note_failure(sector_t *start, sector_t *count, unsigned int *nr,
 			 const struct job *j)
 {
-	if ((*nr)++ == 0) {
+	if ((*nr)++ == 0 || j->offset < *start) {
 		*start = j->offset;
 		*count = j->count;
 	}
@@ -486,6 +487,8 @@ static void run(struct copy *c)
 	};
 
 	for (;;) {
+		/* A signal that came during the setup stops us here. */
+		read_signal(c);
 		while (!c->signo && !c->stop && !c->submit_err &&
 		       c->submitted < c->total && c->inflight < c->window)
 			c->submit_err = submit_next(c);
@@ -545,10 +548,10 @@ static void say_range_failure(const char *name, const char *what,
 			      unsigned int nr, sector_t start, sector_t count)
 {
 	if (nr == 1)
-		say("%s: %s error in sectors %llu+%llu", name, what,
+		say("%s: %s error within sectors %llu+%llu", name, what,
 		    (unsigned long long)start, (unsigned long long)count);
 	else
-		say("%s: %s errors in %u ranges, the first sectors "
+		say("%s: %s errors within %u ranges, the first sectors "
 		    "%llu+%llu", name, what, nr, (unsigned long long)start,
 		    (unsigned long long)count);
 }

@@ -132,7 +132,8 @@ expect_usage()
 expect_usage "bad START '5Q'" src.img:5Q bad.img
 expect_usage "bad COUNT '3X'" src.img:0+3X bad.img
 expect_usage "bad.img:1000b: bad START '1000b'" src.img:1000 bad.img:1000b
-expect_usage "bad COUNT '1000B': not a multiple of 512 bytes" src.img:0+1000B bad.img
+expect_usage "bad COUNT '1000B': not a multiple of 512 bytes" \
+	src.img:0+1000B bad.img
 expect_usage "bad.img:0+1: a destination takes no COUNT" src.img bad.img:0+1
 expect_usage "past the end of src.img" src.img:8000+200 bad.img
 expect_usage "number too large" src.img:99999999999999999999 bad.img

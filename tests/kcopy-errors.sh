@@ -26,7 +26,7 @@ run()
 # One destination, no room: exit 3 and one line that names it.
 run src.img full/a.img
 [ $status -eq 3 ] || fail "exit $status, not 3: $(cat err)"
-grep -q "^kcopy: full/a.img: write error in sectors " err ||
+grep -q "^kcopy: full/a.img: write error within sectors 0+8192$" err ||
 	fail "no line for full/a.img: $(cat err)"
 grep -q "stopped after the first error" err || fail "no stop message"
 [ "$(grep -c 'write error' err)" -eq 1 ] || fail "not one line: $(cat err)"

@@ -15,7 +15,7 @@ make_image sdc.img 8M zero
 make_image sde.img 32M random
 make_image sdf.img 32M zero
 mkdir mnt
-cleanup_fn "fusermount3 -u '$tmp/mnt' 2>/dev/null"
+cleanup_fn "fusermount3 -u -z '$tmp/mnt' 2>/dev/null"
 # sda fails a read at sector 4000, sdc a write at 8000; sde is slow.
 "$KCOPYDFS" -f -P "$tmp/pid" \
 	--dev sda="$tmp/sda.img" --dev sdb="$tmp/sdb.img" \
@@ -25,6 +25,7 @@ cleanup_fn "fusermount3 -u '$tmp/mnt' 2>/dev/null"
 	--fault sde:read:0+65536:delay=100000 \
 	"$tmp/mnt" 2>daemon.log &
 daemon=$!
+cleanup_fn "kill $daemon 2>/dev/null"
 timeout 30 bash -c "until [ -s '$tmp/pid' ]; do sleep 0.05; done" ||
 	fail "kcopydfs did not start: $(cat daemon.log)"
 
@@ -131,5 +132,6 @@ timeout 60 bash -c "until grep -q 'tag=long op=copy state=done' mnt/results
 expect sde.img 0 65536 sdf.img 0
 
 fusermount3 -u mnt || fail "unmount"
+# Whether it exits 0 is for the tests of kcopydfs to check.
 timeout 30 tail --pid=$daemon -f /dev/null || fail "kcopydfs did not exit"
 exit 0

@@ -40,7 +40,8 @@ done <err
 
 # The default interval is accepted too, and -q silences everything.
 "$KCOPY" --progress src.img:0+1M c.img 2>err || fail "--progress"
-grep -q "^kcopy: 1048576/1048576 bytes (100%)" err || fail "--progress: $(cat err)"
+grep -q "^kcopy: 1048576/1048576 bytes (100%)" err ||
+	fail "--progress: $(cat err)"
 "$KCOPY" -q --progress=0.1 src.img d.img 2>err || fail "copy with -q"
 [ ! -s err ] || fail "-q printed: $(cat err)"
 "$KCOPY" -q --zero d.img 2>err || fail "zero with -q"
