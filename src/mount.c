@@ -5,9 +5,11 @@
  * The command goes to MOUNTPOINT/control on a descriptor opened
  * read-write; the read that follows returns the job id (or, after a
  * failed write, kcopydfs's message).  Then MOUNTPOINT/results is polled:
- * kcopydfs wakes pollers whenever a job changes state.  Each wake, and
- * each second in case a wake is missed, the file is opened and read again
- * (every open is a fresh snapshot) and the job's line is looked up.
+ * kcopydfs wakes pollers whenever a job changes state.  On each wake, and
+ * each second in case a wake is missed (and to follow `done=`, which
+ * moves without a change of state), the polled descriptor is read again
+ * from offset 0: kcopydfs renders a fresh snapshot for a read at 0, and
+ * marks the changes as seen, so the next poll waits for a new one.
  *
  * Thread model: main thread only.  SIGINT and SIGTERM are blocked and
  * read from a signalfd; they stop the wait, not the job.
@@ -167,31 +169,60 @@ static int parse_status(const char *line, struct job_status *st)
 }
 
 /*
- * Read results afresh and find job `id`.  Returns 0, -ENOENT if the job
- * is not listed, -EPROTO for a line that does not parse, or -errno.
+ * Read the whole of results from offset 0, which makes kcopydfs render a
+ * fresh snapshot for this descriptor (and counts as having seen the
+ * changes its poll reports).  Returns a malloc'd string or NULL, errno set.
  */
-static int read_status(const char *path, uint64_t id, struct job_status *st)
+static char *read_all(int fd)
 {
-	char want[32], *line = NULL;
-	size_t cap = 0;
-	int r = -ENOENT;
-	FILE *f;
+	size_t len = 0, cap = 4096;
+	char *buf = malloc(cap), *n;
+	ssize_t r;
 
-	f = fopen(path, "re");
-	if (!f)
+	while (buf) {
+		if (len + 1 == cap) {
+			n = realloc(buf, cap * 2);
+			if (!n)
+				break;
+			buf = n;
+			cap *= 2;
+		}
+		r = pread(fd, buf + len, cap - len - 1, (off_t)len);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			break;
+		if (r == 0) {
+			buf[len] = '\0';
+			return buf;
+		}
+		len += (size_t)r;
+	}
+	free(buf);
+	return NULL;
+}
+
+/*
+ * Find job `id` in a fresh read of results.  Returns 0, -ENOENT if the
+ * job is not listed, -EPROTO for a line that does not parse, or -errno.
+ */
+static int read_status(int fd, uint64_t id, struct job_status *st)
+{
+	char want[32], *text, *line, *save = NULL;
+	int r = -ENOENT;
+
+	text = read_all(fd);
+	if (!text)
 		return -errno;
 	snprintf(want, sizeof(want), "id=%" PRIu64 " ", id);
-	while (getline(&line, &cap, f) != -1) {
-		if (strncmp(line, want, strlen(want)))
-			continue;
-		line[strcspn(line, "\n")] = '\0';
-		r = parse_status(line, st);
-		break;
+	for (line = strtok_r(text, "\n", &save); line;
+	     line = strtok_r(NULL, "\n", &save)) {
+		if (!strncmp(line, want, strlen(want))) {
+			r = parse_status(line, st);
+			break;
+		}
 	}
-	if (r == -ENOENT && ferror(f))
-		r = -EIO;
-	free(line);
-	fclose(f);
+	free(text);
 	return r;
 }
 
@@ -270,7 +301,7 @@ static int wait_job(const struct options *o, const char *mnt,
 		return EXIT_USAGE;
 	}
 	for (;;) {
-		r = read_status(results, id, &st);
+		r = read_status(pfd[1].fd, id, &st);
 		if (r) {
 			say("%s: job %" PRIu64 ": %s", results, id,
 			    r == -ENOENT ? "not listed" :
