@@ -93,3 +93,66 @@ expect_fail()
 	*) fail "expected '$text' from: $* -- got: $out" ;;
 	esac
 }
+
+# --- kcopydfs ---------------------------------------------------------------
+#   start_kcopydfs MNT [OPTIONS...]  mount kcopydfs in the foreground (-f) on
+#                            MNT (created), wait for its pidfile; sets
+#                            kcopydfs_pid and kcopydfs_log
+#   stop_kcopydfs MNT        unmount, and fail unless the daemon exits 0
+#   kcopydfs_wait_state MNT ID STATE...  wait (bounded) until job ID of
+#                            MNT/results is in one of the STATEs
+#   kcopydfs_field MNT ID KEY  print KEY's value in job ID's results line
+start_kcopydfs()
+{
+	local mnt=$1 i
+	shift
+	mkdir -p "$mnt"
+	kcopydfs_log=$tmp/kcopydfs.$$.$RANDOM.log
+	rm -f "$mnt.pid"
+	# Registered before mounting, so a failing test never leaves a mount.
+	cleanup_fn "fusermount3 -u -z '$mnt' 2>/dev/null"
+	"$KCOPYDFS" -f -P "$mnt.pid" "$@" "$mnt" 2>"$kcopydfs_log" &
+	kcopydfs_pid=$!
+	cleanup_fn "kill $kcopydfs_pid 2>/dev/null"
+	for ((i = 0; i < 200; i++)); do
+		[ -s "$mnt.pid" ] && break
+		kill -0 "$kcopydfs_pid" 2>/dev/null ||
+			fail "kcopydfs did not start: $(cat "$kcopydfs_log")"
+		sleep 0.05
+	done
+	[ -s "$mnt.pid" ] || fail "kcopydfs wrote no pidfile within 10 s"
+	[ "$(cat "$mnt.pid")" = "$kcopydfs_pid" ] || fail "pidfile has a wrong pid"
+	mountpoint -q "$mnt" || fail "$mnt is not mounted though the pidfile is written"
+}
+
+stop_kcopydfs()
+{
+	local mnt=$1 i status=0
+	timeout 10 fusermount3 -u "$mnt" || fail "fusermount3 -u $mnt failed"
+	for ((i = 0; i < 400; i++)); do
+		kill -0 "$kcopydfs_pid" 2>/dev/null || break
+		sleep 0.05
+	done
+	kill -0 "$kcopydfs_pid" 2>/dev/null && fail "kcopydfs still runs 20 s after unmount"
+	wait "$kcopydfs_pid" || status=$?
+	[ "$status" = 0 ] || fail "kcopydfs exited $status after unmount: $(cat "$kcopydfs_log")"
+	[ ! -e "$mnt.pid" ] || fail "kcopydfs left its pidfile behind"
+}
+
+kcopydfs_field()
+{
+	local mnt=$1 id=$2 key=$3
+	sed -n "s/^id=$id .*\\<$key=\\([^ ]*\\).*/\\1/p" "$mnt/results"
+}
+
+kcopydfs_wait_state()
+{
+	local mnt=$1 id=$2 i s
+	shift 2
+	for ((i = 0; i < 400; i++)); do
+		s=$(kcopydfs_field "$mnt" "$id" state)
+		case " $* " in *" $s "*) return 0 ;; esac
+		sleep 0.05
+	done
+	fail "job $id of $mnt not in state $* after 20 s: $(cat "$mnt/results")"
+}
