@@ -46,7 +46,8 @@ struct kfs_counts {
  */
 int kfs_table_create(struct kcopyd_client *kc, struct block_device **bdevs,
 		     unsigned int keep, unsigned int max_queue,
-		     const struct kfs_table_ops *ops, struct kfs_table **result);
+		     const struct kfs_table_ops *ops,
+		     struct kfs_table **result);
 void kfs_table_free(struct kfs_table *t);
 
 /*

@@ -69,7 +69,7 @@ void kfs_log(const struct kfs *fs, int prio, const char *fmt, ...)
 	va_end(ap);
 }
 
-/* --- Inodes and attributes -------------------------------------------- */
+/* --- Inodes and attributes ------------------------------------------------ */
 
 static struct kfs_dev *dev_of(struct kfs *fs, fuse_ino_t ino)
 {
@@ -266,7 +266,7 @@ static void kfs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
 	free(buf);
 }
 
-/* --- Status files: results and stats ------------------------------------- */
+/* --- Status files: results and stats -------------------------------------- */
 
 /* An open status file: rendered at open (and again by a read at 0). */
 struct kfs_poller {
@@ -275,7 +275,8 @@ struct kfs_poller {
 	size_t len;
 	uint64_t gen;			/* changes seen by buf (plock) */
 	struct fuse_pollhandle *ph;	/* waiting poll (plock) */
-	struct kfs_poller *prev, *next;	/* on fs->pollers if ph (plock) */
+	/* On fs->pollers while ph is set (plock). */
+	struct kfs_poller *prev, *next;
 	pthread_mutex_t lock;		/* buf and len */
 };
 
@@ -557,7 +558,7 @@ void kfs_session_over(struct kfs *fs)
 	pthread_mutex_unlock(&fs->reply_lock);
 }
 
-/* --- Device files ---------------------------------------------------------- */
+/* --- Device files --------------------------------------------------------- */
 
 static void open_dev(fuse_req_t req, struct fuse_file_info *fi)
 {
@@ -625,7 +626,7 @@ static void write_dev(fuse_req_t req, struct kfs_dev *d, const char *buf,
 	fuse_reply_write(req, (size_t)n);
 }
 
-/* --- The control file ---------------------------------------------------- */
+/* --- The control file ----------------------------------------------------- */
 
 /*
  * One open control file.  Its read-back text answers the handle's last
@@ -645,7 +646,8 @@ struct waiter {
 	struct kfs *fs;
 	fuse_req_t req;
 	size_t size;
-	unsigned int pending;	/* sync jobs not finished + submitter (lock) */
+	/* Sync jobs not finished, plus one for the submitter (lock). */
+	unsigned int pending;
 	bool failed;		/* (lock) */
 	bool answered;		/* someone has taken the reply (lock) */
 };
@@ -813,26 +815,29 @@ static void waiter_interrupted(fuse_req_t req, void *data)
 		fuse_reply_err(req, EINTR);
 }
 
-static struct waiter *new_waiter(fuse_req_t req, const struct kfs_cmd *cmds,
-				 unsigned int n, size_t size)
+/* A waiter if any command is `sync` (else *result is NULL). */
+static int new_waiter(fuse_req_t req, const struct kfs_cmd *cmds,
+		      unsigned int n, size_t size, struct waiter **result)
 {
 	struct waiter *w;
 	unsigned int nsync = 0;
 
+	*result = NULL;
 	for (unsigned int i = 0; i < n; i++)
 		if (cmds[i].flags & KFS_SYNC)
 			nsync++;
 	if (!nsync)
-		return NULL;
+		return 0;
 	w = calloc(1, sizeof(*w));
 	if (!w)
-		return NULL;
+		return -ENOMEM;
 	pthread_mutex_init(&w->lock, NULL);
 	w->fs = fs_of(req);
 	w->req = req;
 	w->size = size;
 	w->pending = nsync + 1;
-	return w;
+	*result = w;
+	return 0;
 }
 
 /* Sync commands the table did not queue never call back: drop them. */
@@ -881,7 +886,10 @@ static void write_control(fuse_req_t req, struct control_fh *c,
 		goto out;
 	}
 
-	w = new_waiter(req, cmds, n, size);
+	if (new_waiter(req, cmds, n, size, &w)) {
+		control_error(req, c, ENOMEM, "out of memory", failed_base);
+		goto out;
+	}
 	r = kfs_table_submit(fs->table, cmds, n, w, ids, &queued);
 	if (r) {
 		if (r == -EAGAIN)
@@ -921,7 +929,7 @@ out:
 	free(ids);
 }
 
-/* --- Dispatch ---------------------------------------------------------------- */
+/* --- Dispatch ------------------------------------------------------------- */
 
 static void kfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
@@ -1034,10 +1042,10 @@ static void kfs_poll(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 		poll_results(req, (struct kfs_poller *)(uintptr_t)fi->fh, ph);
 		return;
 	}
+	/* Other files are always ready, as regular files are. */
 	if (ph)
 		fuse_pollhandle_destroy(ph);
-	fuse_reply_poll(req, ino == INO_RESULTS || ino == INO_STATS ?
-			POLLIN | POLLRDNORM :
+	fuse_reply_poll(req, ino == INO_STATS ? POLLIN | POLLRDNORM :
 			POLLIN | POLLRDNORM | POLLOUT | POLLWRNORM);
 }
 

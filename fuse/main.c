@@ -92,21 +92,21 @@ static void usage(const char *prog)
 {
 	printf("usage: %s [options] MOUNTPOINT\n\n"
 	       "kcopydfs options:\n"
-	       "    --dev NAME=PATH          a device (repeatable)\n"
-	       "    --image-dir DIR          every regular file in DIR is a device\n"
-	       "    --pages N                copy buffer pages of 4 KiB (default 1024)\n"
-	       "    --threads N              engine I/O threads (default 2)\n"
-	       "    --subjob-size SIZE       bytes per sub-job, K/M suffixes (default 512K)\n"
-	       "    --keep N                 finished jobs kept in results (default 1000)\n"
-	       "    --max-queue N            queued and running jobs at most (default 4096)\n"
+	       "    --dev NAME=PATH        a device (repeatable)\n"
+	       "    --image-dir DIR        every file in DIR is a device\n"
+	       "    --pages N              copy buffer pages of 4 KiB (1024)\n"
+	       "    --threads N            engine I/O threads (2)\n"
+	       "    --subjob-size SIZE     bytes per sub-job, K/M (512K)\n"
+	       "    --keep N               finished jobs kept (1000)\n"
+	       "    --max-queue N          queued and running jobs (4096)\n"
 	       "    --fault NAME:OP:START+COUNT[:KIND]\n"
-	       "                             inject faults; OP read|write|rw, KIND an errno,\n"
-	       "                             short or delay=USEC (default EIO)\n"
-	       "    -P, --pidfile PIDFILE    write the pid once the mount serves\n\n",
+	       "                           OP read|write|rw; KIND an errno,\n"
+	       "                           short or delay=USEC (EIO)\n"
+	       "    -P, --pidfile PIDFILE  write the pid once serving\n\n",
 	       prog);
 }
 
-/* The value of "--opt=VALUE", "--optVALUE" (from "--opt VALUE") or "-PVALUE". */
+/* The value of "--opt=VALUE", "--optVALUE" (of "--opt VALUE"), "-PVALUE". */
 static const char *opt_value(const char *arg, int key)
 {
 	const char *name = key == KEY_PIDFILE && !strncmp(arg, "-P", 2) &&

@@ -20,10 +20,14 @@
 
 #include "kcopyd.h"
 
-#define KFS_MAX_DESTS		KCOPYD_MAX_DESTS
-#define KFS_MAX_WRITE		65536	/* bytes in one write to control */
-#define KFS_MAX_LINE		4096	/* bytes in one line, newline excluded */
-#define KFS_MAX_NAME		64	/* bytes in a device name or a tag */
+/*
+ * Limits: destinations of a copy; bytes in one write to control; bytes in
+ * one line, newline excluded; bytes in a device name or a tag.
+ */
+#define KFS_MAX_DESTS	KCOPYD_MAX_DESTS
+#define KFS_MAX_WRITE	65536
+#define KFS_MAX_LINE	4096
+#define KFS_MAX_NAME	64
 
 /* Flags of a command. */
 #define KFS_IGNORE_ERRORS	(1u << 0)

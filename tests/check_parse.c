@@ -123,7 +123,7 @@ START_TEST(test_edges)
 }
 END_TEST
 
-/* --- Errors ----------------------------------------------------------------- */
+/* --- Errors --------------------------------------------------------------- */
 
 START_TEST(test_einval_syntax)
 {
@@ -257,7 +257,7 @@ START_TEST(test_long_token_message)
 }
 END_TEST
 
-/* --- Whole writes ------------------------------------------------------------- */
+/* --- Whole writes --------------------------------------------------------- */
 
 static struct kfs_cmd cmds[8];
 static unsigned int ncmds;
@@ -270,7 +270,8 @@ static int parse_write(const char *buf, size_t len)
 
 START_TEST(test_write_lines)
 {
-	const char *w = "copy a:0+8 b:0\n\n  \nzero b:8+8 tag=t\ncopy b:0+1 a:5";
+	const char *w = "copy a:0+8 b:0\n\n  \nzero b:8+8 tag=t\n"
+			"copy b:0+1 a:5";
 
 	ck_assert_int_eq(parse_write(w, strlen(w)), 0);
 	ck_assert_uint_eq(ncmds, 3);
@@ -313,7 +314,7 @@ START_TEST(test_write_errors)
 }
 END_TEST
 
-/* --- Sizes and fault specs --------------------------------------------------- */
+/* --- Sizes and fault specs ------------------------------------------------ */
 
 START_TEST(test_size)
 {
