@@ -409,6 +409,35 @@ static void open_status(fuse_req_t req, fuse_ino_t ino,
 	}
 }
 
+/*
+ * Answer a read from a copy of [start, start + size) of buf, taken under
+ * lock.  The reply goes out only after the lock is dropped: once the
+ * kernel has its answer the file may be closed, and its release frees the
+ * handle that holds the lock.
+ */
+static void reply_slice(fuse_req_t req, pthread_mutex_t *lock,
+			const char *const *buf, const size_t *len,
+			size_t start, size_t size)
+{
+	char *copy = NULL;
+	size_t n = 0;
+
+	pthread_mutex_lock(lock);
+	if (start < *len) {
+		n = size < *len - start ? size : *len - start;
+		copy = malloc(n);
+		if (copy)
+			memcpy(copy, *buf + start, n);
+	}
+	pthread_mutex_unlock(lock);
+	if (n && !copy) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	fuse_reply_buf(req, copy, n);
+	free(copy);
+}
+
 static void read_status(fuse_req_t req, struct kfs_poller *p, size_t size,
 			off_t off)
 {
@@ -417,14 +446,8 @@ static void read_status(fuse_req_t req, struct kfs_poller *p, size_t size,
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	pthread_mutex_lock(&p->lock);
-	if ((size_t)off >= p->len)
-		fuse_reply_buf(req, NULL, 0);
-	else
-		fuse_reply_buf(req, p->buf + off,
-			       size < p->len - (size_t)off ?
-			       size : p->len - (size_t)off);
-	pthread_mutex_unlock(&p->lock);
+	reply_slice(req, &p->lock, (const char *const *)&p->buf, &p->len,
+		    (size_t)off, size);
 }
 
 static void poller_unlink(struct kfs *fs, struct kfs_poller *p)
@@ -695,12 +718,9 @@ static void read_control(fuse_req_t req, struct control_fh *c, size_t size,
 
 	pthread_mutex_lock(&c->lock);
 	i = (uint64_t)off > c->base ? (size_t)((uint64_t)off - c->base) : 0;
-	if (i >= c->len)
-		fuse_reply_buf(req, NULL, 0);
-	else
-		fuse_reply_buf(req, c->reply + i,
-			       size < c->len - i ? size : c->len - i);
 	pthread_mutex_unlock(&c->lock);
+	reply_slice(req, &c->lock, (const char *const *)&c->reply, &c->len, i,
+		    size);
 }
 
 static int find_dev(const struct kfs_devlookup *dl, const char *name,
