@@ -88,6 +88,7 @@ static int fill_attr(struct kfs *fs, fuse_ino_t ino, struct stat *st)
 	st->st_gid = fs->gid;
 	st->st_nlink = 1;
 	st->st_blksize = 4096;
+	st->st_atim = st->st_mtim = st->st_ctim = fs->mounted;
 	switch (ino) {
 	case INO_ROOT:
 		st->st_mode = S_IFDIR | 0755;

@@ -46,6 +46,7 @@ struct kfs {
 	struct fuse_session *se;
 	uid_t uid;
 	gid_t gid;
+	struct timespec mounted;	/* every file's times */
 	mode_t dev_mode;
 	bool foreground;
 	unsigned int keep;

@@ -21,6 +21,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <syslog.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "kcopydfs.h"
@@ -522,6 +523,7 @@ static int run(struct fuse_args *args, struct options *o)
 		goto out_opts;
 	}
 
+	clock_gettime(CLOCK_REALTIME, &fs.mounted);
 	fs.uid = getuid();
 	fs.gid = getgid();
 	fs.dev_mode = o->allow_other ? 0660 : 0600;

@@ -27,6 +27,12 @@ start_kcopydfs "$mnt" --image-dir "$tmp/img" --dev "extra=$tmp/extra.img"
 [ "$(stat -c %a "$mnt/dev/a")" = 600 ] || fail "dev/a mode"
 [ "$(stat -c %s "$mnt/dev/c")" = 524288 ] || fail "dev/c size"
 [ "$(stat -c %s "$mnt/dev/extra")" = 65536 ] || fail "dev/extra size"
+# Times are the mount's, not the epoch.
+now=$(date +%s)
+for f in control results stats dev/a; do
+	t=$(stat -c %Y "$mnt/$f")
+	[ $((now - t)) -ge 0 ] && [ $((now - t)) -lt 600 ] || fail "$f mtime $t"
+done
 [ -z "$(cat "$mnt/results")" ] || fail "results not empty at start"
 
 # expect SRC SKIP DST SEEK COUNT: what a copy of COUNT sectors does.
