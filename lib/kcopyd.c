@@ -625,14 +625,14 @@ int kcopyd_client_create_opts(unsigned int num_pages,
 	kc->max_pages = subjob_pages < num_pages ? subjob_pages : num_pages;
 	kc->subjob_sectors = kc->max_pages * SECTORS_PER_PAGE;
 	kc->max_inflight = o.max_inflight;
-	kc->nr_threads = o.threads;
 
 	r = pool_init(&kc->pool, num_pages);
 	if (r)
-		goto fail_pool;
-	kc->workers = calloc(kc->nr_threads, sizeof(*kc->workers));
+		goto fail;
+	kc->workers = calloc(o.threads, sizeof(*kc->workers));
 	if (!kc->workers)
 		goto fail_mem;
+	kc->nr_threads = o.threads;
 	for (unsigned int i = 0; i < kc->nr_threads; i++) {
 		struct worker *w = &kc->workers[i];
 
@@ -653,17 +653,7 @@ int kcopyd_client_create_opts(unsigned int num_pages,
 fail_mem:
 	r = -ENOMEM;
 fail:
-	if (!kc->workers)
-		kc->nr_threads = 0;
 	free_client(kc);
-	return r;
-fail_pool:
-	pth(pthread_cond_destroy(&kc->idle_cond));
-	pth(pthread_cond_destroy(&kc->cb_cond));
-	pth(pthread_cond_destroy(&kc->seq_cond));
-	pth(pthread_cond_destroy(&kc->work_cond));
-	pth(pthread_mutex_destroy(&kc->lock));
-	free(kc);
 	return r;
 }
 

@@ -27,6 +27,7 @@ int pool_init(struct page_pool *pool, unsigned int nr)
 	pool->mem = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
 			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (pool->mem == MAP_FAILED) {
+		pool->mem = NULL;
 		free(pool->free);
 		return -ENOMEM;
 	}
@@ -41,6 +42,8 @@ int pool_init(struct page_pool *pool, unsigned int nr)
 
 void pool_destroy(struct page_pool *pool)
 {
+	if (!pool->mem)		/* never initialised */
+		return;
 	munmap(pool->mem, (size_t)pool->nr * KCOPYD_PAGE_SIZE);
 	free(pool->free);
 }
