@@ -3,6 +3,7 @@
  * ctlbench: small jobs through a mounted kcopydfs's control file.
  *
  *   ctlbench MNT SRC DST JOBS PER_WRITE        throughput and latency
+ *   ctlbench MNT SRC DST JOBS PER_WRITE rate   throughput alone
  *   ctlbench MNT SRC DST JOBS sync             `sync` write latency
  *
  * The first form writes JOBS copies of 8 sectors ("copy SRC:S+8 DST:S"),
@@ -15,6 +16,11 @@
  * the write itself counts) to the read of results that first showed it
  * done.  Jobs that left results before the reader saw them (see --keep)
  * are not in the latencies; `seen` says how many were.
+ *
+ * The rate form writes the same, with no reader, then polls MNT/stats
+ * every 100 us until jobs_done + jobs_failed has grown by JOBS, and prints
+ *   jobs=N secs=S jobs_per_sec=R
+ * so the figure holds no cost of rendering results.
  *
  * The sync form writes one "... sync" line per write, one write at a time,
  * and prints the p50 and p99 of the write(2) durations.
@@ -154,10 +160,17 @@ static double pct_us(uint64_t *v, unsigned long n, double p)
 	return (double)v[i] / 1000.0;
 }
 
+/*
+ * One write of whole lines.  EAGAIN is the mount's queue bound (the whole
+ * write was refused): wait for room, as a client would, and write again.
+ */
 static void write_all(int fd, const char *buf, size_t len)
 {
-	ssize_t n = write(fd, buf, len);
+	ssize_t n;
 
+	while ((n = write(fd, buf, len)) < 0 &&
+	       (errno == EAGAIN || errno == EINTR))
+		usleep(100);
 	if (n < 0)
 		die("write control");
 	if ((size_t)n != len) {
@@ -186,6 +199,59 @@ static unsigned long read_back_id(int cfd)
 		die("read back control");
 	buf[n] = '\0';
 	return strtoul(buf, NULL, 10);
+}
+
+/* jobs_done + jobs_failed, from MNT/stats. */
+static unsigned long finished_jobs(int sfd)
+{
+	char buf[8192];
+	ssize_t n = pread(sfd, buf, sizeof(buf) - 1, 0);
+	unsigned long sum = 0;
+	const char *p;
+
+	if (n < 0)
+		die("read stats");
+	buf[n] = '\0';
+	p = strstr(buf, "jobs_done=");
+	if (p)
+		sum += strtoul(p + 10, NULL, 10);
+	p = strstr(buf, "jobs_failed=");
+	if (p)
+		sum += strtoul(p + 12, NULL, 10);
+	return sum;
+}
+
+static void run_rate(int cfd, int sfd, const char *src, const char *dst,
+		     uint64_t span, unsigned long per_write)
+{
+	char *buf = malloc(per_write * LINE_LEN);
+	unsigned long base = finished_jobs(sfd);
+	uint64_t t0, t1;
+	int w;
+
+	if (!buf)
+		die("malloc");
+	t0 = now_ns();
+	for (unsigned long i = 0; i < njobs; i += per_write) {
+		unsigned long k = njobs - i < per_write ? njobs - i : per_write;
+		size_t len = 0;
+
+		for (unsigned long j = 0; j < k; j++)
+			len += job_line(buf + len, src, dst, i + j, span, "");
+		write_all(cfd, buf, len);
+	}
+	/* At most 30 s for the queue to drain. */
+	for (w = 0; w < 300000 && finished_jobs(sfd) - base < njobs; w++)
+		usleep(100);
+	t1 = now_ns();
+	if (finished_jobs(sfd) - base < njobs) {
+		fprintf(stderr, "ctlbench: jobs did not finish in 30 s\n");
+		exit(1);
+	}
+	printf("jobs=%lu secs=%.4f jobs_per_sec=%.0f\n", njobs,
+	       (double)(t1 - t0) / 1e9,
+	       (double)njobs / ((double)(t1 - t0) / 1e9));
+	free(buf);
 }
 
 static void run_sync(int cfd, const char *src, const char *dst,
@@ -272,9 +338,9 @@ int main(int argc, char **argv)
 	uint64_t span;
 	int cfd;
 
-	if (argc != 6) {
+	if (argc != 6 && !(argc == 7 && !strcmp(argv[6], "rate"))) {
 		fprintf(stderr, "usage: ctlbench MNT SRC DST JOBS "
-				"PER_WRITE|sync\n");
+				"PER_WRITE [rate] | sync\n");
 		return 2;
 	}
 	njobs = strtoul(argv[4], NULL, 10);
@@ -292,7 +358,16 @@ int main(int argc, char **argv)
 	cfd = open(path, O_RDWR);
 	if (cfd < 0)
 		die(path);
-	if (per_write) {
+	if (argc == 7) {
+		int sfd;
+
+		snprintf(path, sizeof(path), "%s/stats", argv[1]);
+		sfd = open(path, O_RDONLY);
+		if (sfd < 0)
+			die(path);
+		run_rate(cfd, sfd, argv[2], argv[3], span, per_write);
+		close(sfd);
+	} else if (per_write) {
 		snprintf(path, sizeof(path), "%s/results", argv[1]);
 		results_fd = open(path, O_RDONLY);
 		if (results_fd < 0)
