@@ -270,7 +270,46 @@ static void kfs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
 /* --- Status files: results and stats -------------------------------------- */
 
 /* An open status file: rendered at open (and again by a read at 0). */
+static void handle_add(struct kfs *fs, struct kfs_open *h,
+		       void (*release)(struct kfs *, struct kfs_open *))
+{
+	h->release = release;
+	pthread_mutex_lock(&fs->hlock);
+	h->prev = NULL;
+	h->next = fs->open;
+	if (fs->open)
+		fs->open->prev = h;
+	fs->open = h;
+	pthread_mutex_unlock(&fs->hlock);
+}
+
+static void handle_del(struct kfs *fs, struct kfs_open *h)
+{
+	pthread_mutex_lock(&fs->hlock);
+	if (h->prev)
+		h->prev->next = h->next;
+	else
+		fs->open = h->next;
+	if (h->next)
+		h->next->prev = h->prev;
+	pthread_mutex_unlock(&fs->hlock);
+}
+
+void kfs_release_all(struct kfs *fs)
+{
+	struct kfs_open *h;
+
+	pthread_mutex_lock(&fs->hlock);
+	while ((h = fs->open)) {
+		pthread_mutex_unlock(&fs->hlock);
+		h->release(fs, h);	/* takes itself off the list */
+		pthread_mutex_lock(&fs->hlock);
+	}
+	pthread_mutex_unlock(&fs->hlock);
+}
+
 struct kfs_poller {
+	struct kfs_open link;		/* first: a handle on fs->open */
 	fuse_ino_t ino;
 	char *buf;
 	size_t len;
@@ -376,6 +415,13 @@ static int render_status(struct kfs *fs, struct kfs_poller *p)
 	return 0;
 }
 
+static void release_status(struct kfs *fs, struct kfs_poller *p);
+
+static void release_status_handle(struct kfs *fs, struct kfs_open *h)
+{
+	release_status(fs, (struct kfs_poller *)h);
+}
+
 static void open_status(fuse_req_t req, fuse_ino_t ino,
 			struct fuse_file_info *fi)
 {
@@ -403,11 +449,9 @@ static void open_status(fuse_req_t req, fuse_ino_t ino,
 	fi->fh = (uint64_t)(uintptr_t)p;
 	/* The size is 0: only direct I/O makes the kernel ask us. */
 	fi->direct_io = 1;
-	if (fuse_reply_open(req, fi) == -ENOENT) {
-		pthread_mutex_destroy(&p->lock);
-		free(p->buf);
-		free(p);
-	}
+	handle_add(fs_of(req), &p->link, release_status_handle);
+	if (fuse_reply_open(req, fi) == -ENOENT)
+		release_status(fs_of(req), p);
 }
 
 /*
@@ -464,6 +508,7 @@ static void poller_unlink(struct kfs *fs, struct kfs_poller *p)
 
 static void release_status(struct kfs *fs, struct kfs_poller *p)
 {
+	handle_del(fs, &p->link);
 	pthread_mutex_lock(&fs->plock);
 	if (p->ph) {
 		poller_unlink(fs, p);
@@ -575,12 +620,6 @@ void kfs_notifier_stop(struct kfs *fs)
 	pthread_mutex_unlock(&fs->plock);
 }
 
-void kfs_session_over(struct kfs *fs)
-{
-	pthread_mutex_lock(&fs->reply_lock);
-	fs->session_over = true;
-	pthread_mutex_unlock(&fs->reply_lock);
-}
 
 /* --- Device files --------------------------------------------------------- */
 
@@ -705,6 +744,7 @@ static void write_dev(fuse_req_t req, struct kfs_dev *d, const char *buf,
  * ahead, then seeks back) sees the lines one after the other.
  */
 struct control_fh {
+	struct kfs_open link;		/* first: a handle on fs->open */
 	pthread_mutex_t lock;
 	char *reply;			/* (lock) */
 	size_t len;			/* (lock) */
@@ -713,6 +753,7 @@ struct control_fh {
 
 /* A write with `sync` commands, answered when they have all finished. */
 struct waiter {
+	struct waiter *prev, *next;	/* on fs->waiters (reply_lock) */
 	pthread_mutex_t lock;
 	struct kfs *fs;
 	fuse_req_t req;
@@ -734,6 +775,19 @@ static void set_reply(struct control_fh *c, char *text, size_t len,
 	pthread_mutex_unlock(&c->lock);
 }
 
+static void release_control(struct kfs *fs, struct control_fh *c)
+{
+	handle_del(fs, &c->link);
+	pthread_mutex_destroy(&c->lock);
+	free(c->reply);
+	free(c);
+}
+
+static void release_control_handle(struct kfs *fs, struct kfs_open *h)
+{
+	release_control(fs, (struct control_fh *)h);
+}
+
 static void open_control(fuse_req_t req, struct fuse_file_info *fi)
 {
 	struct kfs *fs = fs_of(req);
@@ -753,10 +807,9 @@ static void open_control(fuse_req_t req, struct fuse_file_info *fi)
 	pthread_mutex_init(&c->lock, NULL);
 	fi->fh = (uint64_t)(uintptr_t)c;
 	fi->direct_io = 1;
-	if (fuse_reply_open(req, fi) == -ENOENT) {
-		pthread_mutex_destroy(&c->lock);
-		free(c);
-	}
+	handle_add(fs, &c->link, release_control_handle);
+	if (fuse_reply_open(req, fi) == -ENOENT)
+		release_control(fs, c);
 }
 
 static void read_control(fuse_req_t req, struct control_fh *c, size_t size,
@@ -837,8 +890,11 @@ static unsigned int count_lines(const char *buf, size_t size)
  */
 static void waiter_put(struct waiter *w, bool failed)
 {
+	struct kfs *fs = w->fs;
 	bool reply = false, last;
 
+	/* reply_lock first: kfs_session_over() must see a reply through. */
+	pthread_mutex_lock(&fs->reply_lock);
 	pthread_mutex_lock(&w->lock);
 	w->failed |= failed;
 	last = --w->pending == 0;
@@ -847,21 +903,47 @@ static void waiter_put(struct waiter *w, bool failed)
 		reply = true;
 	}
 	pthread_mutex_unlock(&w->lock);
+	if (reply && !fs->session_over) {
+		fuse_req_interrupt_func(w->req, NULL, NULL);
+		if (w->failed)
+			fuse_reply_err(w->req, EIO);
+		else
+			fuse_reply_write(w->req, w->size);
+	}
+	if (last) {
+		if (w->prev)
+			w->prev->next = w->next;
+		else
+			fs->waiters = w->next;
+		if (w->next)
+			w->next->prev = w->prev;
+	}
+	pthread_mutex_unlock(&fs->reply_lock);
 	if (!last)
 		return;
-	if (reply) {
-		pthread_mutex_lock(&w->fs->reply_lock);
-		if (!w->fs->session_over) {
-			fuse_req_interrupt_func(w->req, NULL, NULL);
-			if (w->failed)
-				fuse_reply_err(w->req, EIO);
-			else
-				fuse_reply_write(w->req, w->size);
-		}
-		pthread_mutex_unlock(&w->fs->reply_lock);
-	}
 	pthread_mutex_destroy(&w->lock);
 	free(w);
+}
+
+void kfs_session_over(struct kfs *fs)
+{
+	struct waiter *w;
+
+	pthread_mutex_lock(&fs->reply_lock);
+	for (w = fs->waiters; w; w = w->next) {
+		bool reply;
+
+		pthread_mutex_lock(&w->lock);
+		reply = !w->answered;
+		w->answered = true;
+		pthread_mutex_unlock(&w->lock);
+		if (reply) {
+			fuse_req_interrupt_func(w->req, NULL, NULL);
+			fuse_reply_err(w->req, EINTR);
+		}
+	}
+	fs->session_over = true;
+	pthread_mutex_unlock(&fs->reply_lock);
 }
 
 void kfs_sync_finished(void *waiter, bool failed, void *opaque)
@@ -904,6 +986,12 @@ static int new_waiter(fuse_req_t req, const struct kfs_cmd *cmds,
 	w->req = req;
 	w->size = size;
 	w->pending = nsync + 1;
+	pthread_mutex_lock(&w->fs->reply_lock);
+	w->next = w->fs->waiters;
+	if (w->next)
+		w->next->prev = w;
+	w->fs->waiters = w;
+	pthread_mutex_unlock(&w->fs->reply_lock);
 	*result = w;
 	return 0;
 }
@@ -1084,14 +1172,10 @@ static void kfs_flush(fuse_req_t req, fuse_ino_t ino,
 static void kfs_release(fuse_req_t req, fuse_ino_t ino,
 			struct fuse_file_info *fi)
 {
-	struct control_fh *c;
-
 	switch (ino) {
 	case INO_CONTROL:
-		c = (struct control_fh *)(uintptr_t)fi->fh;
-		pthread_mutex_destroy(&c->lock);
-		free(c->reply);
-		free(c);
+		release_control(fs_of(req),
+				(struct control_fh *)(uintptr_t)fi->fh);
 		break;
 	case INO_RESULTS:
 	case INO_STATS:

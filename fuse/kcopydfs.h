@@ -37,7 +37,19 @@ struct kfs_dev {
 	uint64_t reads, writes, bytes_read, bytes_written, errors;
 };
 
+struct kfs;
 struct kfs_poller;
+struct waiter;
+
+/*
+ * An open control or status file.  The kernel sends no release for files
+ * still open when the session ends, so every open handle is on a list and
+ * whatever is left there is freed at exit.
+ */
+struct kfs_open {
+	struct kfs_open *prev, *next;	/* on fs->open (hlock) */
+	void (*release)(struct kfs *fs, struct kfs_open *h);
+};
 
 struct kfs {
 	/* Read-only once the session runs. */
@@ -76,6 +88,10 @@ struct kfs {
 	 */
 	pthread_mutex_t reply_lock;
 	bool session_over;		/* (reply_lock) */
+	struct waiter *waiters;		/* sync writes in flight (reply_lock) */
+
+	pthread_mutex_t hlock;
+	struct kfs_open *open;		/* open handles (hlock) */
 };
 
 extern const struct fuse_lowlevel_ops kfs_ops;
@@ -89,8 +105,15 @@ void kfs_sync_finished(void *waiter, bool failed, void *opaque);
 int kfs_notifier_start(struct kfs *fs);
 void kfs_notifier_stop(struct kfs *fs);
 
-/* No sync write is answered after this. */
+/*
+ * The session loop is over: sync writes still waiting are answered EINTR
+ * (their jobs go on and are finished before exit), and no write is
+ * answered after this.
+ */
 void kfs_session_over(struct kfs *fs);
+
+/* Free the control and status handles still open at exit. */
+void kfs_release_all(struct kfs *fs);
 
 /* Log a line: stderr in the foreground, syslog once daemonized. */
 void kfs_log(const struct kfs *fs, int prio, const char *fmt, ...)

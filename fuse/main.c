@@ -541,6 +541,7 @@ static int run(struct fuse_args *args, struct options *o)
 	pthread_mutex_init(&fs.plock, NULL);
 	pthread_cond_init(&fs.pcond, NULL);
 	pthread_mutex_init(&fs.reply_lock, NULL);
+	pthread_mutex_init(&fs.hlock, NULL);
 
 	if (open_devs(&fs, o))
 		goto out_devs;
@@ -584,6 +585,7 @@ out_unmount:
 		fuse_session_unmount(fs.se);
 	if (fs.kc && fs.table)
 		finish_jobs(&fs);
+	kfs_release_all(&fs);
 out_signals:
 	fuse_remove_signal_handlers(fs.se);
 out_session:
@@ -596,6 +598,7 @@ out_devs:
 	pthread_cond_destroy(&fs.pcond);
 	pthread_mutex_destroy(&fs.plock);
 	pthread_mutex_destroy(&fs.reply_lock);
+	pthread_mutex_destroy(&fs.hlock);
 	if (ret == 0 && o->pidfile)
 		unlink(o->pidfile);
 	if (cfg)
@@ -613,13 +616,10 @@ int main(int argc, char *argv[])
 		.keep = 1000,
 		.max_queue = 4096,
 	};
-	int ret;
+	int ret = 1;
 
-	if (fuse_opt_parse(&args, &o, opt_spec, opt_proc) || o.bad) {
-		fuse_opt_free_args(&args);
-		return 1;
-	}
-	ret = run(&args, &o);
+	if (!fuse_opt_parse(&args, &o, opt_spec, opt_proc) && !o.bad)
+		ret = run(&args, &o);
 	for (unsigned int i = 0; i < o.ndevs; i++) {
 		free(o.devs[i].name);
 		free(o.devs[i].path);

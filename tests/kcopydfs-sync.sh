@@ -85,7 +85,7 @@ cmp "$tmp/b.exp" "$mnt/dev/b" || fail "data of the interrupted sync job"
 # A sync writer pending when the daemon is told to stop: the daemon lets
 # the job finish and logs it, the writer is released, nothing hangs.
 timeout 20 bash -c "echo 'copy a:64+8 b:600 sync tag=late' >'$mnt/control'" \
-	2>/dev/null &
+	2>"$tmp/late.err" &
 writer=$!
 for ((i = 0; i < 200; i++)); do
 	[ -n "$(id_of late)" ] && break
@@ -99,7 +99,12 @@ timeout 20 tail --pid="$kcopydfs_pid" -f /dev/null || fail "daemon hangs"
 wait "$kcopydfs_pid" || status=$?
 [ $status = 0 ] || fail "daemon exited $status after SIGTERM"
 wait $writer
-[ $? != 124 ] || fail "the sync writer hung"
+status=$?
+[ $status != 124 ] || fail "the sync writer hung"
+# It is answered as a signal would answer it: the job goes on.
+[ $status = 1 ] || fail "late sync writer exited $status"
+grep -q "Interrupted system call" "$tmp/late.err" ||
+	fail "late sync writer: $(cat "$tmp/late.err")"
 mountpoint -q "$mnt" && fail "still mounted after SIGTERM"
 grep -q "finished after unmount: id=$late tag=late op=copy state=done" \
 	"$kcopydfs_log" || fail "late job not logged: $(cat "$kcopydfs_log")"
