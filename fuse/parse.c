@@ -530,7 +530,7 @@ int kfs_parse_fault(const char *spec, char *name, size_t namelen,
 	plus = memchr(c2 + 1, '+', (size_t)(range_end - c2 - 1));
 	if (!plus || parse_u64(c2 + 1, (size_t)(plus - c2 - 1), &out->sector) ||
 	    parse_u64(plus + 1, (size_t)(range_end - plus - 1), &out->count) ||
-	    !out->count)
+	    !out->count || out->sector + out->count < out->sector)
 		return fail(errmsg, errlen, -EINVAL,
 			    "fault '%s': range is not START+COUNT", spec);
 	if (parse_fault_kind(c3 ? c3 + 1 : "", out))

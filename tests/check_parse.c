@@ -380,6 +380,11 @@ START_TEST(test_fault)
 	ck_assert_int_eq(kfs_parse_fault("b:read:0+1:delay=x", name,
 					 sizeof(name), &f, msg, sizeof(msg)),
 			 -EINVAL);
+	/* START+COUNT past 2^64 is refused here, naming the spec. */
+	ck_assert_int_eq(kfs_parse_fault("b:write:18446744073709551615+8",
+					 name, sizeof(name), &f, msg,
+					 sizeof(msg)), -EINVAL);
+	ck_assert_ptr_nonnull(strstr(msg, "18446744073709551615+8"));
 }
 END_TEST
 
