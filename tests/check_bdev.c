@@ -211,6 +211,8 @@ int main(void)
 	tcase_add_test(tc, test_faults);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
+	/* Made here, not in each forked test: the parent removes it. */
+	test_dir();
 	srunner_run_all(sr, CK_NORMAL);
 	failed = srunner_ntests_failed(sr);
 	srunner_free(sr);
