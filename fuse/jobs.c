@@ -61,6 +61,12 @@ struct kfs_job {
 	int read_err;			/* (lock) */
 	unsigned int write_err;		/* (lock) */
 	uint64_t usec;			/* queued to finished (lock) */
+	/*
+	 * A finished job's results line never changes: it is formatted once,
+	 * so that rendering results costs a copy per kept job (lock).
+	 */
+	char *line;
+	size_t line_len;
 };
 
 struct kfs_table {
@@ -145,6 +151,7 @@ void kfs_table_free(struct kfs_table *t)
 		return;
 	for (j = t->head.next; j != &t->head; j = next) {
 		next = j->next;
+		free(j->line);
 		free(j);
 	}
 	pthread_mutex_destroy(&t->lock);
@@ -161,6 +168,7 @@ static void trim(struct kfs_table *t)
 
 		if (j->finished) {
 			list_remove(j);
+			free(j->line);
 			free(j);
 			t->nr_finished--;
 		}
@@ -189,6 +197,23 @@ static void job_progress(sector_t sectors, void *context)
 }
 
 /* Engine callback thread: the job is over. */
+static int format_job(const struct kfs_job *j, char *buf, size_t len);
+
+/* Keep the final line of a job that just finished, if memory allows. */
+static void freeze_line(struct kfs_job *j)
+{
+	char buf[512];
+	int n = format_job(j, buf, sizeof(buf));
+
+	if (n <= 0 || (size_t)n >= sizeof(buf))
+		return;
+	j->line = malloc((size_t)n);
+	if (j->line) {
+		memcpy(j->line, buf, (size_t)n);
+		j->line_len = (size_t)n;
+	}
+}
+
 static void job_finished(int read_err, unsigned int write_err, void *context)
 {
 	struct kfs_job *j = context;
@@ -201,6 +226,7 @@ static void job_finished(int read_err, unsigned int write_err, void *context)
 	j->read_err = read_err;
 	j->write_err = write_err;
 	j->usec = usec_since(&j->queued_at);
+	freeze_line(j);
 	t->nr_unfinished--;
 	t->nr_finished++;
 	if (failed)
@@ -336,7 +362,12 @@ int kfs_table_render(struct kfs_table *t, char **buf, size_t *len)
 		return -ENOMEM;
 	}
 	for (j = t->head.next; j != &t->head; j = j->next) {
-		used += (size_t)format_job(j, out + used, cap - used);
+		if (j->line) {
+			memcpy(out + used, j->line, j->line_len);
+			used += j->line_len;
+		} else {
+			used += (size_t)format_job(j, out + used, cap - used);
+		}
 		out[used++] = '\n';
 	}
 	unlock(t);
