@@ -791,6 +791,57 @@ START_TEST(test_write_seq_tiny_pool)
 }
 END_TEST
 
+/*
+ * Each client has threads of its own: one stuck on a slow device never
+ * holds up another (the kernel's shared kcopyd thread once did).
+ */
+START_TEST(test_clients_independent)
+{
+	char *slow_path = make_image("iso-slow", MiB, 31);
+	char *fast_path = make_image("iso-fast", MiB, 32);
+	struct block_device *slow = open_bdev(slow_path, O_RDWR);
+	struct block_device *fast = open_bdev(fast_path, O_RDWR);
+	struct kcopyd_fault stall = { .ops = KCOPYD_FAULT_READ,
+				      .kind = KCOPYD_FAULT_DELAY,
+				      .sector = 0, .count = 2048,
+				      .delay_us = 1500000 };
+	struct kcopyd_client *a = make_client(8, 2, 0);
+	struct kcopyd_client *b = make_client(8, 2, 0);
+	struct done_count da, db;
+
+	done_init(&da);
+	done_init(&db);
+	ck_assert_int_eq(kcopyd_bdev_add_fault(slow, &stall), 0);
+	/* Enough stalled work for every worker of client a. */
+	for (unsigned int j = 0; j < 4; j++) {
+		struct io_region from = { slow, j * 8, 8 };
+		struct io_region to = { slow, 1024 + j * 8, 8 };
+
+		ck_assert_int_eq(kcopyd_copy(a, &from, 1, &to, 0, done_cb,
+					     &da), 0);
+	}
+	for (unsigned int j = 0; j < 16; j++) {
+		struct io_region from = { fast, j * 8, 8 };
+		struct io_region to = { fast, 1024 + j * 8, 8 };
+
+		ck_assert_int_eq(kcopyd_copy(b, &from, 1, &to, 0, done_cb,
+					     &db), 0);
+	}
+	ck_assert_int_eq(kcopyd_client_flush(b), 0);
+	ck_assert_uint_eq(done_calls(&db), 16);
+	/* Client a is still in its first reads. */
+	ck_assert_uint_eq(done_calls(&da), 0);
+	kcopyd_client_destroy(b);
+	kcopyd_client_destroy(a);
+	ck_assert_uint_eq(done_calls(&da), 4);
+	assert_same(fast_path, 0, fast_path, 1024 * 512, 128 * 512);
+	kcopyd_bdev_close(slow);
+	kcopyd_bdev_close(fast);
+	free(slow_path);
+	free(fast_path);
+}
+END_TEST
+
 /* --- Many submitting threads -------------------------------------------------------- */
 
 struct submitter {
@@ -898,6 +949,7 @@ static Suite *engine_suite(void)
 
 	tc = tcase_create("threads");
 	tcase_add_test(tc, test_concurrent_submit);
+	tcase_add_test(tc, test_clients_independent);
 	suite_add_tcase(s, tc);
 	return s;
 }
