@@ -198,8 +198,6 @@ int main(void)
 {
 	Suite *s = suite_create("bdev");
 	TCase *tc = tcase_create("open");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_test(tc, test_open_refusals);
 	tcase_add_test(tc, test_sizes);
@@ -210,11 +208,5 @@ int main(void)
 	tcase_add_test(tc, test_full_io_and_stats);
 	tcase_add_test(tc, test_faults);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	/* Made here, not in each forked test: the parent removes it. */
-	test_dir();
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return run_suite(s);
 }

@@ -280,17 +280,9 @@ int main(void)
 {
 	Suite *s = suite_create("random");
 	TCase *tc = tcase_create("random");
-	SRunner *sr;
-	int failed;
 
 	tcase_set_timeout(tc, 300);
 	tcase_add_test(tc, test_random);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	/* Made here, not in each forked test: the parent removes it. */
-	test_dir();
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return run_suite(s);
 }

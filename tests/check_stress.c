@@ -1008,17 +1008,11 @@ static Suite *stress_suite(void)
 int main(void)
 {
 	const char *env = getenv("KCOPYD_SEED");
-	SRunner *sr = srunner_create(stress_suite());
-	int failed;
 
 	run_seed = env && *env ? strtoull(env, NULL, 0) :
 		   (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
 	printf("check_stress: seed %" PRIu64 " (re-run with KCOPYD_SEED=%"
 	       PRIu64 ")\n", run_seed, run_seed);
 	fflush(stdout);
-	test_dir();
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return run_suite(stress_suite());
 }

@@ -141,6 +141,18 @@ unsigned int done_calls(struct done_count *d)
 	return n;
 }
 
+int run_suite(Suite *s)
+{
+	SRunner *sr = srunner_create(s);
+	int failed;
+
+	test_dir();
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
+
 struct block_device *open_bdev(const char *path, int flags)
 {
 	struct block_device *bdev = NULL;

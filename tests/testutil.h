@@ -14,6 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <check.h>
+
 #include "kcopyd.h"
 
 /* A fresh directory on tmpfs, removed with everything in it at exit. */
@@ -45,5 +47,11 @@ void done_wait(struct done_count *d, unsigned int calls);
 unsigned int done_calls(struct done_count *d);
 
 struct block_device *open_bdev(const char *path, int flags);
+
+/*
+ * Run a suite with its scratch directory made first (so the forked tests
+ * share it and the parent removes it); the exit status for main().
+ */
+int run_suite(Suite *s);
 
 #endif
