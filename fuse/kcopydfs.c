@@ -635,39 +635,6 @@ static void open_dev(fuse_req_t req, struct fuse_file_info *fi)
 	fuse_reply_open(req, fi);
 }
 
-/*
- * The --fault rules of a device, applied to I/O through dev/NAME as the
- * engine applies them to its own: an error, a transfer cut short, or a
- * delay.  Returns 0 or the negative errno of an error rule.
- */
-static int dev_faults(const struct kfs_dev *d, unsigned int op, off_t off,
-		      size_t *size)
-{
-	uint64_t first = (uint64_t)off >> KCOPYD_SECTOR_SHIFT;
-	uint64_t end = ((uint64_t)off + *size + KCOPYD_SECTOR_SIZE - 1) >>
-		       KCOPYD_SECTOR_SHIFT;
-	unsigned int delay = 0;
-	int err = 0;
-
-	for (unsigned int i = 0; i < d->nfaults; i++) {
-		const struct kcopyd_fault *f = &d->faults[i];
-
-		if (!(f->ops & op) || f->sector >= end ||
-		    f->sector + f->count <= first)
-			continue;
-		if (f->kind == KCOPYD_FAULT_ERROR)
-			err = -(f->error ? f->error : EIO);
-		else if (f->kind == KCOPYD_FAULT_SHORT &&
-			 *size > KCOPYD_SECTOR_SIZE)
-			*size = (*size / 2) & ~(size_t)(KCOPYD_SECTOR_SIZE - 1);
-		else if (f->kind == KCOPYD_FAULT_DELAY && f->delay_us > delay)
-			delay = f->delay_us;
-	}
-	if (delay)
-		usleep(delay);
-	return err;
-}
-
 static void read_dev(fuse_req_t req, struct kfs_dev *d, size_t size,
 		     off_t off)
 {
@@ -682,7 +649,8 @@ static void read_dev(fuse_req_t req, struct kfs_dev *d, size_t size,
 	}
 	if (size > d->size - (uint64_t)off)
 		size = (size_t)(d->size - (uint64_t)off);
-	r = dev_faults(d, KCOPYD_FAULT_READ, off, &size);
+	r = kcopyd_bdev_apply_faults(d->bdev, KCOPYD_FAULT_READ, (uint64_t)off,
+				     &size);
 	if (r) {
 		__atomic_fetch_add(&d->errors, 1, __ATOMIC_RELAXED);
 		fuse_reply_err(req, -r);
@@ -719,7 +687,8 @@ static void write_dev(fuse_req_t req, struct kfs_dev *d, const char *buf,
 	}
 	if (size > d->size - (uint64_t)off)
 		size = (size_t)(d->size - (uint64_t)off);
-	r = dev_faults(d, KCOPYD_FAULT_WRITE, off, &size);
+	r = kcopyd_bdev_apply_faults(d->bdev, KCOPYD_FAULT_WRITE,
+				     (uint64_t)off, &size);
 	if (r) {
 		__atomic_fetch_add(&d->errors, 1, __ATOMIC_RELAXED);
 		fuse_reply_err(req, -r);

@@ -30,9 +30,6 @@ struct kfs_dev {
 	struct block_device *bdev;
 	int fd;
 	uint64_t size;			/* bytes, whole sectors */
-	/* --fault rules: the engine's I/O and dev/NAME's both obey them. */
-	struct kcopyd_fault *faults;
-	unsigned int nfaults;
 	/* I/O through dev/NAME (atomics). */
 	uint64_t reads, writes, bytes_read, bytes_written, errors;
 };

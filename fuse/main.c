@@ -271,7 +271,6 @@ static void close_devs(struct kfs *fs)
 			kcopyd_bdev_close(fs->devs[i].bdev);
 		if (fs->devs[i].fd >= 0)
 			close(fs->devs[i].fd);
-		free(fs->devs[i].faults);
 	}
 	free(fs->devs);
 	free(fs->bdevs);
@@ -322,7 +321,6 @@ static int open_devs(struct kfs *fs, const struct options *o)
 	}
 	for (unsigned int i = 0; i < o->nfaults; i++) {
 		int idx = dev_index(fs, o->faults[i].name);
-		struct kcopyd_fault *f;
 		int r;
 
 		if (idx < 0) {
@@ -337,12 +335,6 @@ static int open_devs(struct kfs *fs, const struct options *o)
 				strerror(-r));
 			return r;
 		}
-		f = realloc(fs->devs[idx].faults,
-			    sizeof(*f) * (fs->devs[idx].nfaults + 1));
-		if (!f)
-			return -ENOMEM;
-		f[fs->devs[idx].nfaults++] = o->faults[i].fault;
-		fs->devs[idx].faults = f;
 	}
 	return 0;
 }

@@ -218,24 +218,22 @@ void kcopyd_bdev_clear_faults(struct block_device *bdev)
 	}
 }
 
-/*
- * Apply the rules that touch [off, off + len).  Returns a negative errno
- * for an injected error, else 0 with *len possibly reduced (short I/O),
- * after sleeping for any delay.
- */
-static int apply_faults(struct block_device *bdev, unsigned int op, off_t off,
-			size_t *len)
+/* The engine's own I/O and any front end's meet the same rules. */
+int kcopyd_bdev_apply_faults(struct block_device *bdev, unsigned int op,
+			     uint64_t off, size_t *len)
 {
-	sector_t first = (uint64_t)off >> KCOPYD_SECTOR_SHIFT;
-	sector_t end = ((uint64_t)off + *len + KCOPYD_SECTOR_SIZE - 1) >>
-		       KCOPYD_SECTOR_SHIFT;
+	sector_t first, end;
 	unsigned int delay = 0;
 	struct fault_rule *rule;
 	int err = 0;
 
+	if (!bdev || !len)
+		return -EINVAL;
 	if (!atomic_load(&bdev->nr_faults))
 		return 0;
 
+	first = off >> KCOPYD_SECTOR_SHIFT;
+	end = (off + *len + KCOPYD_SECTOR_SIZE - 1) >> KCOPYD_SECTOR_SHIFT;
 	pth(pthread_mutex_lock(&bdev->fault_lock));
 	for (rule = bdev->faults; rule; rule = rule->next) {
 		const struct kcopyd_fault *f = &rule->f;
@@ -319,7 +317,7 @@ static int io_full(struct block_device *bdev, bool write, struct iovec *iov,
 		size_t limit = left;
 		ssize_t n;
 
-		r = apply_faults(bdev, op, off, &limit);
+		r = kcopyd_bdev_apply_faults(bdev, op, (uint64_t)off, &limit);
 		if (r)
 			goto fail;
 		n = io_once(bdev, write, iov, iovcnt, off, limit);

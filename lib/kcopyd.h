@@ -13,6 +13,7 @@
 #ifndef KCOPYD_H
 #define KCOPYD_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -129,6 +130,18 @@ struct kcopyd_fault {
 int kcopyd_bdev_add_fault(struct block_device *bdev,
 			  const struct kcopyd_fault *fault);
 void kcopyd_bdev_clear_faults(struct block_device *bdev);
+
+/*
+ * Apply the device's rules to an I/O of the caller's own, so that a front
+ * end doing its own reads and writes of the device meets the same faults
+ * as the engine: ops is KCOPYD_FAULT_READ or KCOPYD_FAULT_WRITE, the I/O
+ * covers [offset, offset + *len) in bytes.  Sleeps for a delay rule, may
+ * shorten *len (a short rule, never below one sector), and returns the
+ * negative errno of an error rule, else 0.  The device's counters are not
+ * touched.
+ */
+int kcopyd_bdev_apply_faults(struct block_device *bdev, unsigned int ops,
+			     uint64_t offset, size_t *len);
 
 /* --- Clients ------------------------------------------------------------ */
 
