@@ -7,6 +7,8 @@
 #   make_image PATH SIZE [random|zero|pattern]
 #   fail MSG...              report and exit 1
 #   expect_fail ERRNO_TEXT CMD...  CMD must fail and print ERRNO_TEXT
+#   wait_progress PID FILE   wait until kcopy PID has printed progress with
+#                            bytes done to FILE
 set -u
 
 fail()
@@ -78,6 +80,19 @@ make_image()
 	pattern) yes "$(basename "$path")" | head -c "$bytes" |
 		dd of="$path" conv=notrunc status=none ;;
 	esac
+}
+
+# wait_progress PID FILE: at most 30 s; fail if PID ends first.
+wait_progress()
+{
+	local pid=$1 file=$2 i
+	for ((i = 0; i < 600; i++)); do
+		grep -q "^kcopy: [1-9][0-9]*/" "$file" && return 0
+		kill -0 "$pid" 2>/dev/null || fail "kcopy ended: $(cat "$file")"
+		sleep 0.05
+	done
+	kill -9 "$pid"
+	fail "no progress from kcopy in 30 s"
 }
 
 # expect_fail TEXT CMD...: CMD must exit non-zero and print TEXT.

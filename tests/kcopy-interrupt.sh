@@ -26,13 +26,7 @@ interrupt()
 	"$KCOPY" --direct --pages 1 --threads 1 --subjob-size 4K \
 		--progress=0.1 "$loop" out.img 2>err &
 	pid=$!
-	# Wait (at most 30 s) for a progress line with bytes done.
-	for ((i = 0; i < 600; i++)); do
-		grep -q "^kcopy: [1-9][0-9]*/" err && break
-		kill -0 $pid 2>/dev/null || fail "kcopy ended: $(cat err)"
-		sleep 0.05
-	done
-	[ $i -lt 600 ] || { kill -9 $pid; fail "no progress"; }
+	wait_progress $pid err
 	kill -s "$sig" $pid
 	timeout 60 tail --pid=$pid -f /dev/null || fail "kcopy did not stop"
 	wait $pid

@@ -114,12 +114,7 @@ run -q --mount mnt --progress=0.1 copy sde:0+1024 sdf:8192
 set -m
 "$KCOPY" --mount mnt --progress=0.1 copy sde:0+65536 sdf:0 tag=long 2>err &
 pid=$!
-for ((i = 0; i < 600; i++)); do
-	grep -q "^kcopy: [1-9][0-9]*/" err && break
-	kill -0 $pid 2>/dev/null || fail "kcopy ended: $(cat err)"
-	sleep 0.05
-done
-[ $i -lt 600 ] || { kill -9 $pid; fail "no progress"; }
+wait_progress $pid err
 kill -INT $pid
 timeout 30 tail --pid=$pid -f /dev/null || fail "kcopy did not stop"
 wait $pid

@@ -33,6 +33,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#define FUZZ_NAME "fuzz_parse"
+#include "fuzz.h"
 #include "kcopyd.h"
 #include "parse.h"
 
@@ -61,17 +63,6 @@ static struct {
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static unsigned int calls, failures;
-
-#define check(cond, ...)						\
-	do {								\
-		if (!(cond)) {						\
-			fprintf(stderr, "fuzz_parse: %s:%d: ",		\
-				__FILE__, __LINE__);			\
-			fprintf(stderr, __VA_ARGS__);			\
-			fputc('\n', stderr);				\
-			abort();					\
-		}							\
-	} while (0)
 
 static int find(const struct kfs_devlookup *dl, const char *name, size_t len,
 		uint64_t *sectors)

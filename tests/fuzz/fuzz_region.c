@@ -36,6 +36,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#define FUZZ_NAME "fuzz_region"
+#include "fuzz.h"
 #include "kcopyd.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -66,17 +68,6 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static unsigned int calls;
 static int last_read_err;
 static unsigned int last_write_err;
-
-#define check(cond, ...)						\
-	do {								\
-		if (!(cond)) {						\
-			fprintf(stderr, "fuzz_region: %s:%d: ",		\
-				__FILE__, __LINE__);			\
-			fprintf(stderr, __VA_ARGS__);			\
-			fputc('\n', stderr);				\
-			abort();					\
-		}							\
-	} while (0)
 
 static void notify(int read_err, unsigned int write_err, void *context)
 {
