@@ -91,6 +91,7 @@ struct block_device {
 	struct fault_rule *faults;
 
 	atomic_uint_fast64_t reads, writes, bytes_read, bytes_written, errors;
+	atomic_uint_fast64_t flushes;
 };
 
 /*
@@ -102,6 +103,19 @@ int bdev_read_full(struct block_device *bdev, struct iovec *iov, int iovcnt,
 		   off_t off);
 int bdev_write_full(struct block_device *bdev, struct iovec *iov, int iovcnt,
 		    off_t off);
+
+/*
+ * As bdev_read_full() or bdev_write_full(); on failure *failed_at (if not
+ * NULL) is the byte offset of the transfer that failed.
+ */
+int bdev_rw_full(struct block_device *bdev, bool write, struct iovec *iov,
+		 int iovcnt, off_t off, uint64_t *failed_at);
+
+/*
+ * Make what was written durable (fdatasync(2)), retrying EINTR; flush
+ * fault rules apply.  Counts a flush or an error.  Returns 0 or -errno.
+ */
+int bdev_flush(struct block_device *bdev);
 
 /* Are a and b the same file or device, whatever handles they came from? */
 bool bdev_same(const struct block_device *a, const struct block_device *b);

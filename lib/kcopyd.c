@@ -10,18 +10,35 @@
  *     the head of the ready list, reads it from the source into pool pages
  *     with preadv, writes every destination from those same pages with
  *     pwritev, and gives the pages back.  The I/O runs with no lock held.
+ *     A worker also flushes the destinations of a KCOPYD_FLUSH job whose
+ *     I/O is over, before anything else, with no lock held.
  *   - one callback thread, which runs the notify functions one at a time,
  *     with no lock held.  So callbacks of one client never run
  *     concurrently, never run on the submitter's stack, and may submit.
- *   - any number of submitting threads (kcopyd_copy, kcopyd_zero, flush).
+ *   - any number of submitting threads (kcopyd_copy, kcopyd_zero,
+ *     kcopyd_submit, kcopyd_cancel, flush, the setters).
  *
  * kc->lock protects everything in the client and the mutable part of every
  * job (marked below).  A job lives on up to three lists:
  *   kc->ready     jobs with chunks left to issue and room for one more in
  *                 flight, in round-robin order;
- *   kc->complete  jobs whose I/O is over, waiting for their callback;
+ *   kc->flush     KCOPYD_FLUSH jobs whose I/O is over, waiting for a
+ *                 worker to flush their destinations; or
+ *   kc->complete  jobs whose I/O is over (and flushed), waiting for their
+ *                 callback;
  *   kc->jobs      every accepted job, in submission order, until its
- *                 callback has returned (flush and destroy wait on it).
+ *                 callback has returned (flush, destroy and cancel look
+ *                 there).
+ *
+ * Cancel takes a job off kc->ready and marks it stopped, as an error does:
+ * the chunks in flight finish, and the last one to finish sends the job on.
+ * A job with nothing in flight is sent on by the cancel itself.  What is on
+ * the destinations is then exactly the union of the chunks whose I/O ran
+ * to its end, which each finishing chunk adds to the job's done ranges.
+ *
+ * The throttle is applied by a worker after it has taken a chunk (so the
+ * pages it waits with count against num_pages like any others) and before
+ * its I/O; a chunk of a job cancelled meanwhile then does no I/O.
  *
  * Pages are taken all-or-nothing per chunk.  A chunk that cannot get its
  * pages stays at the head of kc->ready and the workers wait for pages to
@@ -42,12 +59,16 @@
 
 struct kcopyd_client;
 
+/* Where a transfer failed: errno and device sector, as for a destination. */
+#define io_fail kcopyd_dest_result
+
 struct kcopyd_job {
 	struct kcopyd_client *kc;
 	struct list_head ready;		/* on kc->ready (kc->lock) */
 	struct list_head complete;	/* on kc->complete (kc->lock) */
 	struct list_head all;		/* on kc->jobs (kc->lock) */
 	uint64_t seq;
+	uint64_t id;			/* seq + 1: never 0 */
 
 	/* Set at submission, read-only afterwards. */
 	bool zero;
@@ -56,20 +77,28 @@ struct kcopyd_job {
 	unsigned int max_inflight;
 	sector_t total;			/* sectors of the longest region */
 	kcopyd_notify_fn fn;
+	kcopyd_complete_fn complete_fn;
 	kcopyd_progress_fn progress;
 	void *context;
 	struct io_region src;
+	unsigned int max_done;		/* room in done[] */
 
 	/* Protected by kc->lock. */
 	sector_t issued;		/* sectors handed to sub-jobs */
 	sector_t written;		/* WRITE_SEQ: sectors written in order */
 	unsigned int inflight;
-	bool stopped;			/* error without IGNORE_ERROR */
+	bool stopped;			/* error without IGNORE_ERROR, or cancel */
+	bool cancelled;
+	bool io_over;			/* on kc->flush or kc->complete */
 	int read_err;
 	unsigned int write_err;
+	struct io_fail read_fail;	/* the lowest failed read */
+	struct io_fail *dres;		/* num_dests: lowest failed write */
+	unsigned int nr_done;
+	struct kcopyd_range *done;	/* offsets, sorted, merged */
 
 	unsigned int num_dests;
-	struct io_region dests[];
+	struct io_region dests[];	/* then dres[], then done[] */
 };
 
 /* One chunk of a job, owned by the worker running it. */
@@ -78,8 +107,14 @@ struct sub_job {
 	sector_t offset;		/* relative to the regions' starts */
 	sector_t count;
 	unsigned int nr_pages;
+	bool skip;			/* job cancelled before its I/O began */
+	bool done;			/* its I/O ran to the end everywhere */
 	int read_err;
 	unsigned int write_err;
+	struct io_fail read_fail;
+	struct io_fail write_fail[KCOPYD_MAX_DESTS];
+	kcopyd_bad_range_fn bad_range;	/* the client's, when it was taken */
+	void *bad_range_context;
 	uint64_t bytes_read;		/* what really went through */
 	uint64_t bytes_written;
 };
@@ -97,6 +132,7 @@ struct kcopyd_client {
 	pthread_cond_t seq_cond;	/* a WRITE_SEQ cursor moved */
 	pthread_cond_t cb_cond;		/* a job reached kc->complete */
 	pthread_cond_t idle_cond;	/* a callback returned */
+	pthread_cond_t throttle_cond;	/* the throttle changed (monotonic) */
 
 	/* Read-only after creation. */
 	unsigned int nr_threads;
@@ -109,12 +145,30 @@ struct kcopyd_client {
 	/* Protected by lock. */
 	struct page_pool pool;
 	struct list_head ready;
+	struct list_head flush;
 	struct list_head complete;
 	struct list_head jobs;
 	uint64_t next_seq;
 	bool closing;			/* destroy has begun: refuse new jobs */
 	bool quit;			/* threads must exit */
 	struct kcopyd_stats stats;
+	unsigned int max_jobs;		/* 0: no bound */
+	kcopyd_bad_range_fn bad_range;
+	void *bad_range_context;
+
+	/*
+	 * Throttle.  Byte rate: a token bucket whose state is the time the
+	 * next chunk may start (a burst of one chunk after a pause).  Share
+	 * of time: the kernel's accounting of the time with I/O in flight
+	 * against all the time, halved as it passes about a second.
+	 */
+	uint64_t rate;			/* bytes per second, 0: none */
+	unsigned int percent;		/* 1..99, 0: none */
+	uint64_t tb_next_us;
+	uint64_t last_us;
+	uint64_t io_period_us;
+	uint64_t total_period_us;
+	unsigned int num_io;		/* chunks doing I/O */
 };
 
 /*
@@ -166,6 +220,65 @@ static void queue_complete(struct kcopyd_client *kc, struct kcopyd_job *job)
 }
 
 /*
+ * The job's I/O is over: its destinations are flushed first if it asked
+ * for that and anything was issued, then its callback is due.
+ */
+static void job_io_over(struct kcopyd_client *kc, struct kcopyd_job *job)
+{
+	job->io_over = true;
+	if ((job->flags & KCOPYD_FLUSH) && job->issued) {
+		list_add_tail(&job->complete, &kc->flush);
+		pth(pthread_cond_signal(&kc->work_cond));
+	} else {
+		queue_complete(kc, job);
+	}
+}
+
+/*
+ * Add [offset, offset + count) to the job's done ranges, merging.  The
+ * ranges never outnumber the chunks that can be in flight at once plus
+ * one: chunks are issued in order, and after the first error or a cancel
+ * no new one is, so the gaps are chunks that were in flight together.
+ */
+static void add_done(struct kcopyd_job *job, sector_t offset, sector_t count)
+{
+	struct kcopyd_range *d = job->done;
+	sector_t end = offset + count;
+	unsigned int i = 0, j;
+
+	while (i < job->nr_done && d[i].sector + d[i].count < offset)
+		i++;
+	/* d[i..j) touch or overlap the new range: merge them into it. */
+	for (j = i; j < job->nr_done && d[j].sector <= end; j++) {
+		sector_t e = d[j].sector + d[j].count;
+
+		if (d[j].sector < offset)
+			offset = d[j].sector;
+		if (e > end)
+			end = e;
+	}
+	if (j == i) {
+		if (job->nr_done == job->max_done)
+			engine_die("done ranges overflow", EOVERFLOW, __FILE__,
+				   __LINE__);
+		memmove(&d[i + 1], &d[i], (job->nr_done - i) * sizeof(*d));
+		job->nr_done++;
+	} else if (j > i + 1) {
+		memmove(&d[i + 1], &d[j], (job->nr_done - j) * sizeof(*d));
+		job->nr_done -= j - i - 1;
+	}
+	d[i].sector = offset;
+	d[i].count = end - offset;
+}
+
+/* Keep the failure at the lowest sector: the order of chunks is not fixed. */
+static void note_fail(struct io_fail *to, const struct io_fail *f)
+{
+	if (f->error && (!to->error || f->error_sector < to->error_sector))
+		*to = *f;
+}
+
+/*
  * Carve the next chunk off the job at the head of the ready list.
  * Returns false if there is no job, or if the head job's chunk needs more
  * pages than are free: then the caller waits, and the head keeps its place.
@@ -190,8 +303,15 @@ static bool take_chunk(struct kcopyd_client *kc, struct worker *w,
 	sj->count = n;
 	sj->offset = job->backward ? job->total - job->issued - n :
 				     job->issued;
+	sj->skip = false;
+	sj->done = false;
 	sj->read_err = 0;
 	sj->write_err = 0;
+	sj->read_fail.error = 0;
+	for (unsigned int i = 0; i < job->num_dests; i++)
+		sj->write_fail[i].error = 0;
+	sj->bad_range = kc->bad_range;
+	sj->bad_range_context = kc->bad_range_context;
 	sj->bytes_read = 0;
 	sj->bytes_written = 0;
 	job->issued += n;
@@ -217,6 +337,11 @@ static void finish_chunk(struct kcopyd_client *kc, struct worker *w,
 	if (sj->read_err)
 		job->read_err = 1;
 	job->write_err |= sj->write_err;
+	note_fail(&job->read_fail, &sj->read_fail);
+	for (unsigned int i = 0; i < job->num_dests; i++)
+		note_fail(&job->dres[i], &sj->write_fail[i]);
+	if (sj->done)
+		add_done(job, sj->offset, sj->count);
 	if ((sj->read_err || sj->write_err) &&
 	    !(job->flags & KCOPYD_IGNORE_ERROR)) {
 		job->stopped = true;
@@ -229,9 +354,113 @@ static void finish_chunk(struct kcopyd_client *kc, struct worker *w,
 
 	if (job->inflight == 0 &&
 	    (job->stopped || job->issued == job->total))
-		queue_complete(kc, job);
+		job_io_over(kc, job);
 	else
 		queue_ready(kc, job);
+}
+
+/* --- Throttle (under kc->lock) --------------------------------------------- */
+
+#define ACCOUNT_INTERVAL_SHIFT	20	/* about a second, in microseconds */
+#define THROTTLE_SLEEP_US	100000
+#define THROTTLE_MAX_SLEEPS	10
+
+static uint64_t now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+/* Wait, releasing the lock, until `until` or a throttle change. */
+static void throttle_sleep(struct kcopyd_client *kc, uint64_t until)
+{
+	struct timespec ts = {
+		.tv_sec = (time_t)(until / 1000000),
+		.tv_nsec = (long)(until % 1000000) * 1000,
+	};
+	int r = pthread_cond_timedwait(&kc->throttle_cond, &kc->lock, &ts);
+
+	if (r && r != ETIMEDOUT)
+		engine_die("pthread_cond_timedwait", r, __FILE__, __LINE__);
+}
+
+/* The kernel's accounting of time with I/O in flight (io_job_start). */
+static void account_period(struct kcopyd_client *kc, uint64_t now)
+{
+	uint64_t diff = now - kc->last_us;
+
+	kc->last_us = now;
+	if (kc->num_io)
+		kc->io_period_us += diff;
+	kc->total_period_us += diff;
+	if (kc->io_period_us > kc->total_period_us)
+		kc->io_period_us = kc->total_period_us;
+	if (kc->total_period_us >= (1u << ACCOUNT_INTERVAL_SHIFT)) {
+		unsigned int shift = 0;
+
+		for (uint64_t t = kc->total_period_us >> ACCOUNT_INTERVAL_SHIFT;
+		     t; t >>= 1)
+			shift++;
+		kc->total_period_us >>= shift;
+		kc->io_period_us >>= shift;
+	}
+}
+
+/*
+ * Before a chunk's I/O of `bytes`: wait for the byte rate's turn, and
+ * while I/O has been in flight more than the allowed share of the time
+ * (at most ten sleeps of 100 ms, as the kernel).  The settings are read
+ * afresh after every wait, so a change takes effect at once.
+ */
+static void throttle_start(struct kcopyd_client *kc, struct kcopyd_job *job,
+			   uint64_t bytes)
+{
+	unsigned int slept = 0;
+	uint64_t now;
+
+	for (;;) {
+		now = now_us();
+		if (job->cancelled) {
+			kc->num_io++;
+			return;
+		}
+		if (kc->rate && kc->tb_next_us > now) {
+			throttle_sleep(kc, kc->tb_next_us);
+			continue;
+		}
+		if (kc->percent) {
+			account_period(kc, now);
+			if (kc->io_period_us * 100 >
+			    (uint64_t)kc->percent * kc->total_period_us &&
+			    slept < THROTTLE_MAX_SLEEPS) {
+				slept++;
+				throttle_sleep(kc, now + THROTTLE_SLEEP_US);
+				continue;
+			}
+		}
+		break;
+	}
+	if (kc->rate)
+		kc->tb_next_us = (kc->tb_next_us > now ? kc->tb_next_us : now) +
+				 bytes * 1000000 / kc->rate;
+	kc->num_io++;
+}
+
+/* After a chunk's I/O (io_job_finish). */
+static void throttle_finish(struct kcopyd_client *kc)
+{
+	kc->num_io--;
+	if (kc->percent && !kc->num_io) {
+		uint64_t now = now_us();
+
+		kc->io_period_us += now - kc->last_us;
+		kc->total_period_us += now - kc->last_us;
+		kc->last_us = now;
+		if (kc->io_period_us > kc->total_period_us)
+			kc->io_period_us = kc->total_period_us;
+	}
 }
 
 /* --- I/O (no lock held) ------------------------------------------------------ */
@@ -253,14 +482,16 @@ static char *chunk_byte(struct kcopyd_client *kc, struct worker *w, size_t off)
 
 /*
  * One transfer of `bytes` of the chunk's pages, starting at byte `skip` of
- * the chunk, at byte offset `at` of the device.
+ * the chunk, at byte offset `at` of the device.  On failure *fail (if not
+ * NULL) gets the errno and the sector where the transfer stopped.
  */
 static int chunk_io(struct kcopyd_client *kc, struct worker *w,
 		    struct sub_job *sj, struct block_device *bdev, bool write,
-		    size_t skip, size_t bytes, off_t at)
+		    size_t skip, size_t bytes, off_t at, struct io_fail *fail)
 {
-	struct iovec one;
-	int cnt;
+	struct iovec one, *iov = &one;
+	uint64_t failed_at = (uint64_t)at;
+	int cnt = 1, r;
 
 	/*
 	 * From the chunk's start, across its pages: the whole chunk, or a
@@ -269,37 +500,76 @@ static int chunk_io(struct kcopyd_client *kc, struct worker *w,
 	if (skip == 0) {
 		cnt = pool_iov(&kc->pool, w->pages, sj->nr_pages, bytes,
 			       w->iov);
-		return write ? bdev_write_full(bdev, w->iov, cnt, at) :
-			       bdev_read_full(bdev, w->iov, cnt, at);
+		iov = w->iov;
+	} else {
+		/* A piece: never crosses a page, as block sizes divide one. */
+		one.iov_base = chunk_byte(kc, w, skip);
+		one.iov_len = bytes;
 	}
-	/* A piece: never crosses a page, as block sizes divide a page. */
-	one.iov_base = chunk_byte(kc, w, skip);
-	one.iov_len = bytes;
-	return write ? bdev_write_full(bdev, &one, 1, at) :
-		       bdev_read_full(bdev, &one, 1, at);
+	r = bdev_rw_full(bdev, write, iov, cnt, at, &failed_at);
+	if (r && fail) {
+		fail->error = -r;
+		fail->error_sector = failed_at >> KCOPYD_SECTOR_SHIFT;
+	}
+	return r;
+}
+
+static void report_bad(struct sub_job *sj, struct block_device *bdev,
+		       bool write, off_t start, off_t end, int error)
+{
+	if (!sj->bad_range || start == end)
+		return;
+	sj->bad_range(sj->job->id, bdev,
+		      (sector_t)start >> KCOPYD_SECTOR_SHIFT,
+		      (sector_t)(end - start + KCOPYD_SECTOR_SIZE - 1) >>
+			      KCOPYD_SECTOR_SHIFT,
+		      write, error, sj->bad_range_context);
 }
 
 /*
  * A transfer of the whole chunk failed and the job goes on after errors:
  * retry it one block at a time, as a rescue copy does, so that only the
  * blocks that really fail are lost.  A block that cannot be read becomes
- * zeros; one that cannot be written is left as it was.  Returns the bytes
- * that went through.
+ * zeros; one that cannot be written is left as it was.  Each run of lost
+ * blocks with one errno goes to the bad-range function, and *fail gets
+ * the first.  Returns the bytes that went through.
  */
 static uint64_t salvage(struct kcopyd_client *kc, struct worker *w,
 			struct sub_job *sj, struct block_device *bdev,
-			bool write, size_t len, off_t at)
+			bool write, size_t len, off_t at, struct io_fail *fail)
 {
 	size_t bs = bdev->block_size;
 	uint64_t good = 0;
+	off_t bad_start = 0, bad_end = 0;
+	int bad_err = 0;
 
+	fail->error = 0;
 	for (size_t off = 0; off < len; off += bs) {
 		size_t n = len - off < bs ? len - off : bs;
+		struct io_fail f;
 
-		if (!chunk_io(kc, w, sj, bdev, write, off, n, at + off))
+		if (!chunk_io(kc, w, sj, bdev, write, off, n, at + off, &f)) {
 			good += n;
-		else if (!write)
+			continue;
+		}
+		if (!write)
 			memset(chunk_byte(kc, w, off), 0, n);
+		if (!fail->error)
+			*fail = f;
+		if (bad_err == f.error && bad_end == at + (off_t)off) {
+			bad_end += n;
+			continue;
+		}
+		report_bad(sj, bdev, write, bad_start, bad_end, bad_err);
+		bad_err = f.error;
+		bad_start = at + off;
+		bad_end = bad_start + n;
+	}
+	report_bad(sj, bdev, write, bad_start, bad_end, bad_err);
+	/* The whole transfer failed, but no block did when retried. */
+	if (!fail->error) {
+		fail->error = EIO;
+		fail->error_sector = (sector_t)at >> KCOPYD_SECTOR_SHIFT;
 	}
 	return good;
 }
@@ -326,14 +596,15 @@ static void read_chunk(struct kcopyd_client *kc, struct worker *w,
 		zero_pages(kc, w, sj);
 		return;
 	}
-	if (!chunk_io(kc, w, sj, job->src.bdev, false, 0, bytes, at)) {
+	if (!chunk_io(kc, w, sj, job->src.bdev, false, 0, bytes, at,
+		      &sj->read_fail)) {
 		sj->bytes_read = bytes;
 		return;
 	}
 	sj->read_err = 1;
 	if (job->flags & KCOPYD_IGNORE_ERROR)
 		sj->bytes_read = salvage(kc, w, sj, job->src.bdev, false,
-					 bytes, at);
+					 bytes, at, &sj->read_fail);
 }
 
 /*
@@ -350,7 +621,10 @@ static bool wait_turn(struct kcopyd_client *kc, struct sub_job *sj)
 	lock(kc);
 	while (job->written != sj->offset)
 		pth(pthread_cond_wait(&kc->seq_cond, &kc->lock));
-	/* After an error, leave each destination holding a clean prefix. */
+	/*
+	 * After an error or a cancel, leave each destination holding a
+	 * clean prefix.
+	 */
 	go = !job->stopped || (job->flags & KCOPYD_IGNORE_ERROR);
 	unlock(kc);
 	return go;
@@ -369,14 +643,16 @@ static void write_chunk(struct kcopyd_client *kc, struct worker *w,
 
 		if (!len)
 			continue;
-		if (!chunk_io(kc, w, sj, d->bdev, true, 0, len, at)) {
+		if (!chunk_io(kc, w, sj, d->bdev, true, 0, len, at,
+			      &sj->write_fail[i])) {
 			sj->bytes_written += len;
 			continue;
 		}
 		sj->write_err |= 1u << i;
 		if (job->flags & KCOPYD_IGNORE_ERROR)
 			sj->bytes_written += salvage(kc, w, sj, d->bdev, true,
-						     len, at);
+						     len, at,
+						     &sj->write_fail[i]);
 	}
 }
 
@@ -443,6 +719,7 @@ static void run_chunk(struct kcopyd_client *kc, struct worker *w,
 	bool go;
 
 	if (copy_chunk_range(sj)) {
+		sj->done = true;
 		if (job->progress)
 			job->progress(sj->count, job->context);
 		return;
@@ -451,30 +728,81 @@ static void run_chunk(struct kcopyd_client *kc, struct worker *w,
 	go = !sj->read_err || ignore;
 	if (job->flags & KCOPYD_WRITE_SEQ)
 		go = wait_turn(kc, sj) && go;
-	if (go)
+	if (go) {
 		write_chunk(kc, w, sj);
+		sj->done = !sj->write_err || ignore;
+	}
 	if (job->progress)
 		job->progress(sj->count, job->context);
+}
+
+/*
+ * Flush every destination of a KCOPYD_FLUSH job: a failure is a write
+ * error of that destination, at the start of its region.
+ */
+static void flush_job(struct kcopyd_client *kc, struct kcopyd_job *job)
+{
+	struct io_fail fail[KCOPYD_MAX_DESTS];
+	unsigned int err = 0;
+
+	for (unsigned int i = 0; i < job->num_dests; i++) {
+		int r = bdev_flush(job->dests[i].bdev);
+
+		if (r) {
+			err |= 1u << i;
+			fail[i].error = -r;
+			fail[i].error_sector = job->dests[i].sector;
+		}
+	}
+	lock(kc);
+	job->write_err |= err;
+	for (unsigned int i = 0; i < job->num_dests; i++)
+		if ((err & (1u << i)) && !job->dres[i].error)
+			job->dres[i] = fail[i];
+	queue_complete(kc, job);
+	unlock(kc);
 }
 
 static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
 	struct kcopyd_client *kc = w->kc;
+	struct kcopyd_job *job;
 	struct sub_job sj;
 
 	engine_thread = kc;
 	lock(kc);
 	for (;;) {
+		/* A flush first: its job's callback waits for nothing else. */
+		if (!list_empty(&kc->flush)) {
+			job = list_entry(kc->flush.next, struct kcopyd_job,
+					 complete);
+			list_del_init(&job->complete);
+			unlock(kc);
+			flush_job(kc, job);
+			lock(kc);
+			continue;
+		}
 		if (!take_chunk(kc, w, &sj)) {
 			if (kc->quit)
 				break;
 			pth(pthread_cond_wait(&kc->work_cond, &kc->lock));
 			continue;
 		}
+		if (kc->rate || kc->percent)
+			throttle_start(kc, sj.job,
+				       sj.count << KCOPYD_SECTOR_SHIFT);
+		else
+			kc->num_io++;
+		/* Cancelled while it waited: no I/O, nothing done. */
+		sj.skip = sj.job->cancelled;
 		unlock(kc);
-		run_chunk(kc, w, &sj);
+		if (!sj.skip)
+			run_chunk(kc, w, &sj);
+		else if (sj.job->flags & KCOPYD_WRITE_SEQ)
+			wait_turn(kc, &sj);	/* keep the cursor in order */
 		lock(kc);
+		throttle_finish(kc);
 		kc->stats.bytes_read += sj.bytes_read;
 		kc->stats.bytes_written += sj.bytes_written;
 		finish_chunk(kc, w, &sj);
@@ -484,6 +812,33 @@ static void *worker_main(void *arg)
 }
 
 /* --- Callbacks ------------------------------------------------------------------ */
+
+static void run_callback(struct kcopyd_job *job)
+{
+	struct kcopyd_completion c = {
+		.size = sizeof(c),
+		.id = job->id,
+		.read_err = job->read_err,
+		.write_err = job->write_err,
+		.read_error = job->read_fail.error,
+		.read_error_sector = job->read_fail.error_sector,
+		.num_dests = job->num_dests,
+		.dests = job->dres,
+		.cancelled = job->cancelled,
+		.nr_done = job->nr_done,
+		.done = job->done,
+	};
+
+	if (job->fn) {
+		job->fn(job->read_err, job->write_err, job->context);
+		return;
+	}
+	if (!job->complete_fn)
+		return;
+	for (unsigned int i = 0; i < job->nr_done; i++)
+		c.sectors_done += job->done[i].count;
+	job->complete_fn(&c, job->context);
+}
 
 static void *callback_main(void *arg)
 {
@@ -504,8 +859,7 @@ static void *callback_main(void *arg)
 		list_del_init(&job->complete);
 		unlock(kc);
 
-		if (job->fn)
-			job->fn(job->read_err, job->write_err, job->context);
+		run_callback(job);
 
 		lock(kc);
 		/* Only now is the job gone: destroy waits for this. */
@@ -557,6 +911,7 @@ static void free_client(struct kcopyd_client *kc)
 	}
 	free(kc->workers);
 	pool_destroy(&kc->pool);
+	pth(pthread_cond_destroy(&kc->throttle_cond));
 	pth(pthread_cond_destroy(&kc->idle_cond));
 	pth(pthread_cond_destroy(&kc->cb_cond));
 	pth(pthread_cond_destroy(&kc->seq_cond));
@@ -592,6 +947,7 @@ int kcopyd_client_create_opts(unsigned int num_pages,
 	struct kcopyd_options o = { 0 };
 	struct kcopyd_client *kc;
 	unsigned int subjob_pages;
+	pthread_condattr_t mono;
 	int r;
 
 	if (!num_pages || !result)
@@ -616,7 +972,12 @@ int kcopyd_client_create_opts(unsigned int num_pages,
 	pth(pthread_cond_init(&kc->seq_cond, NULL));
 	pth(pthread_cond_init(&kc->cb_cond, NULL));
 	pth(pthread_cond_init(&kc->idle_cond, NULL));
+	pth(pthread_condattr_init(&mono));
+	pth(pthread_condattr_setclock(&mono, CLOCK_MONOTONIC));
+	pth(pthread_cond_init(&kc->throttle_cond, &mono));
+	pth(pthread_condattr_destroy(&mono));
 	list_init(&kc->ready);
+	list_init(&kc->flush);
 	list_init(&kc->complete);
 	list_init(&kc->jobs);
 
@@ -695,11 +1056,84 @@ void kcopyd_client_destroy(struct kcopyd_client *kc)
 	unlock(kc);
 	stop_threads(kc, kc->nr_threads, true);
 
-	if (!list_empty(&kc->ready) || !list_empty(&kc->complete) ||
+	if (!list_empty(&kc->ready) || !list_empty(&kc->flush) ||
+	    !list_empty(&kc->complete) ||
 	    kc->pool.nr_free != kc->pool.nr)
 		engine_die("destroy: lists not empty", EBUSY, __FILE__,
 			   __LINE__);
 	free_client(kc);
+}
+
+int kcopyd_client_set_bad_range(struct kcopyd_client *kc,
+				kcopyd_bad_range_fn fn, void *context)
+{
+	if (!kc)
+		return -EINVAL;
+	lock(kc);
+	kc->bad_range = fn;
+	kc->bad_range_context = context;
+	unlock(kc);
+	return 0;
+}
+
+int kcopyd_client_set_throttle(struct kcopyd_client *kc,
+			       uint64_t bytes_per_sec, unsigned int percent)
+{
+	if (!kc || percent > 100)
+		return -EINVAL;
+	lock(kc);
+	kc->rate = bytes_per_sec;
+	/* Start the share-of-time accounting afresh. */
+	kc->percent = percent == 100 ? 0 : percent;
+	kc->last_us = now_us();
+	kc->io_period_us = 0;
+	kc->total_period_us = 0;
+	if (!kc->rate)
+		kc->tb_next_us = 0;
+	pth(pthread_cond_broadcast(&kc->throttle_cond));
+	unlock(kc);
+	return 0;
+}
+
+int kcopyd_client_set_max_jobs(struct kcopyd_client *kc,
+			       unsigned int max_jobs)
+{
+	if (!kc)
+		return -EINVAL;
+	lock(kc);
+	kc->max_jobs = max_jobs;
+	unlock(kc);
+	return 0;
+}
+
+int kcopyd_cancel(struct kcopyd_client *kc, uint64_t id)
+{
+	struct list_head *p;
+	int r = -ENOENT;
+
+	if (!kc || !id)
+		return -EINVAL;
+	lock(kc);
+	/* Newest first: a caller cancels what it has just submitted. */
+	for (p = kc->jobs.prev; p != &kc->jobs; p = p->prev) {
+		struct kcopyd_job *job = list_entry(p, struct kcopyd_job, all);
+
+		if (job->id != id)
+			continue;
+		if (job->io_over || job->cancelled)
+			break;
+		job->cancelled = true;
+		job->stopped = true;
+		list_del_init(&job->ready);
+		if (!job->inflight)
+			job_io_over(kc, job);
+		/* Chunks waiting for the throttle give up at once. */
+		pth(pthread_cond_broadcast(&kc->throttle_cond));
+		r = 0;
+		break;
+	}
+	unlock(kc);
+	return r;
 }
 
 int kcopyd_client_get_stats(struct kcopyd_client *kc, struct kcopyd_stats *st)
@@ -788,16 +1222,22 @@ static int check_regions(const struct io_region *from, unsigned int num_dests,
 	return 0;
 }
 
-int kcopyd_copy_progress(struct kcopyd_client *kc, struct io_region *from,
-			 unsigned int num_dests, struct io_region *dests,
-			 unsigned int flags, kcopyd_notify_fn fn,
-			 kcopyd_progress_fn progress, void *context)
+/*
+ * Every submission comes here: a notify function (the kernel's calls) or
+ * a completion function (kcopyd_submit), never both.
+ */
+static int submit(struct kcopyd_client *kc, const struct io_region *from,
+		  unsigned int num_dests, const struct io_region *dests,
+		  unsigned int flags, unsigned int allowed, kcopyd_notify_fn fn,
+		  kcopyd_complete_fn complete, kcopyd_progress_fn progress,
+		  void *context, uint64_t *id)
 {
 	struct kcopyd_job *job;
+	unsigned int max_done;
+	size_t size;
 	int r;
 
-	if (!kc || !dests || !num_dests ||
-	    (flags & ~(KCOPYD_IGNORE_ERROR | KCOPYD_WRITE_SEQ)))
+	if (!kc || !dests || !num_dests || (flags & ~allowed))
 		return -EINVAL;
 	if (num_dests > KCOPYD_MAX_DESTS)
 		return -E2BIG;
@@ -805,7 +1245,11 @@ int kcopyd_copy_progress(struct kcopyd_client *kc, struct io_region *from,
 	if (r)
 		return r;
 
-	job = calloc(1, sizeof(*job) + num_dests * sizeof(job->dests[0]));
+	max_done = kc->max_inflight + 2;
+	size = sizeof(*job) + num_dests * sizeof(job->dests[0]) +
+	       num_dests * sizeof(job->dres[0]) +
+	       max_done * sizeof(job->done[0]);
+	job = calloc(1, size);
 	if (!job)
 		return -ENOMEM;
 	job->kc = kc;
@@ -817,10 +1261,14 @@ int kcopyd_copy_progress(struct kcopyd_client *kc, struct io_region *from,
 		job->src = *from;
 	job->flags = flags;
 	job->fn = fn;
+	job->complete_fn = complete;
 	job->progress = progress;
 	job->context = context;
 	job->num_dests = num_dests;
 	memcpy(job->dests, dests, num_dests * sizeof(dests[0]));
+	job->dres = (struct io_fail *)&job->dests[num_dests];
+	job->done = (struct kcopyd_range *)&job->dres[num_dests];
+	job->max_done = max_done;
 	job->max_inflight = kc->max_inflight;
 	for (unsigned int i = 0; i < num_dests; i++)
 		if (dests[i].count > job->total)
@@ -835,20 +1283,58 @@ int kcopyd_copy_progress(struct kcopyd_client *kc, struct io_region *from,
 
 	lock(kc);
 	if (kc->closing) {
-		unlock(kc);
-		free(job);
-		return -ESHUTDOWN;
+		r = -ESHUTDOWN;
+		goto refused;
+	}
+	if (kc->max_jobs && kc->stats.jobs_running >= kc->max_jobs) {
+		r = -EAGAIN;
+		goto refused;
 	}
 	job->seq = kc->next_seq++;
+	job->id = job->seq + 1;
+	if (id)
+		*id = job->id;
 	list_add_tail(&job->all, &kc->jobs);
 	kc->stats.jobs_submitted++;
 	kc->stats.jobs_running++;
 	if (job->total)
 		queue_ready(kc, job);
 	else
-		queue_complete(kc, job);
+		job_io_over(kc, job);
 	unlock(kc);
 	return 0;
+
+refused:
+	unlock(kc);
+	free(job);
+	return r;
+}
+
+int kcopyd_submit(struct kcopyd_client *kc,
+		  const struct kcopyd_job_desc *desc, uint64_t *id)
+{
+	struct kcopyd_job_desc d = { 0 };
+
+	if (!desc || desc->size < offsetof(struct kcopyd_job_desc, context) +
+				  sizeof(desc->context))
+		return -EINVAL;
+	memcpy(&d, desc, desc->size < sizeof(d) ? desc->size : sizeof(d));
+	if (d.op == KCOPYD_OP_COPY ? !d.from :
+	    d.op != KCOPYD_OP_ZERO || d.from)
+		return -EINVAL;
+	return submit(kc, d.from, d.num_dests, d.dests, d.flags,
+		      KCOPYD_IGNORE_ERROR | KCOPYD_WRITE_SEQ | KCOPYD_FLUSH,
+		      NULL, d.complete, d.progress, d.context, id);
+}
+
+int kcopyd_copy_progress(struct kcopyd_client *kc, struct io_region *from,
+			 unsigned int num_dests, struct io_region *dests,
+			 unsigned int flags, kcopyd_notify_fn fn,
+			 kcopyd_progress_fn progress, void *context)
+{
+	return submit(kc, from, num_dests, dests, flags,
+		      KCOPYD_IGNORE_ERROR | KCOPYD_WRITE_SEQ, fn, NULL,
+		      progress, context, NULL);
 }
 
 int kcopyd_copy(struct kcopyd_client *kc, struct io_region *from,
