@@ -1228,7 +1228,7 @@ static int check_regions(const struct io_region *from, unsigned int num_dests,
  */
 static int submit(struct kcopyd_client *kc, const struct io_region *from,
 		  unsigned int num_dests, const struct io_region *dests,
-		  unsigned int flags, unsigned int allowed, kcopyd_notify_fn fn,
+		  unsigned int flags, kcopyd_notify_fn fn,
 		  kcopyd_complete_fn complete, kcopyd_progress_fn progress,
 		  void *context, uint64_t *id)
 {
@@ -1237,7 +1237,8 @@ static int submit(struct kcopyd_client *kc, const struct io_region *from,
 	size_t size;
 	int r;
 
-	if (!kc || !dests || !num_dests || (flags & ~allowed))
+	if (!kc || !dests || !num_dests ||
+	    (flags & ~(KCOPYD_IGNORE_ERROR | KCOPYD_WRITE_SEQ | KCOPYD_FLUSH)))
 		return -EINVAL;
 	if (num_dests > KCOPYD_MAX_DESTS)
 		return -E2BIG;
@@ -1318,13 +1319,16 @@ int kcopyd_submit(struct kcopyd_client *kc,
 	if (!desc || desc->size < offsetof(struct kcopyd_job_desc, context) +
 				  sizeof(desc->context))
 		return -EINVAL;
+	/* A newer caller's fields must be unset, or we would ignore them. */
+	for (size_t i = sizeof(d); i < desc->size; i++)
+		if (((const unsigned char *)desc)[i])
+			return -E2BIG;
 	memcpy(&d, desc, desc->size < sizeof(d) ? desc->size : sizeof(d));
 	if (d.op == KCOPYD_OP_COPY ? !d.from :
 	    d.op != KCOPYD_OP_ZERO || d.from)
 		return -EINVAL;
-	return submit(kc, d.from, d.num_dests, d.dests, d.flags,
-		      KCOPYD_IGNORE_ERROR | KCOPYD_WRITE_SEQ | KCOPYD_FLUSH,
-		      NULL, d.complete, d.progress, d.context, id);
+	return submit(kc, d.from, d.num_dests, d.dests, d.flags, NULL,
+		      d.complete, d.progress, d.context, id);
 }
 
 int kcopyd_copy_progress(struct kcopyd_client *kc, struct io_region *from,
@@ -1332,9 +1336,8 @@ int kcopyd_copy_progress(struct kcopyd_client *kc, struct io_region *from,
 			 unsigned int flags, kcopyd_notify_fn fn,
 			 kcopyd_progress_fn progress, void *context)
 {
-	return submit(kc, from, num_dests, dests, flags,
-		      KCOPYD_IGNORE_ERROR | KCOPYD_WRITE_SEQ, fn, NULL,
-		      progress, context, NULL);
+	return submit(kc, from, num_dests, dests, flags, fn, NULL, progress,
+		      context, NULL);
 }
 
 int kcopyd_copy(struct kcopyd_client *kc, struct io_region *from,

@@ -42,7 +42,7 @@ typedef uint64_t sector_t;
 /*
  * FLUSH: make each destination durable (fdatasync(2)) after its last write
  * and before the callback; a failed flush is a write error of that
- * destination.  Accepted by kcopyd_submit() only.
+ * destination.
  */
 #define KCOPYD_FLUSH		(1u << 2)
 
@@ -314,7 +314,8 @@ struct kcopyd_job_desc {
  * Submit a copy or zero job, with the rules and errors of kcopyd_copy()
  * and kcopyd_zero(), plus: -EINVAL for a NULL desc, a size below the
  * fields above, an unknown op, or a `from` given to a zero (or missing
- * from a copy); -EAGAIN when the client's kcopyd_client_set_max_jobs()
+ * from a copy); -E2BIG for a size past the struct known here with a
+ * field set there; -EAGAIN when the client's kcopyd_client_set_max_jobs()
  * limit is reached.  On success *id (if id is not NULL) holds the job's
  * id, never 0, before the completion function can run.
  */
