@@ -15,6 +15,8 @@
 #include <sys/types.h>
 
 #include "kcopyd.h"
+#include "list.h"
+#include "pth.h"
 #include "jobs.h"
 #include "parse.h"
 
