@@ -326,7 +326,7 @@ static int render_stats(struct kfs *fs, char **buf, size_t *len)
 {
 	struct kcopyd_stats ks;
 	struct kfs_counts c;
-	size_t cap = 512 + (size_t)fs->ndevs * (10 * (KFS_MAX_NAME + 64));
+	size_t cap = 512 + (size_t)fs->ndevs * (11 * (KFS_MAX_NAME + 64));
 	char *out = malloc(cap);
 	size_t n = 0;
 
@@ -351,16 +351,25 @@ static int render_stats(struct kfs *fs, char **buf, size_t *len)
 		n += (size_t)snprintf(out + n, cap - n,
 			"dev.%s.reads=%llu\ndev.%s.writes=%llu\n"
 			"dev.%s.bytes_read=%llu\ndev.%s.bytes_written=%llu\n"
-			"dev.%s.errors=%llu\n"
-			"dev.%s.fuse_reads=%llu\ndev.%s.fuse_writes=%llu\n"
-			"dev.%s.fuse_bytes_read=%llu\n"
-			"dev.%s.fuse_bytes_written=%llu\n"
-			"dev.%s.fuse_errors=%llu\n",
+			"dev.%s.errors=%llu\n",
 			d->name, (unsigned long long)bs.reads,
 			d->name, (unsigned long long)bs.writes,
 			d->name, (unsigned long long)bs.bytes_read,
 			d->name, (unsigned long long)bs.bytes_written,
-			d->name, (unsigned long long)bs.errors,
+			d->name, (unsigned long long)bs.errors);
+		/* The daemon sees no I/O of a passthrough device: no counts. */
+		if (kfs_pt_mode(d) == KFS_IO_PASSTHROUGH) {
+			n += (size_t)snprintf(out + n, cap - n,
+				"dev.%s.mode=passthrough\n", d->name);
+			continue;
+		}
+		n += (size_t)snprintf(out + n, cap - n,
+			"dev.%s.mode=direct_io\n"
+			"dev.%s.fuse_reads=%llu\ndev.%s.fuse_writes=%llu\n"
+			"dev.%s.fuse_bytes_read=%llu\n"
+			"dev.%s.fuse_bytes_written=%llu\n"
+			"dev.%s.fuse_errors=%llu\n",
+			d->name,
 			d->name, (unsigned long long)atomic_load(&d->reads),
 			d->name, (unsigned long long)atomic_load(&d->writes),
 			d->name, (unsigned long long)
@@ -640,13 +649,18 @@ void kfs_notifier_stop(struct kfs *fs)
 
 /* --- Device files --------------------------------------------------------- */
 
-static void open_dev(fuse_req_t req, struct fuse_file_info *fi)
+static void open_dev(fuse_req_t req, struct kfs_dev *d,
+		     struct fuse_file_info *fi)
 {
+	/* The kernel's I/O on the image itself shares the image's cache. */
+	if (kfs_pt_open(req, fs_of(req), d, fi))
+		return;
 	/*
 	 * Direct I/O: the engine writes the images behind the kernel's
 	 * back, so a page cache here could serve stale data, or write
 	 * stale data back over a copy.
 	 */
+	fi->fh = 0;
 	fi->direct_io = 1;
 	fi->keep_cache = 0;
 	fuse_reply_open(req, fi);
@@ -1203,7 +1217,7 @@ static void kfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, ENOENT);
 		return;
 	}
-	open_dev(req, fi);
+	open_dev(req, dev_of(fs, ino), fi);
 }
 
 static void kfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -1271,6 +1285,10 @@ static void kfs_flush(fuse_req_t req, fuse_ino_t ino,
 static void kfs_release(fuse_req_t req, fuse_ino_t ino,
 			struct fuse_file_info *fi)
 {
+	struct kfs_dev *d = dev_of(fs_of(req), ino);
+
+	if (d)
+		kfs_pt_release(req, fs_of(req), d, fi);
 	switch (ino) {
 	case INO_CONTROL:
 		release_control(fs_of(req),
@@ -1305,6 +1323,7 @@ static void kfs_init(void *userdata, struct fuse_conn_info *conn)
 	/* Dirty kernel pages could later overwrite what a copy wrote. */
 	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
 	conn->max_read = KFS_MAX_READ;
+	kfs_pt_init(userdata, conn);
 }
 
 const struct fuse_lowlevel_ops kfs_ops = {

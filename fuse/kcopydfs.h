@@ -21,6 +21,7 @@
 #include "pth.h"
 #include "jobs.h"
 #include "parse.h"
+#include "passthrough.h"
 
 /* Largest read or write one FUSE request carries (mount option too). */
 #define KFS_MAX_READ	(1024 * 1024)
@@ -36,6 +37,8 @@ struct kfs_dev {
 	uint64_t size;			/* bytes, whole sectors */
 	/* I/O through dev/NAME. */
 	atomic_uint_fast64_t reads, writes, bytes_read, bytes_written, errors;
+	struct kfs_pt_dev pt;		/* passthrough or direct I/O */
+	bool pt_ready;			/* pt set up (main thread) */
 };
 
 struct kfs;
@@ -67,6 +70,7 @@ struct kfs {
 	bool foreground;
 	unsigned int keep;
 	unsigned int max_queue;
+	struct kfs_pt pt;
 
 	/*
 	 * Change notification for poll on results: `gen` counts changes;
