@@ -23,12 +23,11 @@
 /* Most commands one control write may hold. */
 #define KFS_MAX_CMDS	4096
 
-/* One device: the engine's handle and a plain fd for dev/NAME. */
+/* One device: the engine's handle, through which dev/NAME goes too. */
 struct kfs_dev {
 	char name[KFS_MAX_NAME + 1];
 	char *path;
 	struct block_device *bdev;
-	int fd;
 	uint64_t size;			/* bytes, whole sectors */
 	/* I/O through dev/NAME (atomics). */
 	uint64_t reads, writes, bytes_read, bytes_written, errors;

@@ -269,8 +269,6 @@ static void close_devs(struct kfs *fs)
 	for (unsigned int i = 0; i < fs->ndevs; i++) {
 		if (fs->devs[i].bdev)
 			kcopyd_bdev_close(fs->devs[i].bdev);
-		if (fs->devs[i].fd >= 0)
-			close(fs->devs[i].fd);
 	}
 	free(fs->devs);
 	free(fs->bdevs);
@@ -294,7 +292,6 @@ static int open_devs(struct kfs *fs, const struct options *o)
 		struct kfs_dev *d = &fs->devs[i];
 		int r;
 
-		d->fd = -1;
 		for (unsigned int j = 0; j < i; j++)
 			if (!strcmp(fs->devs[j].name, o->devs[i].name)) {
 				fprintf(stderr, "kcopydfs: device '%s' given "
@@ -309,12 +306,6 @@ static int open_devs(struct kfs *fs, const struct options *o)
 			fprintf(stderr, "kcopydfs: %s: %s\n", d->path,
 				strerror(-r));
 			return r;
-		}
-		d->fd = open(d->path, O_RDWR | O_CLOEXEC);
-		if (d->fd < 0) {
-			fprintf(stderr, "kcopydfs: %s: %s\n", d->path,
-				strerror(errno));
-			return -errno;
 		}
 		d->size = kcopyd_bdev_sectors(d->bdev) << KCOPYD_SECTOR_SHIFT;
 		fs->bdevs[i] = d->bdev;
