@@ -15,22 +15,32 @@
 #include <sys/types.h>
 
 #include "kcopyd.h"
+#include "list.h"
+#include "pth.h"
 #include "jobs.h"
 #include "parse.h"
+#include "passthrough.h"
 
 /* Largest read or write one FUSE request carries (mount option too). */
 #define KFS_MAX_READ	(1024 * 1024)
 /* Most commands one control write may hold. */
 #define KFS_MAX_CMDS	4096
 
-/* One device: the engine's handle, through which dev/NAME goes too. */
+/*
+ * One device: the engine's handle, through which the daemon does all of
+ * dev/NAME's I/O; fd is only the backing file the kernel is given for
+ * passthrough, where the daemon sees no I/O.
+ */
 struct kfs_dev {
 	char name[KFS_MAX_NAME + 1];
 	char *path;
 	struct block_device *bdev;
+	int fd;
 	uint64_t size;			/* bytes, whole sectors */
 	/* I/O through dev/NAME (atomics). */
 	uint64_t reads, writes, bytes_read, bytes_written, errors;
+	struct kfs_pt_dev pt;		/* passthrough or direct I/O */
+	bool pt_ready;			/* pt set up (main thread) */
 };
 
 struct kfs;
@@ -62,6 +72,7 @@ struct kfs {
 	bool foreground;
 	unsigned int keep;
 	unsigned int max_queue;
+	struct kfs_pt pt;
 
 	/*
 	 * Change notification for poll on results: `gen` counts changes,

@@ -48,6 +48,7 @@ struct options {
 	unsigned int max_queue;
 	struct kcopyd_options engine;
 	bool allow_other;
+	bool no_passthrough;
 	bool bad;
 };
 
@@ -62,6 +63,7 @@ enum {
 	KEY_FAULT,
 	KEY_PIDFILE,
 	KEY_ALLOW_OTHER,
+	KEY_NO_PASSTHROUGH,
 };
 
 #define OPT2(name, key) FUSE_OPT_KEY(name "=", key), FUSE_OPT_KEY(name " ", key)
@@ -78,6 +80,7 @@ static const struct fuse_opt opt_spec[] = {
 	OPT2("--pidfile", KEY_PIDFILE),
 	FUSE_OPT_KEY("-P ", KEY_PIDFILE),
 	FUSE_OPT_KEY("allow_other", KEY_ALLOW_OTHER),
+	FUSE_OPT_KEY("--no-passthrough", KEY_NO_PASSTHROUGH),
 	FUSE_OPT_END
 };
 
@@ -103,6 +106,7 @@ static void usage(const char *prog)
 	       "    --fault NAME:OP:START+COUNT[:KIND]\n"
 	       "                           OP read|write|rw; KIND an errno,\n"
 	       "                           short or delay=USEC (EIO)\n"
+	       "    --no-passthrough       dev/NAME I/O through the daemon\n"
 	       "    -P, --pidfile PIDFILE  write the pid once serving\n\n",
 	       prog);
 }
@@ -180,6 +184,10 @@ static int opt_proc(void *data, const char *arg, int key,
 	if (key == KEY_ALLOW_OTHER) {
 		o->allow_other = true;
 		return 1;
+	}
+	if (key == KEY_NO_PASSTHROUGH) {
+		o->no_passthrough = true;
+		return 0;
 	}
 	if (key < 0 || key > KEY_PIDFILE)
 		return 1;
@@ -269,6 +277,10 @@ static void close_devs(struct kfs *fs)
 	for (unsigned int i = 0; i < fs->ndevs; i++) {
 		if (fs->devs[i].bdev)
 			kcopyd_bdev_close(fs->devs[i].bdev);
+		if (fs->devs[i].fd >= 0)
+			close(fs->devs[i].fd);
+		if (fs->devs[i].pt_ready)
+			kfs_pt_dev_destroy(&fs->devs[i]);
 	}
 	free(fs->devs);
 	free(fs->bdevs);
@@ -292,6 +304,7 @@ static int open_devs(struct kfs *fs, const struct options *o)
 		struct kfs_dev *d = &fs->devs[i];
 		int r;
 
+		d->fd = -1;
 		for (unsigned int j = 0; j < i; j++)
 			if (!strcmp(fs->devs[j].name, o->devs[i].name)) {
 				fprintf(stderr, "kcopydfs: device '%s' given "
@@ -306,6 +319,12 @@ static int open_devs(struct kfs *fs, const struct options *o)
 			fprintf(stderr, "kcopydfs: %s: %s\n", d->path,
 				strerror(-r));
 			return r;
+		}
+		d->fd = open(d->path, O_RDWR | O_CLOEXEC);
+		if (d->fd < 0) {
+			fprintf(stderr, "kcopydfs: %s: %s\n", d->path,
+				strerror(errno));
+			return -errno;
 		}
 		d->size = kcopyd_bdev_sectors(d->bdev) << KCOPYD_SECTOR_SHIFT;
 		fs->bdevs[i] = d->bdev;
@@ -326,6 +345,15 @@ static int open_devs(struct kfs *fs, const struct options *o)
 				strerror(-r));
 			return r;
 		}
+	}
+	kfs_pt_setup(fs, o->no_passthrough);
+	for (unsigned int i = 0; i < fs->ndevs; i++) {
+		bool faults = false;
+
+		for (unsigned int j = 0; j < o->nfaults; j++)
+			faults |= !strcmp(o->faults[j].name, fs->devs[i].name);
+		kfs_pt_dev_setup(fs, &fs->devs[i], faults);
+		fs->devs[i].pt_ready = true;
 	}
 	return 0;
 }
@@ -538,6 +566,11 @@ static int run(struct fuse_args *args, struct options *o)
 	if (fuse_session_mount(fs.se, fo.mountpoint))
 		goto out_signals;
 	mounted = true;
+	r = kfs_pt_session(&fs);
+	if (r) {
+		fprintf(stderr, "kcopydfs: passthrough: %s\n", strerror(-r));
+		goto out_unmount;
+	}
 	if (fo.foreground)
 		r = start_serving(&fs, o);
 	else

@@ -236,7 +236,12 @@ int bdev_file_open(const char *path, int flags, struct block_device **result)
 	    (acc != O_RDONLY && acc != O_RDWR))
 		return -EINVAL;
 
-	fd = open(path, flags | O_CLOEXEC);
+	/*
+	 * O_NONBLOCK: an open of a FIFO would wait for a writer; refuse it
+	 * at once instead.  Regular files and block devices ignore the
+	 * flag, and it is cleared before any I/O.
+	 */
+	fd = open(path, flags | O_CLOEXEC | O_NONBLOCK);
 	if (fd == -1)
 		return -errno;
 	if (fstat(fd, &st) == -1) {
@@ -246,6 +251,11 @@ int bdev_file_open(const char *path, int flags, struct block_device **result)
 	r = device_size(fd, &st, &bytes);
 	if (r)
 		goto bad_fd;
+	r = fcntl(fd, F_GETFL);
+	if (r == -1 || fcntl(fd, F_SETFL, r & ~O_NONBLOCK) == -1) {
+		r = -errno;
+		goto bad_fd;
+	}
 	f = calloc(1, sizeof(*f));
 	if (!f) {
 		r = -ENOMEM;
