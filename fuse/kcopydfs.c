@@ -324,7 +324,7 @@ static int render_stats(struct kfs *fs, char **buf, size_t *len)
 {
 	struct kcopyd_stats ks;
 	struct kfs_counts c;
-	size_t cap = 512 + (size_t)fs->ndevs * (10 * (KFS_MAX_NAME + 64));
+	size_t cap = 512 + (size_t)fs->ndevs * (11 * (KFS_MAX_NAME + 64));
 	char *out = malloc(cap);
 	size_t n = 0;
 
@@ -349,17 +349,25 @@ static int render_stats(struct kfs *fs, char **buf, size_t *len)
 		n += (size_t)snprintf(out + n, cap - n,
 			"dev.%s.reads=%llu\ndev.%s.writes=%llu\n"
 			"dev.%s.bytes_read=%llu\ndev.%s.bytes_written=%llu\n"
-			"dev.%s.errors=%llu\n"
-			"dev.%s.fuse_reads=%llu\ndev.%s.fuse_writes=%llu\n"
-			"dev.%s.fuse_bytes_read=%llu\n"
-			"dev.%s.fuse_bytes_written=%llu\n"
-			"dev.%s.fuse_errors=%llu\n",
+			"dev.%s.errors=%llu\n",
 			d->name, (unsigned long long)bs.reads,
 			d->name, (unsigned long long)bs.writes,
 			d->name, (unsigned long long)bs.bytes_read,
 			d->name, (unsigned long long)bs.bytes_written,
-			d->name, (unsigned long long)bs.errors,
-			d->name, (unsigned long long)
+			d->name, (unsigned long long)bs.errors);
+		/* The daemon sees no I/O of a passthrough device: no counts. */
+		if (kfs_pt_mode(d) == KFS_IO_PASSTHROUGH) {
+			n += (size_t)snprintf(out + n, cap - n,
+				"dev.%s.mode=passthrough\n", d->name);
+			continue;
+		}
+		n += (size_t)snprintf(out + n, cap - n,
+			"dev.%s.mode=direct_io\n"
+			"dev.%s.fuse_reads=%llu\ndev.%s.fuse_writes=%llu\n"
+			"dev.%s.fuse_bytes_read=%llu\n"
+			"dev.%s.fuse_bytes_written=%llu\n"
+			"dev.%s.fuse_errors=%llu\n",
+			d->name, d->name, (unsigned long long)
 				__atomic_load_n(&d->reads, __ATOMIC_RELAXED),
 			d->name, (unsigned long long)
 				__atomic_load_n(&d->writes, __ATOMIC_RELAXED),
@@ -623,13 +631,18 @@ void kfs_notifier_stop(struct kfs *fs)
 
 /* --- Device files --------------------------------------------------------- */
 
-static void open_dev(fuse_req_t req, struct fuse_file_info *fi)
+static void open_dev(fuse_req_t req, struct kfs_dev *d,
+		     struct fuse_file_info *fi)
 {
+	/* The kernel's I/O on the image itself shares the image's cache. */
+	if (kfs_pt_open(req, fs_of(req), d, fi))
+		return;
 	/*
 	 * Direct I/O: the engine writes the images behind the kernel's
 	 * back, so a page cache here could serve stale data, or write
 	 * stale data back over a copy.
 	 */
+	fi->fh = 0;
 	fi->direct_io = 1;
 	fi->keep_cache = 0;
 	fuse_reply_open(req, fi);
@@ -718,6 +731,11 @@ struct control_fh {
 	char *reply;			/* (lock) */
 	size_t len;			/* (lock) */
 	uint64_t base;			/* (lock) */
+
+	/* The line a write left without its newline (wlock). */
+	pthread_mutex_t wlock;
+	char partial[KFS_MAX_LINE];
+	size_t plen;
 };
 
 /* A write with `sync` commands, answered when they have all finished. */
@@ -747,6 +765,12 @@ static void set_reply(struct control_fh *c, char *text, size_t len,
 static void release_control(struct kfs *fs, struct control_fh *c)
 {
 	handle_del(fs, &c->link);
+	/* No newline will ever come: the unfinished line does not run. */
+	if (c->plen)
+		kfs_log(fs, LOG_WARNING, "control: closed with an unfinished "
+			"line of %zu bytes (no newline); it was discarded",
+			c->plen);
+	pth(pthread_mutex_destroy(&c->wlock));
 	pthread_mutex_destroy(&c->lock);
 	free(c->reply);
 	free(c);
@@ -774,6 +798,7 @@ static void open_control(fuse_req_t req, struct fuse_file_info *fi)
 		return;
 	}
 	pthread_mutex_init(&c->lock, NULL);
+	pth(pthread_mutex_init(&c->wlock, NULL));
 	fi->fh = (uint64_t)(uintptr_t)c;
 	fi->direct_io = 1;
 	handle_add(fs, &c->link, release_control_handle);
@@ -976,6 +1001,62 @@ static void waiter_drop_unqueued(struct waiter *w, const struct kfs_cmd *cmds,
 	pthread_mutex_unlock(&w->lock);
 }
 
+/*
+ * The batch a write completes: the line an earlier write left unfinished,
+ * then this write up to its last newline.  What follows that newline is
+ * the new unfinished line (*tail).  Returns 0, or -errno with a message;
+ * *batch is NULL when the write completes no line.
+ */
+static int join_batch(const struct control_fh *c, const char *buf,
+		      size_t size, char **batch, size_t *blen,
+		      const char **tail, size_t *tlen, char *msg,
+		      size_t msglen)
+{
+	const char *nl = memrchr(buf, '\n', size);
+	size_t head = nl ? (size_t)(nl - buf) + 1 : 0;
+
+	*batch = NULL;
+	*blen = 0;
+	*tail = buf + head;
+	*tlen = size - head;
+	if ((nl ? 0 : c->plen) + *tlen > KFS_MAX_LINE) {
+		snprintf(msg, msglen, "unfinished line of %zu bytes is longer "
+			 "than %d", (nl ? 0 : c->plen) + *tlen, KFS_MAX_LINE);
+		return -EFBIG;
+	}
+	if (!nl) {
+		/* Bytes no line may hold are refused now, not at its end. */
+		return kfs_check_bytes(buf, size, msg, msglen);
+	}
+	*batch = malloc(c->plen + head);
+	if (!*batch) {
+		snprintf(msg, msglen, "out of memory");
+		return -ENOMEM;
+	}
+	memcpy(*batch, c->partial, c->plen);
+	memcpy(*batch + c->plen, buf, head);
+	*blen = c->plen + head;
+	return 0;
+}
+
+/* Keep the unfinished line: appended to, or replacing, the old one. */
+static void keep_tail(struct control_fh *c, const char *tail, size_t tlen,
+		      bool append)
+{
+	if (!append)
+		c->plen = 0;
+	memcpy(c->partial + c->plen, tail, tlen);
+	c->plen += tlen;
+}
+
+/*
+ * A write to control.  Commands end at a newline: the handle keeps an
+ * unfinished last line and joins it to the next write, so a command cut
+ * into pieces by dd, stdio or the kernel runs whole, once.  The lines a
+ * write completes form its batch, accepted or refused as a whole; a
+ * refused write changes nothing, not even the unfinished line.
+ * c->wlock serialises the writes of one handle (no libfuse call under it).
+ */
 static void write_control(fuse_req_t req, struct control_fh *c,
 			  const char *buf, size_t size, off_t off)
 {
@@ -983,37 +1064,55 @@ static void write_control(fuse_req_t req, struct control_fh *c,
 	struct kfs_devlookup dl = { .find = find_dev, .opaque = fs };
 	/* A failed write leaves the file position where it was. */
 	uint64_t base = (uint64_t)off + size, failed_base = (uint64_t)off;
-	unsigned int max_cmds = count_lines(buf, size);
-	unsigned int n = 0, queued;
+	unsigned int max_cmds, n = 0, queued;
 	struct kfs_cmd *cmds = NULL;
 	struct waiter *w = NULL;
 	uint64_t *ids = NULL;
+	const char *tail;
+	size_t blen, tlen;
+	char *batch = NULL;
 	char msg[640];
 	char *text;
 	size_t len;
 	int r;
 
+	pth(pthread_mutex_lock(&c->wlock));
+	if (size > KFS_MAX_WRITE) {
+		snprintf(msg, sizeof(msg), "write of %zu bytes is larger "
+			 "than %d", size, KFS_MAX_WRITE);
+		r = -EFBIG;
+		goto refuse;
+	}
+	r = join_batch(c, buf, size, &batch, &blen, &tail, &tlen, msg,
+		       sizeof(msg));
+	if (r)
+		goto refuse;
+	if (!batch) {
+		/* No newline: nothing to run yet. */
+		keep_tail(c, tail, tlen, true);
+		pth(pthread_mutex_unlock(&c->wlock));
+		set_reply(c, NULL, 0, base);
+		fuse_reply_write(req, size);
+		return;
+	}
+	max_cmds = count_lines(batch, blen);
 	if (max_cmds > KFS_MAX_CMDS)
 		max_cmds = KFS_MAX_CMDS;
-	if (size <= KFS_MAX_WRITE) {
-		cmds = malloc(sizeof(*cmds) * max_cmds);
-		ids = malloc(sizeof(*ids) * max_cmds);
-		if (!cmds || !ids) {
-			control_error(req, c, ENOMEM, "out of memory",
-				      failed_base);
-			goto out;
-		}
+	cmds = malloc(sizeof(*cmds) * max_cmds);
+	ids = malloc(sizeof(*ids) * max_cmds);
+	if (!cmds || !ids) {
+		snprintf(msg, sizeof(msg), "out of memory");
+		r = -ENOMEM;
+		goto refuse;
 	}
-	r = kfs_parse_write(buf, size, &dl, cmds, max_cmds, &n, msg,
+	r = kfs_parse_write(batch, blen, &dl, cmds, max_cmds, &n, msg,
 			    sizeof(msg));
-	if (r) {
-		control_error(req, c, -r, msg, failed_base);
-		goto out;
-	}
-
+	if (r)
+		goto refuse;
 	if (new_waiter(req, cmds, n, size, &w)) {
-		control_error(req, c, ENOMEM, "out of memory", failed_base);
-		goto out;
+		snprintf(msg, sizeof(msg), "out of memory");
+		r = -ENOMEM;
+		goto refuse;
 	}
 	r = kfs_table_submit(fs->table, cmds, n, w, ids, &queued);
 	if (r) {
@@ -1032,11 +1131,14 @@ static void write_control(fuse_req_t req, struct control_fh *c,
 			w->answered = true;
 			pthread_mutex_unlock(&w->lock);
 		}
+		pth(pthread_mutex_unlock(&c->wlock));
 		control_error(req, c, -r, msg, failed_base);
 		if (w)
 			waiter_put(w, false);
 		goto out;
 	}
+	keep_tail(c, tail, tlen, false);
+	pth(pthread_mutex_unlock(&c->wlock));
 
 	if (ids_text(ids, n, &text, &len))
 		set_reply(c, NULL, 0, base);
@@ -1049,7 +1151,13 @@ static void write_control(fuse_req_t req, struct control_fh *c,
 		fuse_req_interrupt_func(req, waiter_interrupted, w);
 		waiter_put(w, false);
 	}
+	goto out;
+
+refuse:
+	pth(pthread_mutex_unlock(&c->wlock));
+	control_error(req, c, -r, msg, failed_base);
 out:
+	free(batch);
 	free(cmds);
 	free(ids);
 }
@@ -1077,7 +1185,7 @@ static void kfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, ENOENT);
 		return;
 	}
-	open_dev(req, fi);
+	open_dev(req, dev_of(fs, ino), fi);
 }
 
 static void kfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -1141,6 +1249,10 @@ static void kfs_flush(fuse_req_t req, fuse_ino_t ino,
 static void kfs_release(fuse_req_t req, fuse_ino_t ino,
 			struct fuse_file_info *fi)
 {
+	struct kfs_dev *d = dev_of(fs_of(req), ino);
+
+	if (d)
+		kfs_pt_release(req, fs_of(req), d, fi);
 	switch (ino) {
 	case INO_CONTROL:
 		release_control(fs_of(req),
@@ -1175,6 +1287,7 @@ static void kfs_init(void *userdata, struct fuse_conn_info *conn)
 	/* Dirty kernel pages could later overwrite what a copy wrote. */
 	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
 	conn->max_read = KFS_MAX_READ;
+	kfs_pt_init(userdata, conn);
 }
 
 const struct fuse_lowlevel_ops kfs_ops = {

@@ -15,8 +15,11 @@
 #include <sys/types.h>
 
 #include "kcopyd.h"
+#include "list.h"
+#include "pth.h"
 #include "jobs.h"
 #include "parse.h"
+#include "passthrough.h"
 
 /* Largest read or write one FUSE request carries (mount option too). */
 #define KFS_MAX_READ	(1024 * 1024)
@@ -32,6 +35,8 @@ struct kfs_dev {
 	uint64_t size;			/* bytes, whole sectors */
 	/* I/O through dev/NAME (atomics). */
 	uint64_t reads, writes, bytes_read, bytes_written, errors;
+	struct kfs_pt_dev pt;		/* passthrough or direct I/O */
+	bool pt_ready;			/* pt set up (main thread) */
 };
 
 struct kfs;
@@ -63,6 +68,7 @@ struct kfs {
 	bool foreground;
 	unsigned int keep;
 	unsigned int max_queue;
+	struct kfs_pt pt;
 
 	/*
 	 * Change notification for poll on results: `gen` counts changes,

@@ -52,6 +52,7 @@ struct options {
 	bool allow_other;
 	bool fsname;			/* the user gave -o fsname= */
 	bool verbose;
+	bool no_passthrough;
 	bool bad;
 };
 
@@ -74,6 +75,7 @@ enum {
 	KEY_FSNAME,
 	KEY_VERBOSE,
 	KEY_DEFAULTS,
+	KEY_NO_PASSTHROUGH,
 };
 
 #define OPT3(name, key) \
@@ -97,6 +99,8 @@ static const struct fuse_opt opt_spec[] = {
 	FUSE_OPT_KEY("--verbose", KEY_VERBOSE),
 	/* mount.fuse3 may pass it on; it means nothing here. */
 	FUSE_OPT_KEY("defaults", KEY_DEFAULTS),
+	FUSE_OPT_KEY("--no-passthrough", KEY_NO_PASSTHROUGH),
+	FUSE_OPT_KEY("no-passthrough", KEY_NO_PASSTHROUGH),
 	FUSE_OPT_END
 };
 
@@ -124,6 +128,7 @@ static void usage(const char *prog)
 	       "    --fault NAME:OP:START+COUNT[:KIND]\n"
 	       "                           OP read|write|rw; KIND an errno,\n"
 	       "                           short or delay=USEC (EIO)\n"
+	       "    --no-passthrough       dev/NAME I/O through the daemon\n"
 	       "    -P, --pidfile PIDFILE  write the pid once serving\n"
 	       "    --verbose              log every job, not only failures\n\n",
 	       prog);
@@ -243,6 +248,9 @@ static int opt_proc(void *data, const char *arg, int key,
 	case KEY_VERBOSE:
 		o->verbose = true;
 		return 0;
+	case KEY_NO_PASSTHROUGH:
+		o->no_passthrough = true;
+		return 0;
 	case KEY_DEFAULTS:
 		return 0;
 	}
@@ -353,6 +361,8 @@ static void close_devs(struct kfs *fs)
 			kcopyd_bdev_close(fs->devs[i].bdev);
 		if (fs->devs[i].fd >= 0)
 			close(fs->devs[i].fd);
+		if (fs->devs[i].pt_ready)
+			kfs_pt_dev_destroy(&fs->devs[i]);
 	}
 	free(fs->devs);
 	free(fs->bdevs);
@@ -417,6 +427,15 @@ static int open_devs(struct kfs *fs, const struct options *o)
 				strerror(-r));
 			return r;
 		}
+	}
+	kfs_pt_setup(fs, o->no_passthrough);
+	for (unsigned int i = 0; i < fs->ndevs; i++) {
+		bool faults = false;
+
+		for (unsigned int j = 0; j < o->nfaults; j++)
+			faults |= !strcmp(o->faults[j].name, fs->devs[i].name);
+		kfs_pt_dev_setup(fs, &fs->devs[i], faults);
+		fs->devs[i].pt_ready = true;
 	}
 	return 0;
 }
@@ -662,6 +681,11 @@ static int run(struct fuse_args *args, struct options *o)
 	if (fuse_session_mount(fs.se, fo.mountpoint))
 		goto out_signals;
 	mounted = true;
+	r = kfs_pt_session(&fs);
+	if (r) {
+		fprintf(stderr, "kcopydfs: passthrough: %s\n", strerror(-r));
+		goto out_unmount;
+	}
 	if (fo.foreground)
 		r = start_serving(&fs, o);
 	else

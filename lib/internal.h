@@ -13,6 +13,7 @@
 #include <sys/uio.h>
 
 #include "kcopyd.h"
+#include "list.h"
 
 #define KCOPYD_DEFAULT_THREADS		2
 #define KCOPYD_DEFAULT_SUBJOB_SIZE	(512u * 1024)
@@ -32,40 +33,6 @@
 
 void engine_die(const char *what, int err, const char *file, int line)
 	__attribute__((noreturn));
-
-/* --- Intrusive doubly linked lists, as the kernel's list_head. ---------- */
-
-struct list_head {
-	struct list_head *next, *prev;
-};
-
-static inline void list_init(struct list_head *h)
-{
-	h->next = h->prev = h;
-}
-
-static inline bool list_empty(const struct list_head *h)
-{
-	return h->next == h;
-}
-
-static inline void list_add_tail(struct list_head *n, struct list_head *h)
-{
-	n->prev = h->prev;
-	n->next = h;
-	h->prev->next = n;
-	h->prev = n;
-}
-
-static inline void list_del_init(struct list_head *n)
-{
-	n->prev->next = n->next;
-	n->next->prev = n->prev;
-	list_init(n);
-}
-
-#define list_entry(ptr, type, member)					\
-	((type *)((char *)(ptr) - offsetof(type, member)))
 
 /* --- Block devices (bdev.c) --------------------------------------------- */
 
