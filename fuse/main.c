@@ -664,10 +664,12 @@ static int run(struct fuse_args *args, struct options *o)
 	fs.foreground = fo.foreground;
 	fs.keep = o->keep;
 	fs.max_queue = o->max_queue;
-	pthread_mutex_init(&fs.plock, NULL);
-	pthread_cond_init(&fs.pcond, NULL);
-	pthread_mutex_init(&fs.reply_lock, NULL);
-	pthread_mutex_init(&fs.hlock, NULL);
+	pth(pthread_mutex_init(&fs.plock, NULL));
+	pth(sem_init(&fs.kick, 0, 0) ? errno : 0);
+	pth(pthread_mutex_init(&fs.reply_lock, NULL));
+	pth(pthread_mutex_init(&fs.hlock, NULL));
+	list_init(&fs.pollers);
+	list_init(&fs.open);
 
 	if (open_devs(&fs, o))
 		goto out_devs;
@@ -726,10 +728,10 @@ out_devs:
 		kcopyd_client_destroy(fs.kc);
 	kfs_table_free(fs.table);
 	close_devs(&fs);
-	pthread_cond_destroy(&fs.pcond);
-	pthread_mutex_destroy(&fs.plock);
-	pthread_mutex_destroy(&fs.reply_lock);
-	pthread_mutex_destroy(&fs.hlock);
+	pth(sem_destroy(&fs.kick) ? errno : 0);
+	pth(pthread_mutex_destroy(&fs.plock));
+	pth(pthread_mutex_destroy(&fs.reply_lock));
+	pth(pthread_mutex_destroy(&fs.hlock));
 	if (ret == 0 && o->pidfile)
 		unlink(o->pidfile);
 	if (cfg)

@@ -90,7 +90,12 @@ int kcopyd_bdev_open(const char *path, int flags, struct block_device **result)
 	    (acc != O_RDONLY && acc != O_RDWR))
 		return -EINVAL;
 
-	fd = open(path, flags | O_CLOEXEC);
+	/*
+	 * O_NONBLOCK: an open of a FIFO would wait for a writer; refuse it
+	 * at once instead.  Regular files and block devices ignore the
+	 * flag, and it is cleared before any I/O.
+	 */
+	fd = open(path, flags | O_CLOEXEC | O_NONBLOCK);
 	if (fd == -1)
 		return -errno;
 	if (fstat(fd, &st) == -1) {
@@ -100,6 +105,11 @@ int kcopyd_bdev_open(const char *path, int flags, struct block_device **result)
 	r = device_size(fd, &st, &bytes);
 	if (r)
 		goto bad_fd;
+	r = fcntl(fd, F_GETFL);
+	if (r == -1 || fcntl(fd, F_SETFL, r & ~O_NONBLOCK) == -1) {
+		r = -errno;
+		goto bad_fd;
+	}
 
 	bdev = calloc(1, sizeof(*bdev));
 	if (!bdev) {

@@ -12,8 +12,12 @@
  * Thread model
  * ------------
  * - The main thread parses, opens, submits, and waits in poll(2) on a
- *   signalfd (SIGINT, SIGTERM; blocked in every thread) and an eventfd.
- *   It alone reads and writes struct copy outside `lock`.
+ *   signalfd and an eventfd.  It alone reads and writes struct copy
+ *   outside `lock`.  SIGINT and SIGTERM keep their default action while
+ *   devices are opened (an open that waits can always be interrupted);
+ *   they are blocked, in every thread, from just before the engine's
+ *   threads start until the engine is destroyed, and read from the
+ *   signalfd meanwhile.
  * - Engine workers call copy_progress(), which only adds to an atomic.
  * - The engine's callback thread calls job_done(), which puts the job on
  *   c->finished under c->lock and writes the eventfd.
@@ -28,14 +32,20 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#ifdef HAVE_LINUX_FS_H
+#include <linux/fs.h>
+#endif
 
 #include "kcopy.h"
 
 /* Sectors per submitted job (64 MiB): the grain of a clean stop. */
 #define JOB_SECTORS	((sector_t)64 << (20 - KCOPYD_SECTOR_SHIFT))
+/* The size of a file is an off_t, in bytes. */
+#define MAX_FILE_SECTORS	((sector_t)INT64_MAX >> KCOPYD_SECTOR_SHIFT)
 
 struct dest {
 	struct operand op;
@@ -92,6 +102,49 @@ struct copy {
 };
 
 /* --- Opening ----------------------------------------------------------- */
+
+static const char *file_kind(mode_t mode)
+{
+	if (S_ISFIFO(mode))
+		return "a FIFO";
+	if (S_ISCHR(mode))
+		return "a character device";
+	if (S_ISSOCK(mode))
+		return "a socket";
+	if (S_ISDIR(mode))
+		return "a directory";
+	return "not a regular file";
+}
+
+/*
+ * Only regular files and block devices have sectors to copy.  Anything
+ * else is refused before it is opened: the open of a FIFO would wait.
+ */
+static int check_kind(const struct operand *op, const struct stat *st)
+{
+	if (S_ISREG(st->st_mode) || S_ISBLK(st->st_mode))
+		return 0;
+	say("%s: is %s: kcopy copies regular files and block devices only",
+	    op->token, file_kind(st->st_mode));
+	return S_ISDIR(st->st_mode) ? -EISDIR : -ENOTBLK;
+}
+
+/* Refuse an operand kcopy cannot use, before anything is opened. */
+static int check_operand(const struct operand *op)
+{
+	struct stat st;
+
+	if (!strcmp(op->path, "-")) {
+		say("%s: standard input and output are not supported: kcopy "
+		    "needs a file or a block device (a file named - is ./-)",
+		    op->token);
+		return -EINVAL;
+	}
+	/* A missing or unreadable path is for the open to report. */
+	if (stat(op->path, &st) == -1)
+		return 0;
+	return check_kind(op, &st);
+}
 
 static const char *src_name(const struct copy *c)
 {
@@ -160,15 +213,16 @@ static int prepare_dest(struct copy *c, struct dest *d)
 	off_t need;
 	int r;
 
-	d->fd = open(d->op.path, O_RDWR | O_CLOEXEC);
+	/* O_NONBLOCK: a FIFO put in its place since check_operand(). */
+	d->fd = open(d->op.path, O_RDWR | O_NONBLOCK | O_CLOEXEC);
 	if (d->fd == -1 && errno == ENOENT) {
 		if (c->zero && !d->op.has_count) {
 			say("%s: %s does not exist: give a COUNT to create it",
 			    d->op.token, d->op.path);
 			return -ENOENT;
 		}
-		d->fd = open(d->op.path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC,
-			     0666);
+		d->fd = open(d->op.path, O_RDWR | O_CREAT | O_EXCL |
+					 O_NONBLOCK | O_CLOEXEC, 0666);
 		d->created = d->fd != -1;
 	}
 	if (d->fd == -1) {
@@ -181,6 +235,9 @@ static int prepare_dest(struct copy *c, struct dest *d)
 		say("%s: %s", d->op.path, strerror(errno));
 		return r;
 	}
+	r = check_kind(&d->op, &st);
+	if (r)
+		return r;
 	if (c->zero)
 		d->count = d->op.count;
 	if (!S_ISREG(st.st_mode))
@@ -188,6 +245,13 @@ static int prepare_dest(struct copy *c, struct dest *d)
 	if (c->zero && !d->op.has_count)
 		return zero_rest(d, (sector_t)st.st_size >>
 					    KCOPYD_SECTOR_SHIFT);
+	if (d->op.start + d->count > MAX_FILE_SECTORS) {
+		say("%s: the region ends at sector %llu, past the largest "
+		    "size a file can have (%llu sectors)", d->op.token,
+		    (unsigned long long)(d->op.start + d->count),
+		    (unsigned long long)MAX_FILE_SECTORS);
+		return -EFBIG;
+	}
 	need = (off_t)((d->op.start + d->count) << KCOPYD_SECTOR_SHIFT);
 	if (st.st_size >= need)
 		return 0;
@@ -292,6 +356,83 @@ static bool overlap(struct block_device *a, sector_t as, sector_t an,
 		    struct block_device *b, sector_t bs, sector_t bn)
 {
 	return a == b && an && bn && as < bs + bn && bs < as + an;
+}
+
+/*
+ * The alignment in bytes that O_DIRECT needs for offsets and lengths on a
+ * file: what statx(2) reports, else the logical block size of a block
+ * device, else a sector (the file system does not say).
+ */
+static unsigned int direct_align(const char *path)
+{
+	unsigned int align = KCOPYD_SECTOR_SIZE;
+	struct stat st;
+	int fd, bs;
+
+#ifdef STATX_DIOALIGN
+	struct statx stx;
+
+	if (statx(AT_FDCWD, path, 0, STATX_DIOALIGN, &stx) == 0 &&
+	    (stx.stx_mask & STATX_DIOALIGN) && stx.stx_dio_offset_align)
+		return stx.stx_dio_offset_align > align ?
+			       stx.stx_dio_offset_align : align;
+#endif
+	if (stat(path, &st) == -1 || !S_ISBLK(st.st_mode))
+		return align;
+	fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	if (fd == -1)
+		return align;
+#ifdef BLKSSZGET
+	if (ioctl(fd, BLKSSZGET, &bs) == 0 && bs > (int)align)
+		align = (unsigned int)bs;
+#endif
+	close(fd);
+	return align;
+}
+
+/* With --direct, a region must start and end on the device's alignment. */
+static int check_direct_region(const char *token, const char *path,
+			       sector_t start, sector_t count)
+{
+	unsigned int align = direct_align(path);
+	sector_t unit = align >> KCOPYD_SECTOR_SHIFT;
+	sector_t bad;
+
+	if (align > KCOPYD_PAGE_SIZE) {
+		say("%s: %s needs %u-byte alignment for --direct, more than "
+		    "the %u bytes kcopy can align to", token, path, align,
+		    KCOPYD_PAGE_SIZE);
+		return -EINVAL;
+	}
+	if (start % unit == 0 && (start + count) % unit == 0)
+		return 0;
+	bad = start % unit ? start : start + count;
+	say("%s: with --direct, %s takes I/O in multiples of %u bytes (%llu "
+	    "sectors), but the region %s at sector %llu", token, path, align,
+	    (unsigned long long)unit, start % unit ? "starts" : "ends",
+	    (unsigned long long)bad);
+	return -EINVAL;
+}
+
+static int check_direct(const struct copy *c)
+{
+	int r;
+
+	if (!c->zero) {
+		r = check_direct_region(c->src.token, c->src.path,
+					c->src.start, c->src.count);
+		if (r)
+			return r;
+	}
+	for (unsigned int i = 0; i < c->nr_dests; i++) {
+		const struct dest *d = &c->dests[i];
+
+		r = check_direct_region(d->op.token, d->op.path, d->op.start,
+					d->count);
+		if (r)
+			return r;
+	}
+	return 0;
 }
 
 /* Check sizes and overlaps, and choose the order of the jobs. */
@@ -656,7 +797,8 @@ static int parse_operands(struct copy *c, int argc, char **argv)
 		    KCOPYD_MAX_DESTS);
 		return -E2BIG;
 	}
-	if (!c->zero && parse_operand(argv[0], &c->src))
+	if (!c->zero && (parse_operand(argv[0], &c->src) ||
+			 check_operand(&c->src)))
 		return -EINVAL;
 	for (int i = first; i < argc; i++) {
 		struct dest *d = &c->dests[c->nr_dests];
@@ -665,6 +807,8 @@ static int parse_operands(struct copy *c, int argc, char **argv)
 		if (parse_operand(argv[i], &d->op))
 			return -EINVAL;
 		c->nr_dests++;
+		if (check_operand(&d->op))
+			return -EINVAL;
 		if (!c->zero && d->op.has_count) {
 			say("%s: a destination takes no COUNT (it gets the "
 			    "source's)", d->op.token);
@@ -701,6 +845,17 @@ static int setup(struct copy *c)
 	r = check_regions(c);
 	if (r)
 		return r;
+	if (c->o->direct) {
+		r = check_direct(c);
+		if (r)
+			return r;
+	}
+	/* Before the engine starts its threads, which inherit the mask. */
+	c->sigfd = signals_block();
+	if (c->sigfd < 0) {
+		say("signalfd: %s", strerror(-c->sigfd));
+		return c->sigfd;
+	}
 	r = kcopyd_client_create_opts(c->o->pages, &ko, &c->kc);
 	if (r)
 		say("cannot start the copy engine: %s", strerror(-r));
@@ -720,14 +875,9 @@ int direct_main(const struct options *o, int argc, char **argv)
 	c->o = o;
 	c->zero = o->zero;
 	c->evfd = -1;
+	c->sigfd = -1;
 	if (pthread_mutex_init(&c->lock, NULL))
 		abort();
-	/* Before the engine starts its threads, which inherit the mask. */
-	c->sigfd = signals_block();
-	if (c->sigfd < 0) {
-		say("signalfd: %s", strerror(-c->sigfd));
-		goto out;
-	}
 	c->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (c->evfd == -1) {
 		say("eventfd: %s", strerror(errno));
@@ -751,6 +901,12 @@ int direct_main(const struct options *o, int argc, char **argv)
 	progress_init(&c->prog, o, (uint64_t)c->total << KCOPYD_SECTOR_SHIFT);
 	run(c);
 	kcopyd_client_destroy(c->kc);
+	/*
+	 * The engine's threads are gone: nothing needs the mask now, and a
+	 * signal during the flush or the report takes its default action.
+	 */
+	signals_unblock(c->sigfd);
+	c->sigfd = -1;
 	if (c->signo)
 		progress_clear(&c->prog);
 	else
@@ -771,7 +927,7 @@ out:
 	if (c->evfd != -1)
 		close(c->evfd);
 	if (c->sigfd >= 0)
-		close(c->sigfd);
+		signals_unblock(c->sigfd);
 	pthread_mutex_destroy(&c->lock);
 	free(c);
 	return status;

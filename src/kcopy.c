@@ -5,7 +5,9 @@
  * mount.c hold the two modes.
  *
  * Thread model: main thread only (the engine's threads start later, in
- * direct.c, with SIGINT and SIGTERM already blocked).
+ * direct.c, with SIGINT and SIGTERM already blocked).  The signals are
+ * blocked only while a signalfd reads them, never while kcopy opens a
+ * file or waits on kcopydfs: there they keep their default action.
  */
 #include <config.h>
 
@@ -101,7 +103,24 @@ int signals_block(void)
 	if (pthread_sigmask(SIG_BLOCK, &set, NULL))
 		abort();
 	fd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
-	return fd == -1 ? -errno : fd;
+	if (fd == -1) {
+		fd = -errno;
+		signals_unblock(-1);
+	}
+	return fd;
+}
+
+void signals_unblock(int fd)
+{
+	sigset_t set;
+
+	if (fd >= 0)
+		close(fd);
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	if (pthread_sigmask(SIG_UNBLOCK, &set, NULL))
+		abort();
 }
 
 static int parse_uint(const char *opt, const char *s, unsigned int min,

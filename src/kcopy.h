@@ -128,9 +128,16 @@ double progress_elapsed(const struct progress *p);
 
 /*
  * Block SIGINT and SIGTERM in this thread (and in every thread it creates
- * from now on), and return a signalfd that reads them, or -errno.
+ * from now on), and return a signalfd that reads them, or -errno (with
+ * nothing blocked).
  */
 int signals_block(void);
+
+/*
+ * Close the signalfd (if fd >= 0) and unblock SIGINT and SIGTERM: one
+ * that came in between now takes its default action.
+ */
+void signals_unblock(int fd);
 
 /* --- Modes -------------------------------------------------------------- */
 

@@ -9,6 +9,7 @@
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +38,21 @@ START_TEST(test_open_refusals)
 			 -ENOTBLK);
 	ck_assert_ptr_null(b);
 	free(path);
+}
+END_TEST
+
+/* A FIFO with no writer is refused at once, not waited on. */
+START_TEST(test_open_fifo)
+{
+	struct block_device *b = NULL;
+	char path[PATH_MAX];
+
+	snprintf(path, sizeof(path), "%s/fifo", test_dir());
+	ck_assert_int_eq(mkfifo(path, 0600), 0);
+	ck_assert_int_eq(kcopyd_bdev_open(path, O_RDONLY, &b), -ENOTBLK);
+	ck_assert_int_eq(kcopyd_bdev_open(path, O_RDWR, &b), -ENOTBLK);
+	ck_assert_ptr_null(b);
+	ck_assert_int_eq(unlink(path), 0);
 }
 END_TEST
 
@@ -217,6 +233,7 @@ int main(void)
 	TCase *tc = tcase_create("open");
 
 	tcase_add_test(tc, test_open_refusals);
+	tcase_add_test(tc, test_open_fifo);
 	tcase_add_test(tc, test_sizes);
 	tcase_add_test(tc, test_direct);
 	tcase_add_test(tc, test_loop_device);
