@@ -27,6 +27,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <semaphore.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -269,62 +271,62 @@ static void kfs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
 
 /* --- Status files: results and stats -------------------------------------- */
 
-/* An open status file: rendered at open (and again by a read at 0). */
+/* Every open control and status handle is on fs->open. */
 static void handle_add(struct kfs *fs, struct kfs_open *h,
 		       void (*release)(struct kfs *, struct kfs_open *))
 {
 	h->release = release;
-	pthread_mutex_lock(&fs->hlock);
-	h->prev = NULL;
-	h->next = fs->open;
-	if (fs->open)
-		fs->open->prev = h;
-	fs->open = h;
-	pthread_mutex_unlock(&fs->hlock);
+	pth(pthread_mutex_lock(&fs->hlock));
+	list_add(&h->link, &fs->open);
+	pth(pthread_mutex_unlock(&fs->hlock));
 }
 
 static void handle_del(struct kfs *fs, struct kfs_open *h)
 {
-	pthread_mutex_lock(&fs->hlock);
-	if (h->prev)
-		h->prev->next = h->next;
-	else
-		fs->open = h->next;
-	if (h->next)
-		h->next->prev = h->prev;
-	pthread_mutex_unlock(&fs->hlock);
+	pth(pthread_mutex_lock(&fs->hlock));
+	list_del_init(&h->link);
+	pth(pthread_mutex_unlock(&fs->hlock));
 }
 
 void kfs_release_all(struct kfs *fs)
 {
 	struct kfs_open *h;
 
-	pthread_mutex_lock(&fs->hlock);
-	while ((h = fs->open)) {
-		pthread_mutex_unlock(&fs->hlock);
+	pth(pthread_mutex_lock(&fs->hlock));
+	while (!list_empty(&fs->open)) {
+		h = list_first_entry(&fs->open, struct kfs_open, link);
+		pth(pthread_mutex_unlock(&fs->hlock));
 		h->release(fs, h);	/* takes itself off the list */
-		pthread_mutex_lock(&fs->hlock);
+		pth(pthread_mutex_lock(&fs->hlock));
 	}
-	pthread_mutex_unlock(&fs->hlock);
+	pth(pthread_mutex_unlock(&fs->hlock));
 }
 
+/*
+ * An open results or stats file.  results keeps no text: each read is
+ * served from the live job table at its offset, so what a reader costs
+ * does not grow with the table (many readers holding descriptors cost a
+ * few dozen bytes each).  stats is small and rendered per handle, at open
+ * and by a read at 0, so one descriptor reads consistent counters.
+ */
 struct kfs_poller {
-	struct kfs_open link;		/* first: a handle on fs->open */
+	struct kfs_open h;		/* first: a handle on fs->open */
 	fuse_ino_t ino;
-	char *buf;
-	size_t len;
-	uint64_t gen;			/* changes seen by buf (plock) */
+	pthread_mutex_t lock;
+	struct kfs_results_pos pos;	/* results (lock) */
+	char *buf;			/* stats (lock) */
+	size_t len;			/* stats (lock) */
+	uint64_t gen;			/* changes seen at the last read at 0 */
 	struct fuse_pollhandle *ph;	/* waiting poll (plock) */
-	/* On fs->pollers while ph is set (plock). */
-	struct kfs_poller *prev, *next;
-	pthread_mutex_t lock;		/* buf and len */
+	struct list_head link;		/* on fs->pollers while ph is set
+					   (plock) */
 };
 
 static int render_stats(struct kfs *fs, char **buf, size_t *len)
 {
 	struct kcopyd_stats ks;
 	struct kfs_counts c;
-	size_t cap = 512 + (size_t)fs->ndevs * (10 * (KFS_MAX_NAME + 64));
+	size_t cap = 512 + (size_t)fs->ndevs * (11 * (KFS_MAX_NAME + 64));
 	char *out = malloc(cap);
 	size_t n = 0;
 
@@ -349,69 +351,67 @@ static int render_stats(struct kfs *fs, char **buf, size_t *len)
 		n += (size_t)snprintf(out + n, cap - n,
 			"dev.%s.reads=%llu\ndev.%s.writes=%llu\n"
 			"dev.%s.bytes_read=%llu\ndev.%s.bytes_written=%llu\n"
-			"dev.%s.errors=%llu\n"
-			"dev.%s.fuse_reads=%llu\ndev.%s.fuse_writes=%llu\n"
-			"dev.%s.fuse_bytes_read=%llu\n"
-			"dev.%s.fuse_bytes_written=%llu\n"
-			"dev.%s.fuse_errors=%llu\n",
+			"dev.%s.errors=%llu\n",
 			d->name, (unsigned long long)bs.reads,
 			d->name, (unsigned long long)bs.writes,
 			d->name, (unsigned long long)bs.bytes_read,
 			d->name, (unsigned long long)bs.bytes_written,
-			d->name, (unsigned long long)bs.errors,
+			d->name, (unsigned long long)bs.errors);
+		/* The daemon sees no I/O of a passthrough device: no counts. */
+		if (kfs_pt_mode(d) == KFS_IO_PASSTHROUGH) {
+			n += (size_t)snprintf(out + n, cap - n,
+				"dev.%s.mode=passthrough\n", d->name);
+			continue;
+		}
+		n += (size_t)snprintf(out + n, cap - n,
+			"dev.%s.mode=direct_io\n"
+			"dev.%s.fuse_reads=%llu\ndev.%s.fuse_writes=%llu\n"
+			"dev.%s.fuse_bytes_read=%llu\n"
+			"dev.%s.fuse_bytes_written=%llu\n"
+			"dev.%s.fuse_errors=%llu\n",
+			d->name,
+			d->name, (unsigned long long)atomic_load(&d->reads),
+			d->name, (unsigned long long)atomic_load(&d->writes),
 			d->name, (unsigned long long)
-				__atomic_load_n(&d->reads, __ATOMIC_RELAXED),
+				atomic_load(&d->bytes_read),
 			d->name, (unsigned long long)
-				__atomic_load_n(&d->writes, __ATOMIC_RELAXED),
-			d->name, (unsigned long long)
-				__atomic_load_n(&d->bytes_read,
-						__ATOMIC_RELAXED),
-			d->name, (unsigned long long)
-				__atomic_load_n(&d->bytes_written,
-						__ATOMIC_RELAXED),
-			d->name, (unsigned long long)
-				__atomic_load_n(&d->errors, __ATOMIC_RELAXED));
+				atomic_load(&d->bytes_written),
+			d->name, (unsigned long long)atomic_load(&d->errors));
 	}
 	*buf = out;
 	*len = n;
 	return 0;
 }
 
-static uint64_t current_gen(struct kfs *fs)
+/*
+ * A read at 0 starts a fresh pass: it is what poll compares with.  The
+ * change count is read before the text, so a change racing with the read
+ * wakes a later poll rather than being lost.
+ */
+static void start_pass(struct kfs *fs, struct kfs_poller *p)
 {
-	uint64_t g;
+	uint64_t gen = atomic_load(&fs->gen);
 
-	pthread_mutex_lock(&fs->plock);
-	g = fs->gen;
-	pthread_mutex_unlock(&fs->plock);
-	return g;
+	pth(pthread_mutex_lock(&fs->plock));
+	p->gen = gen;
+	pth(pthread_mutex_unlock(&fs->plock));
 }
 
-/*
- * Render into p.  The change count is read before the text, so a change
- * racing with the rendering wakes a later poll rather than being lost.
- */
-static int render_status(struct kfs *fs, struct kfs_poller *p)
+static int render_stats_into(struct kfs *fs, struct kfs_poller *p)
 {
 	char *buf;
 	size_t len;
-	uint64_t gen = current_gen(fs);
 	int r;
 
-	if (p->ino == INO_RESULTS)
-		r = kfs_table_render(fs->table, &buf, &len);
-	else
-		r = render_stats(fs, &buf, &len);
+	start_pass(fs, p);
+	r = render_stats(fs, &buf, &len);
 	if (r)
 		return r;
-	pthread_mutex_lock(&p->lock);
+	pth(pthread_mutex_lock(&p->lock));
 	free(p->buf);
 	p->buf = buf;
 	p->len = len;
-	pthread_mutex_unlock(&p->lock);
-	pthread_mutex_lock(&fs->plock);
-	p->gen = gen;
-	pthread_mutex_unlock(&fs->plock);
+	pth(pthread_mutex_unlock(&p->lock));
 	return 0;
 }
 
@@ -425,8 +425,8 @@ static void release_status_handle(struct kfs *fs, struct kfs_open *h)
 static void open_status(fuse_req_t req, fuse_ino_t ino,
 			struct fuse_file_info *fi)
 {
+	struct kfs *fs = fs_of(req);
 	struct kfs_poller *p;
-	int r;
 
 	if ((fi->flags & O_ACCMODE) != O_RDONLY) {
 		fuse_reply_err(req, EACCES);
@@ -438,43 +438,72 @@ static void open_status(fuse_req_t req, fuse_ino_t ino,
 		return;
 	}
 	p->ino = ino;
-	pthread_mutex_init(&p->lock, NULL);
-	r = render_status(fs_of(req), p);
-	if (r) {
-		pthread_mutex_destroy(&p->lock);
+	list_init(&p->link);
+	pth(pthread_mutex_init(&p->lock, NULL));
+	if (ino == INO_STATS && render_stats_into(fs, p)) {
+		pth(pthread_mutex_destroy(&p->lock));
 		free(p);
-		fuse_reply_err(req, -r);
+		fuse_reply_err(req, ENOMEM);
 		return;
 	}
+	if (ino == INO_RESULTS)
+		start_pass(fs, p);
 	fi->fh = (uint64_t)(uintptr_t)p;
 	/* The size is 0: only direct I/O makes the kernel ask us. */
 	fi->direct_io = 1;
-	handle_add(fs_of(req), &p->link, release_status_handle);
+	handle_add(fs, &p->h, release_status_handle);
 	if (fuse_reply_open(req, fi) == -ENOENT)
-		release_status(fs_of(req), p);
+		release_status(fs, p);
 }
 
 /*
- * Answer a read from a copy of [start, start + size) of buf, taken under
- * lock.  The reply goes out only after the lock is dropped: once the
- * kernel has its answer the file may be closed, and its release frees the
- * handle that holds the lock.
+ * The reply goes out only after p->lock is dropped: once the kernel has
+ * its answer the file may be closed, and its release frees p.
  */
-static void reply_slice(fuse_req_t req, pthread_mutex_t *lock,
-			const char *const *buf, const size_t *len,
-			size_t start, size_t size)
+static void read_results(fuse_req_t req, struct kfs_poller *p, size_t size,
+			 off_t off)
+{
+	struct kfs *fs = fs_of(req);
+	char *buf;
+	size_t n;
+
+	if (off < 0) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	buf = malloc(size ? size : 1);
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	if (off == 0)
+		start_pass(fs, p);
+	pth(pthread_mutex_lock(&p->lock));
+	n = kfs_table_read(fs->table, &p->pos, (uint64_t)off, buf, size);
+	pth(pthread_mutex_unlock(&p->lock));
+	fuse_reply_buf(req, buf, n);
+	free(buf);
+}
+
+static void read_stats(fuse_req_t req, struct kfs_poller *p, size_t size,
+		       off_t off)
 {
 	char *copy = NULL;
 	size_t n = 0;
 
-	pthread_mutex_lock(lock);
-	if (start < *len) {
-		n = size < *len - start ? size : *len - start;
+	/* A read at 0 starts over with fresh counters. */
+	if (off == 0 && render_stats_into(fs_of(req), p)) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	pth(pthread_mutex_lock(&p->lock));
+	if (off >= 0 && (uint64_t)off < p->len) {
+		n = p->len - (size_t)off < size ? p->len - (size_t)off : size;
 		copy = malloc(n);
 		if (copy)
-			memcpy(copy, *buf + start, n);
+			memcpy(copy, p->buf + off, n);
 	}
-	pthread_mutex_unlock(lock);
+	pth(pthread_mutex_unlock(&p->lock));
 	if (n && !copy) {
 		fuse_reply_err(req, ENOMEM);
 		return;
@@ -483,107 +512,107 @@ static void reply_slice(fuse_req_t req, pthread_mutex_t *lock,
 	free(copy);
 }
 
-static void read_status(fuse_req_t req, struct kfs_poller *p, size_t size,
-			off_t off)
+/* Take p's poll handle, if it has one (plock held). */
+static struct fuse_pollhandle *poller_take(struct kfs_poller *p)
 {
-	/* A read at 0 starts over with fresh text, as after poll wakes. */
-	if (off == 0 && render_status(fs_of(req), p)) {
-		fuse_reply_err(req, ENOMEM);
-		return;
-	}
-	reply_slice(req, &p->lock, (const char *const *)&p->buf, &p->len,
-		    (size_t)off, size);
-}
+	struct fuse_pollhandle *ph = p->ph;
 
-static void poller_unlink(struct kfs *fs, struct kfs_poller *p)
-{
-	if (p->prev)
-		p->prev->next = p->next;
-	else if (fs->pollers == p)
-		fs->pollers = p->next;
-	if (p->next)
-		p->next->prev = p->prev;
-	p->prev = p->next = NULL;
+	p->ph = NULL;
+	list_del_init(&p->link);
+	return ph;
 }
 
 static void release_status(struct kfs *fs, struct kfs_poller *p)
 {
-	handle_del(fs, &p->link);
-	pthread_mutex_lock(&fs->plock);
-	if (p->ph) {
-		poller_unlink(fs, p);
-		fuse_pollhandle_destroy(p->ph);
-		p->ph = NULL;
-	}
-	pthread_mutex_unlock(&fs->plock);
-	pthread_mutex_destroy(&p->lock);
+	struct fuse_pollhandle *ph;
+
+	handle_del(fs, &p->h);
+	pth(pthread_mutex_lock(&fs->plock));
+	ph = poller_take(p);
+	pth(pthread_mutex_unlock(&fs->plock));
+	if (ph)
+		fuse_pollhandle_destroy(ph);
+	pth(pthread_mutex_destroy(&p->lock));
 	free(p->buf);
 	free(p);
 }
 
 /*
  * results is readable again (POLLIN) once a job changed state since the
- * text this handle holds; otherwise keep ph and wake it on the next change.
+ * handle's last read at 0; otherwise keep ph and wake it on the next
+ * change.
  */
 static void poll_results(fuse_req_t req, struct kfs_poller *p,
 			 struct fuse_pollhandle *ph)
 {
 	struct kfs *fs = fs_of(req);
+	struct fuse_pollhandle *old = NULL;
 	unsigned int revents = 0;
 
-	pthread_mutex_lock(&fs->plock);
-	if (p->gen != fs->gen) {
+	pth(pthread_mutex_lock(&fs->plock));
+	if (p->gen != atomic_load(&fs->gen)) {
 		revents = POLLIN | POLLRDNORM;
-		if (ph)
-			fuse_pollhandle_destroy(ph);
+		old = ph;
 	} else if (ph) {
-		if (p->ph)
-			fuse_pollhandle_destroy(p->ph);
-		else {
-			p->prev = NULL;
-			p->next = fs->pollers;
-			if (fs->pollers)
-				fs->pollers->prev = p;
-			fs->pollers = p;
-		}
+		old = poller_take(p);
 		p->ph = ph;
+		list_add_tail(&p->link, &fs->pollers);
 	}
-	pthread_mutex_unlock(&fs->plock);
+	pth(pthread_mutex_unlock(&fs->plock));
+	if (old)
+		fuse_pollhandle_destroy(old);
 	fuse_reply_poll(req, revents);
 }
 
+/*
+ * A job changed state.  Called on engine threads, workers included, so it
+ * takes no lock and makes no system call but the notifier's wake-up (a
+ * semaphore post); the notifier does the rest.
+ */
 void kfs_changed(void *opaque)
 {
 	struct kfs *fs = opaque;
 
-	pthread_mutex_lock(&fs->plock);
-	fs->gen++;
-	pthread_cond_signal(&fs->pcond);
-	pthread_mutex_unlock(&fs->plock);
+	atomic_fetch_add(&fs->gen, 1);
+	if (!atomic_exchange(&fs->kicked, true))
+		pth(sem_post(&fs->kick) ? errno : 0);
+}
+
+/* Poll handles taken off the list per round, notified with no lock held. */
+#define NOTIFY_BATCH 64
+
+static void notify_pollers(struct kfs *fs)
+{
+	struct fuse_pollhandle *phs[NOTIFY_BATCH];
+	unsigned int n;
+
+	do {
+		n = 0;
+		pth(pthread_mutex_lock(&fs->plock));
+		while (n < NOTIFY_BATCH && !list_empty(&fs->pollers))
+			phs[n++] = poller_take(list_first_entry(
+				&fs->pollers, struct kfs_poller, link));
+		pth(pthread_mutex_unlock(&fs->plock));
+		for (unsigned int i = 0; i < n; i++) {
+			fuse_lowlevel_notify_poll(phs[i]);
+			fuse_pollhandle_destroy(phs[i]);
+		}
+	} while (n == NOTIFY_BATCH);
 }
 
 static void *notifier_main(void *arg)
 {
 	struct kfs *fs = arg;
 
-	pthread_mutex_lock(&fs->plock);
 	for (;;) {
-		struct kfs_poller *p;
-
-		while (!fs->notifier_quit && fs->gen == fs->notified_gen)
-			pthread_cond_wait(&fs->pcond, &fs->plock);
-		if (fs->notifier_quit)
+		while (sem_wait(&fs->kick))
+			pth(errno == EINTR ? 0 : errno);
+		/* Cleared before the round: a change during it kicks again. */
+		atomic_store(&fs->kicked, false);
+		if (atomic_load(&fs->notifier_quit))
 			break;
-		fs->notified_gen = fs->gen;
-		/* Notify under plock: a release cannot free ph meanwhile. */
-		while ((p = fs->pollers)) {
-			poller_unlink(fs, p);
-			fuse_lowlevel_notify_poll(p->ph);
-			fuse_pollhandle_destroy(p->ph);
-			p->ph = NULL;
-		}
+		notify_pollers(fs);
 	}
-	pthread_mutex_unlock(&fs->plock);
 	return NULL;
 }
 
@@ -599,37 +628,39 @@ int kfs_notifier_start(struct kfs *fs)
 
 void kfs_notifier_stop(struct kfs *fs)
 {
-	struct kfs_poller *p;
+	struct fuse_pollhandle *ph;
 
 	if (!fs->notifier_running)
 		return;
-	pthread_mutex_lock(&fs->plock);
-	fs->notifier_quit = true;
-	pthread_cond_signal(&fs->pcond);
-	pthread_mutex_unlock(&fs->plock);
-	pthread_join(fs->notifier, NULL);
+	atomic_store(&fs->notifier_quit, true);
+	pth(sem_post(&fs->kick) ? errno : 0);
+	pth(pthread_join(fs->notifier, NULL));
 	fs->notifier_running = false;
 
 	/* Handles still waiting are dropped without a notification. */
-	pthread_mutex_lock(&fs->plock);
-	while ((p = fs->pollers)) {
-		poller_unlink(fs, p);
-		fuse_pollhandle_destroy(p->ph);
-		p->ph = NULL;
+	pth(pthread_mutex_lock(&fs->plock));
+	while (!list_empty(&fs->pollers)) {
+		ph = poller_take(list_first_entry(&fs->pollers,
+						  struct kfs_poller, link));
+		fuse_pollhandle_destroy(ph);
 	}
-	pthread_mutex_unlock(&fs->plock);
+	pth(pthread_mutex_unlock(&fs->plock));
 }
-
 
 /* --- Device files --------------------------------------------------------- */
 
-static void open_dev(fuse_req_t req, struct fuse_file_info *fi)
+static void open_dev(fuse_req_t req, struct kfs_dev *d,
+		     struct fuse_file_info *fi)
 {
+	/* The kernel's I/O on the image itself shares the image's cache. */
+	if (kfs_pt_open(req, fs_of(req), d, fi))
+		return;
 	/*
 	 * Direct I/O: the engine writes the images behind the kernel's
 	 * back, so a page cache here could serve stale data, or write
 	 * stale data back over a copy.
 	 */
+	fi->fh = 0;
 	fi->direct_io = 1;
 	fi->keep_cache = 0;
 	fuse_reply_open(req, fi);
@@ -639,7 +670,6 @@ static void read_dev(fuse_req_t req, struct kfs_dev *d, size_t size,
 		     off_t off)
 {
 	char *buf;
-	ssize_t n;
 	int r;
 
 	/* As a block device: nothing to read at or past the end. */
@@ -649,27 +679,19 @@ static void read_dev(fuse_req_t req, struct kfs_dev *d, size_t size,
 	}
 	if (size > d->size - (uint64_t)off)
 		size = (size_t)(d->size - (uint64_t)off);
-	r = kcopyd_bdev_apply_faults(d->bdev, KCOPYD_FAULT_READ, (uint64_t)off,
-				     &size);
-	if (r) {
-		__atomic_fetch_add(&d->errors, 1, __ATOMIC_RELAXED);
-		fuse_reply_err(req, -r);
-		return;
-	}
 	buf = malloc(size ? size : 1);
 	if (!buf) {
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	n = pread(d->fd, buf, size, off);
-	if (n < 0) {
-		__atomic_fetch_add(&d->errors, 1, __ATOMIC_RELAXED);
-		fuse_reply_err(req, errno);
+	r = kcopyd_bdev_pread(d->bdev, buf, size, (uint64_t)off);
+	if (r) {
+		atomic_fetch_add(&d->errors, 1);
+		fuse_reply_err(req, -r);
 	} else {
-		__atomic_fetch_add(&d->reads, 1, __ATOMIC_RELAXED);
-		__atomic_fetch_add(&d->bytes_read, (uint64_t)n,
-				   __ATOMIC_RELAXED);
-		fuse_reply_buf(req, buf, (size_t)n);
+		atomic_fetch_add(&d->reads, 1);
+		atomic_fetch_add(&d->bytes_read, (uint64_t)size);
+		fuse_reply_buf(req, buf, size);
 	}
 	free(buf);
 }
@@ -677,7 +699,6 @@ static void read_dev(fuse_req_t req, struct kfs_dev *d, size_t size,
 static void write_dev(fuse_req_t req, struct kfs_dev *d, const char *buf,
 		      size_t size, off_t off)
 {
-	ssize_t n;
 	int r;
 
 	/* As a block device: ENOSPC at the end, a short write across it. */
@@ -687,22 +708,15 @@ static void write_dev(fuse_req_t req, struct kfs_dev *d, const char *buf,
 	}
 	if (size > d->size - (uint64_t)off)
 		size = (size_t)(d->size - (uint64_t)off);
-	r = kcopyd_bdev_apply_faults(d->bdev, KCOPYD_FAULT_WRITE,
-				     (uint64_t)off, &size);
+	r = kcopyd_bdev_pwrite(d->bdev, buf, size, (uint64_t)off);
 	if (r) {
-		__atomic_fetch_add(&d->errors, 1, __ATOMIC_RELAXED);
+		atomic_fetch_add(&d->errors, 1);
 		fuse_reply_err(req, -r);
 		return;
 	}
-	n = pwrite(d->fd, buf, size, off);
-	if (n < 0) {
-		__atomic_fetch_add(&d->errors, 1, __ATOMIC_RELAXED);
-		fuse_reply_err(req, errno);
-		return;
-	}
-	__atomic_fetch_add(&d->writes, 1, __ATOMIC_RELAXED);
-	__atomic_fetch_add(&d->bytes_written, (uint64_t)n, __ATOMIC_RELAXED);
-	fuse_reply_write(req, (size_t)n);
+	atomic_fetch_add(&d->writes, 1);
+	atomic_fetch_add(&d->bytes_written, (uint64_t)size);
+	fuse_reply_write(req, size);
 }
 
 /* --- The control file ----------------------------------------------------- */
@@ -718,6 +732,11 @@ struct control_fh {
 	char *reply;			/* (lock) */
 	size_t len;			/* (lock) */
 	uint64_t base;			/* (lock) */
+
+	/* The line a write left without its newline (wlock). */
+	pthread_mutex_t wlock;
+	char partial[KFS_MAX_LINE];
+	size_t plen;
 };
 
 /* A write with `sync` commands, answered when they have all finished. */
@@ -747,6 +766,12 @@ static void set_reply(struct control_fh *c, char *text, size_t len,
 static void release_control(struct kfs *fs, struct control_fh *c)
 {
 	handle_del(fs, &c->link);
+	/* No newline will ever come: the unfinished line does not run. */
+	if (c->plen)
+		kfs_log(fs, LOG_WARNING, "control: closed with an unfinished "
+			"line of %zu bytes (no newline); it was discarded",
+			c->plen);
+	pth(pthread_mutex_destroy(&c->wlock));
 	pthread_mutex_destroy(&c->lock);
 	free(c->reply);
 	free(c);
@@ -774,6 +799,7 @@ static void open_control(fuse_req_t req, struct fuse_file_info *fi)
 		return;
 	}
 	pthread_mutex_init(&c->lock, NULL);
+	pth(pthread_mutex_init(&c->wlock, NULL));
 	fi->fh = (uint64_t)(uintptr_t)c;
 	fi->direct_io = 1;
 	handle_add(fs, &c->link, release_control_handle);
@@ -781,16 +807,31 @@ static void open_control(fuse_req_t req, struct fuse_file_info *fi)
 		release_control(fs, c);
 }
 
+/*
+ * The reply goes out only after c->lock is dropped: once the kernel has
+ * its answer the file may be closed, and its release frees c.
+ */
 static void read_control(fuse_req_t req, struct control_fh *c, size_t size,
 			 off_t off)
 {
-	size_t i;
+	char *copy = NULL;
+	size_t i, n = 0;
 
-	pthread_mutex_lock(&c->lock);
+	pth(pthread_mutex_lock(&c->lock));
 	i = (uint64_t)off > c->base ? (size_t)((uint64_t)off - c->base) : 0;
-	pthread_mutex_unlock(&c->lock);
-	reply_slice(req, &c->lock, (const char *const *)&c->reply, &c->len, i,
-		    size);
+	if (i < c->len) {
+		n = size < c->len - i ? size : c->len - i;
+		copy = malloc(n);
+		if (copy)
+			memcpy(copy, c->reply + i, n);
+	}
+	pth(pthread_mutex_unlock(&c->lock));
+	if (n && !copy) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	fuse_reply_buf(req, copy, n);
+	free(copy);
 }
 
 static int find_dev(const struct kfs_devlookup *dl, const char *name,
@@ -976,6 +1017,62 @@ static void waiter_drop_unqueued(struct waiter *w, const struct kfs_cmd *cmds,
 	pthread_mutex_unlock(&w->lock);
 }
 
+/*
+ * The batch a write completes: the line an earlier write left unfinished,
+ * then this write up to its last newline.  What follows that newline is
+ * the new unfinished line (*tail).  Returns 0, or -errno with a message;
+ * *batch is NULL when the write completes no line.
+ */
+static int join_batch(const struct control_fh *c, const char *buf,
+		      size_t size, char **batch, size_t *blen,
+		      const char **tail, size_t *tlen, char *msg,
+		      size_t msglen)
+{
+	const char *nl = memrchr(buf, '\n', size);
+	size_t head = nl ? (size_t)(nl - buf) + 1 : 0;
+
+	*batch = NULL;
+	*blen = 0;
+	*tail = buf + head;
+	*tlen = size - head;
+	if ((nl ? 0 : c->plen) + *tlen > KFS_MAX_LINE) {
+		snprintf(msg, msglen, "unfinished line of %zu bytes is longer "
+			 "than %d", (nl ? 0 : c->plen) + *tlen, KFS_MAX_LINE);
+		return -EFBIG;
+	}
+	if (!nl) {
+		/* Bytes no line may hold are refused now, not at its end. */
+		return kfs_check_bytes(buf, size, msg, msglen);
+	}
+	*batch = malloc(c->plen + head);
+	if (!*batch) {
+		snprintf(msg, msglen, "out of memory");
+		return -ENOMEM;
+	}
+	memcpy(*batch, c->partial, c->plen);
+	memcpy(*batch + c->plen, buf, head);
+	*blen = c->plen + head;
+	return 0;
+}
+
+/* Keep the unfinished line: appended to, or replacing, the old one. */
+static void keep_tail(struct control_fh *c, const char *tail, size_t tlen,
+		      bool append)
+{
+	if (!append)
+		c->plen = 0;
+	memcpy(c->partial + c->plen, tail, tlen);
+	c->plen += tlen;
+}
+
+/*
+ * A write to control.  Commands end at a newline: the handle keeps an
+ * unfinished last line and joins it to the next write, so a command cut
+ * into pieces by dd, stdio or the kernel runs whole, once.  The lines a
+ * write completes form its batch, accepted or refused as a whole; a
+ * refused write changes nothing, not even the unfinished line.
+ * c->wlock serialises the writes of one handle (no libfuse call under it).
+ */
 static void write_control(fuse_req_t req, struct control_fh *c,
 			  const char *buf, size_t size, off_t off)
 {
@@ -983,37 +1080,55 @@ static void write_control(fuse_req_t req, struct control_fh *c,
 	struct kfs_devlookup dl = { .find = find_dev, .opaque = fs };
 	/* A failed write leaves the file position where it was. */
 	uint64_t base = (uint64_t)off + size, failed_base = (uint64_t)off;
-	unsigned int max_cmds = count_lines(buf, size);
-	unsigned int n = 0, queued;
+	unsigned int max_cmds, n = 0, queued;
 	struct kfs_cmd *cmds = NULL;
 	struct waiter *w = NULL;
 	uint64_t *ids = NULL;
+	const char *tail;
+	size_t blen, tlen;
+	char *batch = NULL;
 	char msg[640];
 	char *text;
 	size_t len;
 	int r;
 
+	pth(pthread_mutex_lock(&c->wlock));
+	if (size > KFS_MAX_WRITE) {
+		snprintf(msg, sizeof(msg), "write of %zu bytes is larger "
+			 "than %d", size, KFS_MAX_WRITE);
+		r = -EFBIG;
+		goto refuse;
+	}
+	r = join_batch(c, buf, size, &batch, &blen, &tail, &tlen, msg,
+		       sizeof(msg));
+	if (r)
+		goto refuse;
+	if (!batch) {
+		/* No newline: nothing to run yet. */
+		keep_tail(c, tail, tlen, true);
+		pth(pthread_mutex_unlock(&c->wlock));
+		set_reply(c, NULL, 0, base);
+		fuse_reply_write(req, size);
+		return;
+	}
+	max_cmds = count_lines(batch, blen);
 	if (max_cmds > KFS_MAX_CMDS)
 		max_cmds = KFS_MAX_CMDS;
-	if (size <= KFS_MAX_WRITE) {
-		cmds = malloc(sizeof(*cmds) * max_cmds);
-		ids = malloc(sizeof(*ids) * max_cmds);
-		if (!cmds || !ids) {
-			control_error(req, c, ENOMEM, "out of memory",
-				      failed_base);
-			goto out;
-		}
+	cmds = malloc(sizeof(*cmds) * max_cmds);
+	ids = malloc(sizeof(*ids) * max_cmds);
+	if (!cmds || !ids) {
+		snprintf(msg, sizeof(msg), "out of memory");
+		r = -ENOMEM;
+		goto refuse;
 	}
-	r = kfs_parse_write(buf, size, &dl, cmds, max_cmds, &n, msg,
+	r = kfs_parse_write(batch, blen, &dl, cmds, max_cmds, &n, msg,
 			    sizeof(msg));
-	if (r) {
-		control_error(req, c, -r, msg, failed_base);
-		goto out;
-	}
-
+	if (r)
+		goto refuse;
 	if (new_waiter(req, cmds, n, size, &w)) {
-		control_error(req, c, ENOMEM, "out of memory", failed_base);
-		goto out;
+		snprintf(msg, sizeof(msg), "out of memory");
+		r = -ENOMEM;
+		goto refuse;
 	}
 	r = kfs_table_submit(fs->table, cmds, n, w, ids, &queued);
 	if (r) {
@@ -1032,11 +1147,14 @@ static void write_control(fuse_req_t req, struct control_fh *c,
 			w->answered = true;
 			pthread_mutex_unlock(&w->lock);
 		}
+		pth(pthread_mutex_unlock(&c->wlock));
 		control_error(req, c, -r, msg, failed_base);
 		if (w)
 			waiter_put(w, false);
 		goto out;
 	}
+	keep_tail(c, tail, tlen, false);
+	pth(pthread_mutex_unlock(&c->wlock));
 
 	if (ids_text(ids, n, &text, &len))
 		set_reply(c, NULL, 0, base);
@@ -1049,7 +1167,13 @@ static void write_control(fuse_req_t req, struct control_fh *c,
 		fuse_req_interrupt_func(req, waiter_interrupted, w);
 		waiter_put(w, false);
 	}
+	goto out;
+
+refuse:
+	pth(pthread_mutex_unlock(&c->wlock));
+	control_error(req, c, -r, msg, failed_base);
 out:
+	free(batch);
 	free(cmds);
 	free(ids);
 }
@@ -1077,7 +1201,7 @@ static void kfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, ENOENT);
 		return;
 	}
-	open_dev(req, fi);
+	open_dev(req, dev_of(fs, ino), fi);
 }
 
 static void kfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -1092,8 +1216,12 @@ static void kfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		return;
 	case INO_RESULTS:
 	case INO_STATS:
-		read_status(req, (struct kfs_poller *)(uintptr_t)fi->fh, size,
-			    off);
+		if (ino == INO_RESULTS)
+			read_results(req, (struct kfs_poller *)(uintptr_t)fi->fh,
+				     size, off);
+		else
+			read_stats(req, (struct kfs_poller *)(uintptr_t)fi->fh,
+				   size, off);
 		return;
 	}
 	if (!dev_of(fs, ino)) {
@@ -1125,11 +1253,7 @@ static void kfs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
 {
 	struct kfs_dev *d = dev_of(fs_of(req), ino);
 
-	if (d && (datasync ? fdatasync(d->fd) : fsync(d->fd)) == -1) {
-		fuse_reply_err(req, errno);
-		return;
-	}
-	fuse_reply_err(req, 0);
+	fuse_reply_err(req, d ? -kcopyd_bdev_flush(d->bdev) : 0);
 }
 
 static void kfs_flush(fuse_req_t req, fuse_ino_t ino,
@@ -1141,6 +1265,10 @@ static void kfs_flush(fuse_req_t req, fuse_ino_t ino,
 static void kfs_release(fuse_req_t req, fuse_ino_t ino,
 			struct fuse_file_info *fi)
 {
+	struct kfs_dev *d = dev_of(fs_of(req), ino);
+
+	if (d)
+		kfs_pt_release(req, fs_of(req), d, fi);
 	switch (ino) {
 	case INO_CONTROL:
 		release_control(fs_of(req),
@@ -1175,6 +1303,7 @@ static void kfs_init(void *userdata, struct fuse_conn_info *conn)
 	/* Dirty kernel pages could later overwrite what a copy wrote. */
 	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
 	conn->max_read = KFS_MAX_READ;
+	kfs_pt_init(userdata, conn);
 }
 
 const struct fuse_lowlevel_ops kfs_ops = {

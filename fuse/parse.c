@@ -62,6 +62,8 @@ int kfs_valid_name(const char *name, size_t len)
 {
 	if (!len || len > KFS_MAX_NAME)
 		return 0;
+	if ((len == 1 || len == 2) && !memcmp(name, "..", len))
+		return 0;
 	for (size_t i = 0; i < len; i++)
 		if (!name_char(name[i]))
 			return 0;
@@ -260,8 +262,7 @@ static int parse_option(struct token t, struct kfs_cmd *c, char *errmsg,
 }
 
 /* Bytes a command may hold: printable ASCII and blanks. */
-static int check_bytes(const char *s, size_t len, char *errmsg,
-		       size_t errlen)
+int kfs_check_bytes(const char *s, size_t len, char *errmsg, size_t errlen)
 {
 	for (size_t i = 0; i < len; i++) {
 		unsigned char ch = (unsigned char)s[i];
@@ -307,7 +308,7 @@ int kfs_parse_line(const char *line, size_t len,
 		return fail(errmsg, errlen, -EFBIG,
 			    "line of %zu bytes is longer than %d", len,
 			    KFS_MAX_LINE);
-	r = check_bytes(line, len, errmsg, errlen);
+	r = kfs_check_bytes(line, len, errmsg, errlen);
 	if (r)
 		return r;
 	if (memchr(line, '\n', len))
@@ -387,11 +388,11 @@ int kfs_parse_write(const char *buf, size_t len,
 	*ncmds = 0;
 	if (errlen)
 		errmsg[0] = '\0';
-	if (len > KFS_MAX_WRITE)
+	if (len > KFS_MAX_BATCH)
 		return fail(errmsg, errlen, -EFBIG,
-			    "write of %zu bytes is larger than %d", len,
-			    KFS_MAX_WRITE);
-	r = check_bytes(buf, len, errmsg, errlen);
+			    "batch of %zu bytes is larger than %d", len,
+			    KFS_MAX_BATCH);
+	r = kfs_check_bytes(buf, len, errmsg, errlen);
 	if (r)
 		return r;
 	/* One line, with or without its newline, needs no line number. */

@@ -22,11 +22,14 @@
 
 /*
  * Limits: destinations of a copy; bytes in one write to control; bytes in
- * one line, newline excluded; bytes in a device name or a tag.
+ * one line, newline excluded; bytes in one batch (a write's complete lines
+ * joined to the line an earlier write left unfinished); bytes in a device
+ * name or a tag.
  */
 #define KFS_MAX_DESTS	KCOPYD_MAX_DESTS
 #define KFS_MAX_WRITE	65536
 #define KFS_MAX_LINE	4096
+#define KFS_MAX_BATCH	(KFS_MAX_WRITE + KFS_MAX_LINE)
 #define KFS_MAX_NAME	64
 
 /* Flags of a command. */
@@ -81,16 +84,22 @@ int kfs_parse_line(const char *line, size_t len,
 		   char *errmsg, size_t errlen);
 
 /*
- * Parse a whole write: lines separated by '\n', the last newline optional.
+ * Parse a whole batch: lines separated by '\n', the last newline optional.
  * Fills cmds[0..*ncmds) with the non-blank lines, at most max_cmds of them.
  * Errors as kfs_parse_line() (the message then starts "line N: " when the
- * write has several lines), plus -EFBIG for a write longer than
- * KFS_MAX_WRITE bytes or holding more than max_cmds commands.
+ * batch has several lines), plus -EFBIG for a batch longer than
+ * KFS_MAX_BATCH bytes or holding more than max_cmds commands.
  */
 int kfs_parse_write(const char *buf, size_t len,
 		    const struct kfs_devlookup *dl, struct kfs_cmd *cmds,
 		    unsigned int max_cmds, unsigned int *ncmds,
 		    char *errmsg, size_t errlen);
+
+/*
+ * Only bytes a command may hold: printable ASCII, tab and newline.
+ * Returns 0 or -EINVAL with a message naming the byte and its offset.
+ */
+int kfs_check_bytes(const char *s, size_t len, char *errmsg, size_t errlen);
 
 /*
  * A size with an optional K or M suffix (powers of 1024), into *bytes.
@@ -107,7 +116,10 @@ int kfs_parse_size(const char *s, uint64_t *bytes);
 int kfs_parse_fault(const char *spec, char *name, size_t namelen,
 		    struct kcopyd_fault *out, char *errmsg, size_t errlen);
 
-/* A device name: 1 to KFS_MAX_NAME bytes of [A-Za-z0-9_.-]. */
+/*
+ * A device name: 1 to KFS_MAX_NAME bytes of [A-Za-z0-9_.-], and neither
+ * "." nor "..", which would shadow the directory entries of dev/.
+ */
 int kfs_valid_name(const char *name, size_t len);
 
 #endif /* KCOPYDFS_PARSE_H */

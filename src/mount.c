@@ -11,11 +11,18 @@
  * from offset 0: kcopydfs renders a fresh snapshot for a read at 0, and
  * marks the changes as seen, so the next poll waits for a new one.
  *
- * Thread model: main thread only.  SIGINT and SIGTERM are blocked and
- * read from a signalfd; they stop the wait, not the job.
+ * Each argument becomes one word of the line: an argument that contains
+ * a space, a tab, a newline or any other control character is refused,
+ * since kcopydfs would read it as several words or several commands.
+ *
+ * Thread model: main thread only.  SIGINT and SIGTERM keep their default
+ * action until the command is accepted (the write of a `sync` command
+ * waits for the whole job, and a signal must end it); then they are
+ * blocked and read from a signalfd, and stop the wait, not the job.
  */
 #include <config.h>
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -41,6 +48,62 @@ struct job_status {
 	uint64_t done;
 	uint64_t usec;			/* the job's time so far, or 0 */
 };
+
+/* The name of a byte that cannot be part of a word of the control file. */
+static const char *bad_byte_name(unsigned char ch)
+{
+	switch (ch) {
+	case '\n':
+		return "a newline";
+	case '\r':
+		return "a carriage return";
+	case '\t':
+		return "a tab";
+	case ' ':
+		return "a space";
+	default:
+		return "a control character";
+	}
+}
+
+/*
+ * Refuse an argument that is not exactly one word of a control line:
+ * empty, or holding whitespace or a control character.  The message shows
+ * the argument with its bytes escaped, as the shell's $'...' quoting does.
+ */
+static int check_word(const char *word)
+{
+	const unsigned char *p;
+	char shown[256];
+	size_t n = 0;
+
+	if (!*word) {
+		say("--mount: an empty argument is not a word of a command");
+		return -EINVAL;
+	}
+	for (p = (const unsigned char *)word; *p; p++)
+		if (isspace(*p) || iscntrl(*p))
+			break;
+	if (!*p)
+		return 0;
+	for (const unsigned char *q = (const unsigned char *)word;
+	     *q && n + 5 < sizeof(shown); q++) {
+		if (isprint(*q) && *q != '\\' && *q != '\'')
+			shown[n++] = (char)*q;
+		else if (*q == '\n' || *q == '\t' || *q == '\r')
+			n += (size_t)snprintf(shown + n, sizeof(shown) - n,
+					      "\\%c", *q == '\n' ? 'n' :
+						      *q == '\t' ? 't' : 'r');
+		else
+			n += (size_t)snprintf(shown + n, sizeof(shown) - n,
+					      "\\x%02x", *q);
+	}
+	shown[n] = '\0';
+	say("--mount: argument $'%s' holds %s: each argument must be one word, "
+	    "with no whitespace or control characters", shown,
+	    bad_byte_name(*p));
+	return -EINVAL;
+}
 
 /* Join the words into one control line, ending in a newline. */
 static char *command_line(int argc, char **argv)
@@ -362,11 +425,9 @@ int mount_main(const struct options *o, int argc, char **argv)
 		fputs("Try 'kcopy --help' for more information.\n", stderr);
 		return EXIT_USAGE;
 	}
-	sigfd = signals_block();
-	if (sigfd < 0) {
-		say("signalfd: %s", strerror(-sigfd));
-		return EXIT_USAGE;
-	}
+	for (int i = 1; i < argc; i++)
+		if (check_word(argv[i]))
+			return EXIT_USAGE;
 	if (asprintf(&control, "%s/control", o->mount) == -1 ||
 	    asprintf(&results, "%s/results", o->mount) == -1 ||
 	    !(line = command_line(argc, argv))) {
@@ -377,11 +438,16 @@ int mount_main(const struct options *o, int argc, char **argv)
 		goto out;
 	if (o->verbose > 0)
 		say("job %" PRIu64 " queued on %s", id, o->mount);
+	sigfd = signals_block();
+	if (sigfd < 0) {
+		say("signalfd: %s", strerror(-sigfd));
+		goto out;
+	}
 	status = wait_job(o, o->mount, results, id, sigfd, argc, argv);
+	signals_unblock(sigfd);
 out:
 	free(line);
 	free(results);
 	free(control);
-	close(sigfd);
 	return status;
 }

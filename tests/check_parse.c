@@ -299,11 +299,11 @@ START_TEST(test_write_errors)
 	ck_assert_int_eq(parse_write("zero a:0+8\0\n", 12), -EINVAL);
 	ck_assert_ptr_nonnull(strstr(msg, "NUL"));
 
-	big = malloc(KFS_MAX_WRITE + 1);
-	memset(big, '\n', KFS_MAX_WRITE + 1);
-	ck_assert_int_eq(parse_write(big, KFS_MAX_WRITE), 0);
-	ck_assert_int_eq(parse_write(big, KFS_MAX_WRITE + 1), -EFBIG);
-	ck_assert_ptr_nonnull(strstr(msg, "65537"));
+	big = malloc(KFS_MAX_BATCH + 1);
+	memset(big, '\n', KFS_MAX_BATCH + 1);
+	ck_assert_int_eq(parse_write(big, KFS_MAX_BATCH), 0);
+	ck_assert_int_eq(parse_write(big, KFS_MAX_BATCH + 1), -EFBIG);
+	ck_assert_ptr_nonnull(strstr(msg, "69633"));
 	free(big);
 
 	/* More commands than the caller has room for. */

@@ -117,6 +117,9 @@ expect_fail()
 #   kcopydfs_wait_state MNT ID STATE...  wait (bounded) until job ID of
 #                            MNT/results is in one of the STATEs
 #   kcopydfs_field MNT ID KEY  print KEY's value in job ID's results line
+#   kcopydfs_mode MNT NAME   print dev/NAME's I/O mode from MNT/stats
+#                            (passthrough or direct_io)
+# KCOPYDFS_OPTS (e.g. --no-passthrough) is added to every start_kcopydfs.
 start_kcopydfs()
 {
 	local mnt=$1 i
@@ -126,7 +129,9 @@ start_kcopydfs()
 	rm -f "$mnt.pid"
 	# Registered before mounting, so a failing test never leaves a mount.
 	cleanup_fn "fusermount3 -u -z '$mnt' 2>/dev/null"
-	"$KCOPYDFS" -f -P "$mnt.pid" "$@" "$mnt" 2>"$kcopydfs_log" &
+	# shellcheck disable=SC2086
+	"$KCOPYDFS" -f -P "$mnt.pid" ${KCOPYDFS_OPTS:-} "$@" "$mnt" \
+		2>"$kcopydfs_log" &
 	kcopydfs_pid=$!
 	cleanup_fn "kill $kcopydfs_pid 2>/dev/null"
 	for ((i = 0; i < 200; i++)); do
@@ -170,4 +175,20 @@ kcopydfs_wait_state()
 		sleep 0.05
 	done
 	fail "job $id of $mnt not in state $* after 20 s: $(cat "$mnt/results")"
+}
+
+kcopydfs_mode()
+{
+	local mnt=$1 name=$2 m
+	m=$(sed -n "s/^dev\\.$name\\.mode=//p" "$mnt/stats")
+	case $m in
+	passthrough | direct_io) ;;
+	*) fail "dev.$name.mode is '$m'" ;;
+	esac
+	case " ${KCOPYDFS_OPTS:-} " in
+	*" --no-passthrough "*)
+		[ "$m" = direct_io ] ||
+			fail "dev/$name in $m mode with --no-passthrough" ;;
+	esac
+	echo "$m"
 }

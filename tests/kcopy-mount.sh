@@ -97,6 +97,33 @@ run --mount "$tmp" copy sda:0+8 sdb:0
 [ $status -eq 1 ] || fail "not a mount: exit $status"
 grep -q "$tmp/control" err || fail "not a mount: $(cat err)"
 
+# An argument that is not exactly one word is refused before anything is
+# written: a newline in a tag would reach the control file as a second
+# command (here, a zero of what sdb holds).
+cp sdb.img sdb.before || fail "cp"
+jobs=$(grep -c '^id=' mnt/results)
+# refused_word TEXT ARGS...: exit 1, TEXT in the message.
+refused_word()
+{
+	local text=$1
+	shift
+	run --mount mnt "$@"
+	[ $status -eq 1 ] || fail "exit $status, not 1, for: $* -- $(cat err)"
+	grep -qF -- "$text" err || fail "no '$text' for: $* -- got: $(cat err)"
+}
+refused_word "argument \$'tag=nightly\\nzero sdb:0+16' holds a newline" \
+	copy sda:0+8 sdc:0 $'tag=nightly\nzero sdb:0+16'
+refused_word "argument \$'sdb:0 sdc:0' holds a space" \
+	copy sda:0+8 "sdb:0 sdc:0"
+refused_word "holds a tab" copy sda:0+8 sdc:0 $'tag=a\tb'
+refused_word "holds a carriage return" copy sda:0+8 sdc:0 $'tag=a\rb'
+refused_word "\$'tag=a\\x01b' holds a control character" \
+	copy sda:0+8 sdc:0 $'tag=a\001b'
+refused_word "an empty argument" zero sdc:0+8 ""
+[ "$(grep -c '^id=' mnt/results)" -eq "$jobs" ] ||
+	fail "a refused command queued a job: $(cat mnt/results)"
+cmp sdb.img sdb.before || fail "sdb changed by a refused command"
+
 # Progress from the results file: well-formed lines, a complete last one.
 run --mount mnt --progress=0.1 copy sde:0+4096 sdf:0
 [ $status -eq 0 ] || fail "slow copy: exit $status: $(cat err)"

@@ -233,7 +233,7 @@ static void fuzz_write(const uint8_t *data, size_t size)
 		      "parse_write: bad message for %d", r);
 		return;
 	}
-	check(size <= KFS_MAX_WRITE, "accepted %zu bytes", size);
+	check(size <= KFS_MAX_BATCH, "accepted %zu bytes", size);
 	check(bytes_ok(data, size), "accepted a binary byte");
 	check(n <= MAX_CMDS, "%u commands", n);
 	for (unsigned int i = 0; i < n; i++)

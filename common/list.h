@@ -1,0 +1,56 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Intrusive doubly linked lists, as the kernel's list_head: the one list
+ * implementation of the library and the programs.  No locking: the user
+ * says which lock protects each list.
+ */
+#ifndef KCOPYD_COMMON_LIST_H
+#define KCOPYD_COMMON_LIST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct list_head {
+	struct list_head *next, *prev;
+};
+
+static inline void list_init(struct list_head *h)
+{
+	h->next = h->prev = h;
+}
+
+static inline bool list_empty(const struct list_head *h)
+{
+	return h->next == h;
+}
+
+static inline void list_add(struct list_head *n, struct list_head *h)
+{
+	n->prev = h;
+	n->next = h->next;
+	h->next->prev = n;
+	h->next = n;
+}
+
+static inline void list_add_tail(struct list_head *n, struct list_head *h)
+{
+	n->prev = h->prev;
+	n->next = h;
+	h->prev->next = n;
+	h->prev = n;
+}
+
+static inline void list_del_init(struct list_head *n)
+{
+	n->prev->next = n->next;
+	n->next->prev = n->prev;
+	list_init(n);
+}
+
+#define list_entry(ptr, type, member)					\
+	((type *)((char *)(ptr) - offsetof(type, member)))
+
+#define list_first_entry(h, type, member)				\
+	list_entry((h)->next, type, member)
+
+#endif /* KCOPYD_COMMON_LIST_H */
