@@ -3,7 +3,8 @@
 # README.md by make as readme_example) copies as it says and reports a
 # missing image, and each ```sh block runs without error in an empty
 # directory, with kcopy and kcopydfs of this build first in PATH.  The
-# results line the kcopydfs block prints has the form the README shows.
+# results line the kcopydfs block prints has the form the README shows,
+# and the refusal it reads back from control names the bad token.
 source "$abs_srcdir/functions.sh"
 requires cmp dd head truncate
 readme=$abs_top_srcdir/README.md
@@ -57,6 +58,11 @@ for ((i = 1; i <= n; i++)); do
 		fail "README sh block $i failed: $(cat "$dir.err") -- the block: $script"
 	! mountpoint -q "$dir/mnt" 2>/dev/null ||
 		fail "README sh block $i left $dir/mnt mounted"
+	# A refusal read back on the read-write descriptor names the token.
+	if grep -q "sdx:0" <<<"$script"; then
+		grep -q "unknown device 'sdx'" "$dir.out" ||
+			fail "no refusal read back: $(cat "$dir.out")"
+	fi
 	# The results line shown in the README, with any time in usec=.
 	if grep -q "cat mnt/results" <<<"$script"; then
 		shown=$(block 1 text | grep '^id=') || fail "no results line shown"
