@@ -7,7 +7,7 @@
  * ------------
  * Threads that enter here:
  *   - FUSE worker threads: kfs_table_submit (a control write),
- *     kfs_table_render and kfs_table_counts (opening results and stats);
+ *     kfs_table_read (reading results) and kfs_table_counts (stats);
  *   - the engine's worker threads: job_progress, which touches only the
  *     job's atomic `done` counter and so takes no lock;
  *   - the engine's callback thread: job_finished;
@@ -23,12 +23,15 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "jobs.h"
+#include "list.h"
+#include "pth.h"
 
 enum job_state {
 	JOB_QUEUED,
@@ -46,7 +49,7 @@ static const char *const state_names[] = {
 
 struct kfs_job {
 	struct kfs_table *t;
-	struct kfs_job *prev, *next;	/* t->jobs, in id order (lock) */
+	struct list_head link;		/* on t->jobs, in id order (lock) */
 
 	/* Set before the job is handed to the engine, then read-only. */
 	uint64_t id;
@@ -56,7 +59,7 @@ struct kfs_job {
 	struct timespec queued_at;
 	void *waiter;
 
-	uint64_t done;			/* sectors so far (atomic) */
+	atomic_uint_fast64_t done;	/* sectors so far */
 	bool finished;			/* (lock) */
 	int read_err;			/* (lock) */
 	unsigned int write_err;		/* (lock) */
@@ -77,7 +80,7 @@ struct kfs_table {
 	unsigned int max_queue;
 	struct kfs_table_ops ops;
 
-	struct kfs_job head;		/* list of jobs (lock) */
+	struct list_head jobs;		/* (lock) */
 	uint64_t next_id;		/* (lock) */
 	unsigned int nr_unfinished;	/* (lock) */
 	unsigned int nr_finished;	/* finished and kept (lock) */
@@ -87,15 +90,18 @@ struct kfs_table {
 
 static void lock(struct kfs_table *t)
 {
-	if (pthread_mutex_lock(&t->lock))
-		abort();
+	pth(pthread_mutex_lock(&t->lock));
 }
 
 static void unlock(struct kfs_table *t)
 {
-	if (pthread_mutex_unlock(&t->lock))
-		abort();
+	pth(pthread_mutex_unlock(&t->lock));
 }
+
+#define for_each_job(j, t)						\
+	for (j = list_first_entry(&(t)->jobs, struct kfs_job, link);	\
+	     &j->link != &(t)->jobs;					\
+	     j = list_entry(j->link.next, struct kfs_job, link))
 
 static uint64_t usec_since(const struct timespec *a)
 {
@@ -108,20 +114,6 @@ static uint64_t usec_since(const struct timespec *a)
 	return us < 0 ? 0 : (uint64_t)us;
 }
 
-static void list_append(struct kfs_job *head, struct kfs_job *j)
-{
-	j->next = head;
-	j->prev = head->prev;
-	head->prev->next = j;
-	head->prev = j;
-}
-
-static void list_remove(struct kfs_job *j)
-{
-	j->prev->next = j->next;
-	j->next->prev = j->prev;
-}
-
 int kfs_table_create(struct kcopyd_client *kc, struct block_device **bdevs,
 		     unsigned int keep, unsigned int max_queue,
 		     const struct kfs_table_ops *ops, struct kfs_table **result)
@@ -130,14 +122,13 @@ int kfs_table_create(struct kcopyd_client *kc, struct block_device **bdevs,
 
 	if (!t)
 		return -ENOMEM;
-	if (pthread_mutex_init(&t->lock, NULL))
-		abort();
+	pth(pthread_mutex_init(&t->lock, NULL));
 	t->kc = kc;
 	t->bdevs = bdevs;
 	t->keep = keep;
 	t->max_queue = max_queue;
 	t->ops = *ops;
-	t->head.next = t->head.prev = &t->head;
+	list_init(&t->jobs);
 	t->next_id = 1;
 	*result = t;
 	return 0;
@@ -145,34 +136,35 @@ int kfs_table_create(struct kcopyd_client *kc, struct block_device **bdevs,
 
 void kfs_table_free(struct kfs_table *t)
 {
-	struct kfs_job *j, *next;
-
 	if (!t)
 		return;
-	for (j = t->head.next; j != &t->head; j = next) {
-		next = j->next;
+	while (!list_empty(&t->jobs)) {
+		struct kfs_job *j = list_first_entry(&t->jobs, struct kfs_job,
+						     link);
+
+		list_del_init(&j->link);
 		free(j->line);
 		free(j);
 	}
-	pthread_mutex_destroy(&t->lock);
+	pth(pthread_mutex_destroy(&t->lock));
 	free(t);
 }
 
 /* Drop the oldest finished jobs beyond the bound (lock held). */
 static void trim(struct kfs_table *t)
 {
-	struct kfs_job *j = t->head.next;
+	struct list_head *pos = t->jobs.next;
 
-	while (t->nr_finished > t->keep && j != &t->head) {
-		struct kfs_job *next = j->next;
+	while (t->nr_finished > t->keep && pos != &t->jobs) {
+		struct kfs_job *j = list_entry(pos, struct kfs_job, link);
 
+		pos = pos->next;
 		if (j->finished) {
-			list_remove(j);
+			list_del_init(&j->link);
 			free(j->line);
 			free(j);
 			t->nr_finished--;
 		}
-		j = next;
 	}
 }
 
@@ -180,16 +172,16 @@ static enum job_state job_state(const struct kfs_job *j)
 {
 	if (j->finished)
 		return j->read_err || j->write_err ? JOB_FAILED : JOB_DONE;
-	return __atomic_load_n(&j->done, __ATOMIC_RELAXED) ? JOB_RUNNING :
-							     JOB_QUEUED;
+	return atomic_load_explicit(&j->done, memory_order_relaxed) ?
+	       JOB_RUNNING : JOB_QUEUED;
 }
 
 /* Engine worker thread: more sectors are through. */
 static void job_progress(sector_t sectors, void *context)
 {
 	struct kfs_job *j = context;
-	uint64_t before = __atomic_fetch_add(&j->done, sectors,
-					     __ATOMIC_RELAXED);
+	uint64_t before = atomic_fetch_add_explicit(&j->done, sectors,
+						    memory_order_relaxed);
 
 	/* The first progress moves the job from queued to running. */
 	if (!before && sectors)
@@ -309,11 +301,11 @@ int kfs_table_submit(struct kfs_table *t, const struct kfs_cmd *cmds,
 		}
 		/* In the table before the engine can call back. */
 		j->id = t->next_id;
-		list_append(&t->head, j);
+		list_add_tail(&j->link, &t->jobs);
 		t->nr_unfinished++;
 		r = submit_one(t, &cmds[i], j);
 		if (r) {
-			list_remove(j);
+			list_del_init(&j->link);
 			t->nr_unfinished--;
 			free(j);
 			break;
@@ -340,40 +332,102 @@ static int format_job(const struct kfs_job *j, char *buf, size_t len)
 			j->op == KFS_OP_COPY ? "copy" : "zero",
 			state_names[job_state(j)], j->read_err ? 1 : 0,
 			j->write_err, (unsigned long long)j->sectors,
-			(unsigned long long)__atomic_load_n(&j->done,
-							    __ATOMIC_RELAXED),
+			(unsigned long long)atomic_load_explicit(
+				&j->done, memory_order_relaxed),
 			(unsigned long long)usec);
 }
 
 /* Longest line: the fixed words, a tag, and eight 20-digit numbers. */
 #define LINE_MAX_LEN (128 + KFS_MAX_NAME + 8 * 20)
 
-int kfs_table_render(struct kfs_table *t, char **buf, size_t *len)
+/* A job's results line with its newline, into buf (lock held). */
+static size_t job_line(const struct kfs_job *j, char *buf)
 {
+	size_t n;
+
+	if (j->line) {
+		memcpy(buf, j->line, j->line_len);
+		n = j->line_len;
+	} else {
+		n = (size_t)format_job(j, buf, LINE_MAX_LEN);
+	}
+	buf[n++] = '\n';
+	return n;
+}
+
+/*
+ * Where a read at off starts in the text as it is now: the job holding
+ * byte off, and how far into its line (lock held).  Costs a walk over
+ * the table; sequential reads never need it.
+ */
+static void seek_text(struct kfs_table *t, uint64_t off,
+		      struct kfs_results_pos *pos)
+{
+	char line[LINE_MAX_LEN + 1];
+	uint64_t at = 0;
 	struct kfs_job *j;
-	size_t cap, used = 0;
-	char *out;
+
+	pos->id = 0;
+	pos->skip = 0;
+	for_each_job(j, t) {
+		size_t n = job_line(j, line);
+
+		if (off < at + n) {
+			pos->id = j->id;
+			pos->skip = (size_t)(off - at);
+			return;
+		}
+		at += n;
+	}
+	/* Past the end: only jobs queued from now on follow. */
+	pos->id = t->next_id;
+}
+
+size_t kfs_table_read(struct kfs_table *t, struct kfs_results_pos *pos,
+		      uint64_t off, char *buf, size_t size)
+{
+	char line[LINE_MAX_LEN + 1];
+	struct kfs_job *j;
+	size_t used = 0;
 
 	lock(t);
-	cap = (size_t)(t->nr_unfinished + t->nr_finished + 1) * LINE_MAX_LEN;
-	out = malloc(cap);
-	if (!out) {
-		unlock(t);
-		return -ENOMEM;
+	if (off == 0) {
+		pos->id = 0;
+		pos->skip = 0;
+	} else if (!pos->valid || pos->off != off) {
+		seek_text(t, off, pos);
 	}
-	for (j = t->head.next; j != &t->head; j = j->next) {
-		if (j->line) {
-			memcpy(out + used, j->line, j->line_len);
-			used += j->line_len;
-		} else {
-			used += (size_t)format_job(j, out + used, cap - used);
+	for_each_job(j, t) {
+		size_t n, take;
+
+		if (j->id < pos->id)
+			continue;
+		if (j->id > pos->id)
+			pos->skip = 0;
+		n = job_line(j, line);
+		if (pos->skip >= n) {
+			/* The line shrank under a reader that cut it. */
+			pos->skip = 0;
+			continue;
 		}
-		out[used++] = '\n';
+		take = n - pos->skip;
+		if (take > size - used)
+			take = size - used;
+		memcpy(buf + used, line + pos->skip, take);
+		used += take;
+		pos->id = j->id;
+		pos->skip += take;
+		if (pos->skip < n)
+			break;
+		pos->id = j->id + 1;
+		pos->skip = 0;
+		if (used == size)
+			break;
 	}
 	unlock(t);
-	*buf = out;
-	*len = used;
-	return 0;
+	pos->off = off + used;
+	pos->valid = true;
+	return used;
 }
 
 void kfs_table_counts(struct kfs_table *t, struct kfs_counts *c)
@@ -382,7 +436,7 @@ void kfs_table_counts(struct kfs_table *t, struct kfs_counts *c)
 
 	memset(c, 0, sizeof(*c));
 	lock(t);
-	for (j = t->head.next; j != &t->head; j = j->next) {
+	for_each_job(j, t) {
 		enum job_state s = job_state(j);
 
 		if (s == JOB_QUEUED)
@@ -407,7 +461,7 @@ int kfs_table_unfinished(struct kfs_table *t, uint64_t **ids, size_t *n)
 		return -ENOMEM;
 	}
 	*n = 0;
-	for (j = t->head.next; j != &t->head; j = j->next)
+	for_each_job(j, t)
 		if (!j->finished)
 			out[(*n)++] = j->id;
 	unlock(t);
@@ -422,7 +476,7 @@ int kfs_table_describe(struct kfs_table *t, uint64_t id, char *buf,
 	int r = -ENOENT;
 
 	lock(t);
-	for (j = t->head.next; j != &t->head; j = j->next) {
+	for_each_job(j, t) {
 		if (j->id == id) {
 			format_job(j, buf, len);
 			r = 0;

@@ -62,10 +62,27 @@ int kfs_table_submit(struct kfs_table *t, const struct kfs_cmd *cmds,
 		     unsigned int *queued);
 
 /*
- * Render MNT/results into a fresh buffer (*buf, *len; free() it).
- * Returns 0 or -ENOMEM.
+ * A reader's place in MNT/results, as a seq_file's: the job whose line
+ * comes next and how much of it was read, valid for the offset `off`.
  */
-int kfs_table_render(struct kfs_table *t, char **buf, size_t *len);
+struct kfs_results_pos {
+	bool valid;
+	uint64_t off;
+	uint64_t id;
+	size_t skip;
+};
+
+/*
+ * Read MNT/results at byte offset off into buf (at most size bytes),
+ * straight from the live table: no copy of the text is kept anywhere.
+ * A read at the offset where pos's last read ended goes on from the job
+ * after the last whole line it returned, so sequential reads see every
+ * kept job once, in id order, and no line torn (if size holds a line);
+ * a read at 0 starts over; any other offset is found in the text as it
+ * is now.  Returns the bytes read, 0 at the end.
+ */
+size_t kfs_table_read(struct kfs_table *t, struct kfs_results_pos *pos,
+		      uint64_t off, char *buf, size_t size);
 
 void kfs_table_counts(struct kfs_table *t, struct kfs_counts *c);
 

@@ -27,6 +27,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <semaphore.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -269,55 +271,55 @@ static void kfs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
 
 /* --- Status files: results and stats -------------------------------------- */
 
-/* An open status file: rendered at open (and again by a read at 0). */
+/* Every open control and status handle is on fs->open. */
 static void handle_add(struct kfs *fs, struct kfs_open *h,
 		       void (*release)(struct kfs *, struct kfs_open *))
 {
 	h->release = release;
-	pthread_mutex_lock(&fs->hlock);
-	h->prev = NULL;
-	h->next = fs->open;
-	if (fs->open)
-		fs->open->prev = h;
-	fs->open = h;
-	pthread_mutex_unlock(&fs->hlock);
+	pth(pthread_mutex_lock(&fs->hlock));
+	list_add(&h->link, &fs->open);
+	pth(pthread_mutex_unlock(&fs->hlock));
 }
 
 static void handle_del(struct kfs *fs, struct kfs_open *h)
 {
-	pthread_mutex_lock(&fs->hlock);
-	if (h->prev)
-		h->prev->next = h->next;
-	else
-		fs->open = h->next;
-	if (h->next)
-		h->next->prev = h->prev;
-	pthread_mutex_unlock(&fs->hlock);
+	pth(pthread_mutex_lock(&fs->hlock));
+	list_del_init(&h->link);
+	pth(pthread_mutex_unlock(&fs->hlock));
 }
 
 void kfs_release_all(struct kfs *fs)
 {
 	struct kfs_open *h;
 
-	pthread_mutex_lock(&fs->hlock);
-	while ((h = fs->open)) {
-		pthread_mutex_unlock(&fs->hlock);
+	pth(pthread_mutex_lock(&fs->hlock));
+	while (!list_empty(&fs->open)) {
+		h = list_first_entry(&fs->open, struct kfs_open, link);
+		pth(pthread_mutex_unlock(&fs->hlock));
 		h->release(fs, h);	/* takes itself off the list */
-		pthread_mutex_lock(&fs->hlock);
+		pth(pthread_mutex_lock(&fs->hlock));
 	}
-	pthread_mutex_unlock(&fs->hlock);
+	pth(pthread_mutex_unlock(&fs->hlock));
 }
 
+/*
+ * An open results or stats file.  results keeps no text: each read is
+ * served from the live job table at its offset, so what a reader costs
+ * does not grow with the table (many readers holding descriptors cost a
+ * few dozen bytes each).  stats is small and rendered per handle, at open
+ * and by a read at 0, so one descriptor reads consistent counters.
+ */
 struct kfs_poller {
-	struct kfs_open link;		/* first: a handle on fs->open */
+	struct kfs_open h;		/* first: a handle on fs->open */
 	fuse_ino_t ino;
-	char *buf;
-	size_t len;
-	uint64_t gen;			/* changes seen by buf (plock) */
+	pthread_mutex_t lock;
+	struct kfs_results_pos pos;	/* results (lock) */
+	char *buf;			/* stats (lock) */
+	size_t len;			/* stats (lock) */
+	uint64_t gen;			/* changes seen at the last read at 0 */
 	struct fuse_pollhandle *ph;	/* waiting poll (plock) */
-	/* On fs->pollers while ph is set (plock). */
-	struct kfs_poller *prev, *next;
-	pthread_mutex_t lock;		/* buf and len */
+	struct list_head link;		/* on fs->pollers while ph is set
+					   (plock) */
 };
 
 static int render_stats(struct kfs *fs, char **buf, size_t *len)
@@ -367,59 +369,49 @@ static int render_stats(struct kfs *fs, char **buf, size_t *len)
 			"dev.%s.fuse_bytes_read=%llu\n"
 			"dev.%s.fuse_bytes_written=%llu\n"
 			"dev.%s.fuse_errors=%llu\n",
-			d->name, d->name, (unsigned long long)
-				__atomic_load_n(&d->reads, __ATOMIC_RELAXED),
+			d->name,
+			d->name, (unsigned long long)atomic_load(&d->reads),
+			d->name, (unsigned long long)atomic_load(&d->writes),
 			d->name, (unsigned long long)
-				__atomic_load_n(&d->writes, __ATOMIC_RELAXED),
+				atomic_load(&d->bytes_read),
 			d->name, (unsigned long long)
-				__atomic_load_n(&d->bytes_read,
-						__ATOMIC_RELAXED),
-			d->name, (unsigned long long)
-				__atomic_load_n(&d->bytes_written,
-						__ATOMIC_RELAXED),
-			d->name, (unsigned long long)
-				__atomic_load_n(&d->errors, __ATOMIC_RELAXED));
+				atomic_load(&d->bytes_written),
+			d->name, (unsigned long long)atomic_load(&d->errors));
 	}
 	*buf = out;
 	*len = n;
 	return 0;
 }
 
-static uint64_t current_gen(struct kfs *fs)
+/*
+ * A read at 0 starts a fresh pass: it is what poll compares with.  The
+ * change count is read before the text, so a change racing with the read
+ * wakes a later poll rather than being lost.
+ */
+static void start_pass(struct kfs *fs, struct kfs_poller *p)
 {
-	uint64_t g;
+	uint64_t gen = atomic_load(&fs->gen);
 
-	pthread_mutex_lock(&fs->plock);
-	g = fs->gen;
-	pthread_mutex_unlock(&fs->plock);
-	return g;
+	pth(pthread_mutex_lock(&fs->plock));
+	p->gen = gen;
+	pth(pthread_mutex_unlock(&fs->plock));
 }
 
-/*
- * Render into p.  The change count is read before the text, so a change
- * racing with the rendering wakes a later poll rather than being lost.
- */
-static int render_status(struct kfs *fs, struct kfs_poller *p)
+static int render_stats_into(struct kfs *fs, struct kfs_poller *p)
 {
 	char *buf;
 	size_t len;
-	uint64_t gen = current_gen(fs);
 	int r;
 
-	if (p->ino == INO_RESULTS)
-		r = kfs_table_render(fs->table, &buf, &len);
-	else
-		r = render_stats(fs, &buf, &len);
+	start_pass(fs, p);
+	r = render_stats(fs, &buf, &len);
 	if (r)
 		return r;
-	pthread_mutex_lock(&p->lock);
+	pth(pthread_mutex_lock(&p->lock));
 	free(p->buf);
 	p->buf = buf;
 	p->len = len;
-	pthread_mutex_unlock(&p->lock);
-	pthread_mutex_lock(&fs->plock);
-	p->gen = gen;
-	pthread_mutex_unlock(&fs->plock);
+	pth(pthread_mutex_unlock(&p->lock));
 	return 0;
 }
 
@@ -433,8 +425,8 @@ static void release_status_handle(struct kfs *fs, struct kfs_open *h)
 static void open_status(fuse_req_t req, fuse_ino_t ino,
 			struct fuse_file_info *fi)
 {
+	struct kfs *fs = fs_of(req);
 	struct kfs_poller *p;
-	int r;
 
 	if ((fi->flags & O_ACCMODE) != O_RDONLY) {
 		fuse_reply_err(req, EACCES);
@@ -446,43 +438,72 @@ static void open_status(fuse_req_t req, fuse_ino_t ino,
 		return;
 	}
 	p->ino = ino;
-	pthread_mutex_init(&p->lock, NULL);
-	r = render_status(fs_of(req), p);
-	if (r) {
-		pthread_mutex_destroy(&p->lock);
+	list_init(&p->link);
+	pth(pthread_mutex_init(&p->lock, NULL));
+	if (ino == INO_STATS && render_stats_into(fs, p)) {
+		pth(pthread_mutex_destroy(&p->lock));
 		free(p);
-		fuse_reply_err(req, -r);
+		fuse_reply_err(req, ENOMEM);
 		return;
 	}
+	if (ino == INO_RESULTS)
+		start_pass(fs, p);
 	fi->fh = (uint64_t)(uintptr_t)p;
 	/* The size is 0: only direct I/O makes the kernel ask us. */
 	fi->direct_io = 1;
-	handle_add(fs_of(req), &p->link, release_status_handle);
+	handle_add(fs, &p->h, release_status_handle);
 	if (fuse_reply_open(req, fi) == -ENOENT)
-		release_status(fs_of(req), p);
+		release_status(fs, p);
 }
 
 /*
- * Answer a read from a copy of [start, start + size) of buf, taken under
- * lock.  The reply goes out only after the lock is dropped: once the
- * kernel has its answer the file may be closed, and its release frees the
- * handle that holds the lock.
+ * The reply goes out only after p->lock is dropped: once the kernel has
+ * its answer the file may be closed, and its release frees p.
  */
-static void reply_slice(fuse_req_t req, pthread_mutex_t *lock,
-			const char *const *buf, const size_t *len,
-			size_t start, size_t size)
+static void read_results(fuse_req_t req, struct kfs_poller *p, size_t size,
+			 off_t off)
+{
+	struct kfs *fs = fs_of(req);
+	char *buf;
+	size_t n;
+
+	if (off < 0) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	buf = malloc(size ? size : 1);
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	if (off == 0)
+		start_pass(fs, p);
+	pth(pthread_mutex_lock(&p->lock));
+	n = kfs_table_read(fs->table, &p->pos, (uint64_t)off, buf, size);
+	pth(pthread_mutex_unlock(&p->lock));
+	fuse_reply_buf(req, buf, n);
+	free(buf);
+}
+
+static void read_stats(fuse_req_t req, struct kfs_poller *p, size_t size,
+		       off_t off)
 {
 	char *copy = NULL;
 	size_t n = 0;
 
-	pthread_mutex_lock(lock);
-	if (start < *len) {
-		n = size < *len - start ? size : *len - start;
+	/* A read at 0 starts over with fresh counters. */
+	if (off == 0 && render_stats_into(fs_of(req), p)) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	pth(pthread_mutex_lock(&p->lock));
+	if (off >= 0 && (uint64_t)off < p->len) {
+		n = p->len - (size_t)off < size ? p->len - (size_t)off : size;
 		copy = malloc(n);
 		if (copy)
-			memcpy(copy, *buf + start, n);
+			memcpy(copy, p->buf + off, n);
 	}
-	pthread_mutex_unlock(lock);
+	pth(pthread_mutex_unlock(&p->lock));
 	if (n && !copy) {
 		fuse_reply_err(req, ENOMEM);
 		return;
@@ -491,107 +512,107 @@ static void reply_slice(fuse_req_t req, pthread_mutex_t *lock,
 	free(copy);
 }
 
-static void read_status(fuse_req_t req, struct kfs_poller *p, size_t size,
-			off_t off)
+/* Take p's poll handle, if it has one (plock held). */
+static struct fuse_pollhandle *poller_take(struct kfs_poller *p)
 {
-	/* A read at 0 starts over with fresh text, as after poll wakes. */
-	if (off == 0 && render_status(fs_of(req), p)) {
-		fuse_reply_err(req, ENOMEM);
-		return;
-	}
-	reply_slice(req, &p->lock, (const char *const *)&p->buf, &p->len,
-		    (size_t)off, size);
-}
+	struct fuse_pollhandle *ph = p->ph;
 
-static void poller_unlink(struct kfs *fs, struct kfs_poller *p)
-{
-	if (p->prev)
-		p->prev->next = p->next;
-	else if (fs->pollers == p)
-		fs->pollers = p->next;
-	if (p->next)
-		p->next->prev = p->prev;
-	p->prev = p->next = NULL;
+	p->ph = NULL;
+	list_del_init(&p->link);
+	return ph;
 }
 
 static void release_status(struct kfs *fs, struct kfs_poller *p)
 {
-	handle_del(fs, &p->link);
-	pthread_mutex_lock(&fs->plock);
-	if (p->ph) {
-		poller_unlink(fs, p);
-		fuse_pollhandle_destroy(p->ph);
-		p->ph = NULL;
-	}
-	pthread_mutex_unlock(&fs->plock);
-	pthread_mutex_destroy(&p->lock);
+	struct fuse_pollhandle *ph;
+
+	handle_del(fs, &p->h);
+	pth(pthread_mutex_lock(&fs->plock));
+	ph = poller_take(p);
+	pth(pthread_mutex_unlock(&fs->plock));
+	if (ph)
+		fuse_pollhandle_destroy(ph);
+	pth(pthread_mutex_destroy(&p->lock));
 	free(p->buf);
 	free(p);
 }
 
 /*
  * results is readable again (POLLIN) once a job changed state since the
- * text this handle holds; otherwise keep ph and wake it on the next change.
+ * handle's last read at 0; otherwise keep ph and wake it on the next
+ * change.
  */
 static void poll_results(fuse_req_t req, struct kfs_poller *p,
 			 struct fuse_pollhandle *ph)
 {
 	struct kfs *fs = fs_of(req);
+	struct fuse_pollhandle *old = NULL;
 	unsigned int revents = 0;
 
-	pthread_mutex_lock(&fs->plock);
-	if (p->gen != fs->gen) {
+	pth(pthread_mutex_lock(&fs->plock));
+	if (p->gen != atomic_load(&fs->gen)) {
 		revents = POLLIN | POLLRDNORM;
-		if (ph)
-			fuse_pollhandle_destroy(ph);
+		old = ph;
 	} else if (ph) {
-		if (p->ph)
-			fuse_pollhandle_destroy(p->ph);
-		else {
-			p->prev = NULL;
-			p->next = fs->pollers;
-			if (fs->pollers)
-				fs->pollers->prev = p;
-			fs->pollers = p;
-		}
+		old = poller_take(p);
 		p->ph = ph;
+		list_add_tail(&p->link, &fs->pollers);
 	}
-	pthread_mutex_unlock(&fs->plock);
+	pth(pthread_mutex_unlock(&fs->plock));
+	if (old)
+		fuse_pollhandle_destroy(old);
 	fuse_reply_poll(req, revents);
 }
 
+/*
+ * A job changed state.  Called on engine threads, workers included, so it
+ * takes no lock and makes no system call but the notifier's wake-up (a
+ * semaphore post); the notifier does the rest.
+ */
 void kfs_changed(void *opaque)
 {
 	struct kfs *fs = opaque;
 
-	pthread_mutex_lock(&fs->plock);
-	fs->gen++;
-	pthread_cond_signal(&fs->pcond);
-	pthread_mutex_unlock(&fs->plock);
+	atomic_fetch_add(&fs->gen, 1);
+	if (!atomic_exchange(&fs->kicked, true))
+		pth(sem_post(&fs->kick) ? errno : 0);
+}
+
+/* Poll handles taken off the list per round, notified with no lock held. */
+#define NOTIFY_BATCH 64
+
+static void notify_pollers(struct kfs *fs)
+{
+	struct fuse_pollhandle *phs[NOTIFY_BATCH];
+	unsigned int n;
+
+	do {
+		n = 0;
+		pth(pthread_mutex_lock(&fs->plock));
+		while (n < NOTIFY_BATCH && !list_empty(&fs->pollers))
+			phs[n++] = poller_take(list_first_entry(
+				&fs->pollers, struct kfs_poller, link));
+		pth(pthread_mutex_unlock(&fs->plock));
+		for (unsigned int i = 0; i < n; i++) {
+			fuse_lowlevel_notify_poll(phs[i]);
+			fuse_pollhandle_destroy(phs[i]);
+		}
+	} while (n == NOTIFY_BATCH);
 }
 
 static void *notifier_main(void *arg)
 {
 	struct kfs *fs = arg;
 
-	pthread_mutex_lock(&fs->plock);
 	for (;;) {
-		struct kfs_poller *p;
-
-		while (!fs->notifier_quit && fs->gen == fs->notified_gen)
-			pthread_cond_wait(&fs->pcond, &fs->plock);
-		if (fs->notifier_quit)
+		while (sem_wait(&fs->kick))
+			pth(errno == EINTR ? 0 : errno);
+		/* Cleared before the round: a change during it kicks again. */
+		atomic_store(&fs->kicked, false);
+		if (atomic_load(&fs->notifier_quit))
 			break;
-		fs->notified_gen = fs->gen;
-		/* Notify under plock: a release cannot free ph meanwhile. */
-		while ((p = fs->pollers)) {
-			poller_unlink(fs, p);
-			fuse_lowlevel_notify_poll(p->ph);
-			fuse_pollhandle_destroy(p->ph);
-			p->ph = NULL;
-		}
+		notify_pollers(fs);
 	}
-	pthread_mutex_unlock(&fs->plock);
 	return NULL;
 }
 
@@ -607,27 +628,24 @@ int kfs_notifier_start(struct kfs *fs)
 
 void kfs_notifier_stop(struct kfs *fs)
 {
-	struct kfs_poller *p;
+	struct fuse_pollhandle *ph;
 
 	if (!fs->notifier_running)
 		return;
-	pthread_mutex_lock(&fs->plock);
-	fs->notifier_quit = true;
-	pthread_cond_signal(&fs->pcond);
-	pthread_mutex_unlock(&fs->plock);
-	pthread_join(fs->notifier, NULL);
+	atomic_store(&fs->notifier_quit, true);
+	pth(sem_post(&fs->kick) ? errno : 0);
+	pth(pthread_join(fs->notifier, NULL));
 	fs->notifier_running = false;
 
 	/* Handles still waiting are dropped without a notification. */
-	pthread_mutex_lock(&fs->plock);
-	while ((p = fs->pollers)) {
-		poller_unlink(fs, p);
-		fuse_pollhandle_destroy(p->ph);
-		p->ph = NULL;
+	pth(pthread_mutex_lock(&fs->plock));
+	while (!list_empty(&fs->pollers)) {
+		ph = poller_take(list_first_entry(&fs->pollers,
+						  struct kfs_poller, link));
+		fuse_pollhandle_destroy(ph);
 	}
-	pthread_mutex_unlock(&fs->plock);
+	pth(pthread_mutex_unlock(&fs->plock));
 }
-
 
 /* --- Device files --------------------------------------------------------- */
 
@@ -652,7 +670,6 @@ static void read_dev(fuse_req_t req, struct kfs_dev *d, size_t size,
 		     off_t off)
 {
 	char *buf;
-	ssize_t n;
 	int r;
 
 	/* As a block device: nothing to read at or past the end. */
@@ -662,27 +679,19 @@ static void read_dev(fuse_req_t req, struct kfs_dev *d, size_t size,
 	}
 	if (size > d->size - (uint64_t)off)
 		size = (size_t)(d->size - (uint64_t)off);
-	r = kcopyd_bdev_apply_faults(d->bdev, KCOPYD_FAULT_READ, (uint64_t)off,
-				     &size);
-	if (r) {
-		__atomic_fetch_add(&d->errors, 1, __ATOMIC_RELAXED);
-		fuse_reply_err(req, -r);
-		return;
-	}
 	buf = malloc(size ? size : 1);
 	if (!buf) {
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	n = pread(d->fd, buf, size, off);
-	if (n < 0) {
-		__atomic_fetch_add(&d->errors, 1, __ATOMIC_RELAXED);
-		fuse_reply_err(req, errno);
+	r = kcopyd_bdev_pread(d->bdev, buf, size, (uint64_t)off);
+	if (r) {
+		atomic_fetch_add(&d->errors, 1);
+		fuse_reply_err(req, -r);
 	} else {
-		__atomic_fetch_add(&d->reads, 1, __ATOMIC_RELAXED);
-		__atomic_fetch_add(&d->bytes_read, (uint64_t)n,
-				   __ATOMIC_RELAXED);
-		fuse_reply_buf(req, buf, (size_t)n);
+		atomic_fetch_add(&d->reads, 1);
+		atomic_fetch_add(&d->bytes_read, (uint64_t)size);
+		fuse_reply_buf(req, buf, size);
 	}
 	free(buf);
 }
@@ -690,7 +699,6 @@ static void read_dev(fuse_req_t req, struct kfs_dev *d, size_t size,
 static void write_dev(fuse_req_t req, struct kfs_dev *d, const char *buf,
 		      size_t size, off_t off)
 {
-	ssize_t n;
 	int r;
 
 	/* As a block device: ENOSPC at the end, a short write across it. */
@@ -700,22 +708,15 @@ static void write_dev(fuse_req_t req, struct kfs_dev *d, const char *buf,
 	}
 	if (size > d->size - (uint64_t)off)
 		size = (size_t)(d->size - (uint64_t)off);
-	r = kcopyd_bdev_apply_faults(d->bdev, KCOPYD_FAULT_WRITE,
-				     (uint64_t)off, &size);
+	r = kcopyd_bdev_pwrite(d->bdev, buf, size, (uint64_t)off);
 	if (r) {
-		__atomic_fetch_add(&d->errors, 1, __ATOMIC_RELAXED);
+		atomic_fetch_add(&d->errors, 1);
 		fuse_reply_err(req, -r);
 		return;
 	}
-	n = pwrite(d->fd, buf, size, off);
-	if (n < 0) {
-		__atomic_fetch_add(&d->errors, 1, __ATOMIC_RELAXED);
-		fuse_reply_err(req, errno);
-		return;
-	}
-	__atomic_fetch_add(&d->writes, 1, __ATOMIC_RELAXED);
-	__atomic_fetch_add(&d->bytes_written, (uint64_t)n, __ATOMIC_RELAXED);
-	fuse_reply_write(req, (size_t)n);
+	atomic_fetch_add(&d->writes, 1);
+	atomic_fetch_add(&d->bytes_written, (uint64_t)size);
+	fuse_reply_write(req, size);
 }
 
 /* --- The control file ----------------------------------------------------- */
@@ -806,16 +807,31 @@ static void open_control(fuse_req_t req, struct fuse_file_info *fi)
 		release_control(fs, c);
 }
 
+/*
+ * The reply goes out only after c->lock is dropped: once the kernel has
+ * its answer the file may be closed, and its release frees c.
+ */
 static void read_control(fuse_req_t req, struct control_fh *c, size_t size,
 			 off_t off)
 {
-	size_t i;
+	char *copy = NULL;
+	size_t i, n = 0;
 
-	pthread_mutex_lock(&c->lock);
+	pth(pthread_mutex_lock(&c->lock));
 	i = (uint64_t)off > c->base ? (size_t)((uint64_t)off - c->base) : 0;
-	pthread_mutex_unlock(&c->lock);
-	reply_slice(req, &c->lock, (const char *const *)&c->reply, &c->len, i,
-		    size);
+	if (i < c->len) {
+		n = size < c->len - i ? size : c->len - i;
+		copy = malloc(n);
+		if (copy)
+			memcpy(copy, c->reply + i, n);
+	}
+	pth(pthread_mutex_unlock(&c->lock));
+	if (n && !copy) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	fuse_reply_buf(req, copy, n);
+	free(copy);
 }
 
 static int find_dev(const struct kfs_devlookup *dl, const char *name,
@@ -1200,8 +1216,12 @@ static void kfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		return;
 	case INO_RESULTS:
 	case INO_STATS:
-		read_status(req, (struct kfs_poller *)(uintptr_t)fi->fh, size,
-			    off);
+		if (ino == INO_RESULTS)
+			read_results(req, (struct kfs_poller *)(uintptr_t)fi->fh,
+				     size, off);
+		else
+			read_stats(req, (struct kfs_poller *)(uintptr_t)fi->fh,
+				   size, off);
 		return;
 	}
 	if (!dev_of(fs, ino)) {
@@ -1233,11 +1253,7 @@ static void kfs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
 {
 	struct kfs_dev *d = dev_of(fs_of(req), ino);
 
-	if (d && (datasync ? fdatasync(d->fd) : fsync(d->fd)) == -1) {
-		fuse_reply_err(req, errno);
-		return;
-	}
-	fuse_reply_err(req, 0);
+	fuse_reply_err(req, d ? -kcopyd_bdev_flush(d->bdev) : 0);
 }
 
 static void kfs_flush(fuse_req_t req, fuse_ino_t ino,

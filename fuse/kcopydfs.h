@@ -10,6 +10,8 @@
 
 #include <fuse_lowlevel.h>
 #include <pthread.h>
+#include <semaphore.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -26,15 +28,19 @@
 /* Most commands one control write may hold. */
 #define KFS_MAX_CMDS	4096
 
-/* One device: the engine's handle and a plain fd for dev/NAME. */
+/*
+ * One device: the engine's handle, through which the daemon does all of
+ * dev/NAME's I/O; fd is only the backing file the kernel is given for
+ * passthrough, where the daemon sees no I/O.
+ */
 struct kfs_dev {
 	char name[KFS_MAX_NAME + 1];
 	char *path;
 	struct block_device *bdev;
 	int fd;
 	uint64_t size;			/* bytes, whole sectors */
-	/* I/O through dev/NAME (atomics). */
-	uint64_t reads, writes, bytes_read, bytes_written, errors;
+	/* I/O through dev/NAME. */
+	atomic_uint_fast64_t reads, writes, bytes_read, bytes_written, errors;
 	struct kfs_pt_dev pt;		/* passthrough or direct I/O */
 	bool pt_ready;			/* pt set up (main thread) */
 };
@@ -49,7 +55,7 @@ struct waiter;
  * whatever is left there is freed at exit.
  */
 struct kfs_open {
-	struct kfs_open *prev, *next;	/* on fs->open (hlock) */
+	struct list_head link;		/* on fs->open (hlock) */
 	void (*release)(struct kfs *fs, struct kfs_open *h);
 };
 
@@ -71,15 +77,17 @@ struct kfs {
 	struct kfs_pt pt;
 
 	/*
-	 * Change notification for poll on results: `gen` counts changes,
-	 * the notifier thread wakes the poll handles in `pollers`.
+	 * Change notification for poll on results: `gen` counts changes;
+	 * a change posts `kick` (once until the notifier takes it), and the
+	 * notifier thread wakes the poll handles waiting in `pollers`.
+	 * Engine threads touch only the atomics and the semaphore.
 	 */
+	atomic_uint_fast64_t gen;
+	atomic_bool kicked;
+	atomic_bool notifier_quit;
+	sem_t kick;
 	pthread_mutex_t plock;
-	pthread_cond_t pcond;
-	uint64_t gen;			/* (plock) */
-	uint64_t notified_gen;		/* (plock) */
-	bool notifier_quit;		/* (plock) */
-	struct kfs_poller *pollers;	/* (plock) */
+	struct list_head pollers;	/* struct kfs_poller (plock) */
 	pthread_t notifier;
 	bool notifier_running;
 
@@ -94,7 +102,7 @@ struct kfs {
 	struct waiter *waiters;		/* sync writes in flight (reply_lock) */
 
 	pthread_mutex_t hlock;
-	struct kfs_open *open;		/* open handles (hlock) */
+	struct list_head open;		/* struct kfs_open (hlock) */
 };
 
 extern const struct fuse_lowlevel_ops kfs_ops;
