@@ -685,7 +685,6 @@ static void read_dev(fuse_req_t req, struct kfs_dev *d, size_t size,
 		     off_t off)
 {
 	char *buf;
-	ssize_t n;
 	int r;
 
 	/* As a block device: nothing to read at or past the end. */
@@ -695,26 +694,19 @@ static void read_dev(fuse_req_t req, struct kfs_dev *d, size_t size,
 	}
 	if (size > d->size - (uint64_t)off)
 		size = (size_t)(d->size - (uint64_t)off);
-	r = kcopyd_bdev_apply_faults(d->bdev, KCOPYD_FAULT_READ, (uint64_t)off,
-				     &size);
-	if (r) {
-		atomic_fetch_add(&d->errors, 1);
-		fuse_reply_err(req, -r);
-		return;
-	}
 	buf = malloc(size ? size : 1);
 	if (!buf) {
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	n = pread(d->fd, buf, size, off);
-	if (n < 0) {
+	r = kcopyd_bdev_pread(d->bdev, buf, size, (uint64_t)off);
+	if (r) {
 		atomic_fetch_add(&d->errors, 1);
-		fuse_reply_err(req, errno);
+		fuse_reply_err(req, -r);
 	} else {
 		atomic_fetch_add(&d->reads, 1);
-		atomic_fetch_add(&d->bytes_read, (uint64_t)n);
-		fuse_reply_buf(req, buf, (size_t)n);
+		atomic_fetch_add(&d->bytes_read, (uint64_t)size);
+		fuse_reply_buf(req, buf, size);
 	}
 	free(buf);
 }
@@ -722,7 +714,6 @@ static void read_dev(fuse_req_t req, struct kfs_dev *d, size_t size,
 static void write_dev(fuse_req_t req, struct kfs_dev *d, const char *buf,
 		      size_t size, off_t off)
 {
-	ssize_t n;
 	int r;
 
 	/* As a block device: ENOSPC at the end, a short write across it. */
@@ -732,22 +723,15 @@ static void write_dev(fuse_req_t req, struct kfs_dev *d, const char *buf,
 	}
 	if (size > d->size - (uint64_t)off)
 		size = (size_t)(d->size - (uint64_t)off);
-	r = kcopyd_bdev_apply_faults(d->bdev, KCOPYD_FAULT_WRITE,
-				     (uint64_t)off, &size);
+	r = kcopyd_bdev_pwrite(d->bdev, buf, size, (uint64_t)off);
 	if (r) {
 		atomic_fetch_add(&d->errors, 1);
 		fuse_reply_err(req, -r);
 		return;
 	}
-	n = pwrite(d->fd, buf, size, off);
-	if (n < 0) {
-		atomic_fetch_add(&d->errors, 1);
-		fuse_reply_err(req, errno);
-		return;
-	}
 	atomic_fetch_add(&d->writes, 1);
-	atomic_fetch_add(&d->bytes_written, (uint64_t)n);
-	fuse_reply_write(req, (size_t)n);
+	atomic_fetch_add(&d->bytes_written, (uint64_t)size);
+	fuse_reply_write(req, size);
 }
 
 /* --- The control file ----------------------------------------------------- */
@@ -1536,11 +1520,7 @@ static void kfs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
 {
 	struct kfs_dev *d = dev_of(fs_of(req), ino);
 
-	if (d && (datasync ? fdatasync(d->fd) : fsync(d->fd)) == -1) {
-		fuse_reply_err(req, errno);
-		return;
-	}
-	fuse_reply_err(req, 0);
+	fuse_reply_err(req, d ? -kcopyd_bdev_flush(d->bdev) : 0);
 }
 
 static void kfs_flush(fuse_req_t req, fuse_ino_t ino,

@@ -28,7 +28,11 @@
 /* Most commands one control write may hold. */
 #define KFS_MAX_CMDS	4096
 
-/* One device: the engine's handle and a plain fd for dev/NAME. */
+/*
+ * One device: the engine's handle, through which the daemon does all of
+ * dev/NAME's I/O; fd is only the backing file the kernel is given for
+ * passthrough, where the daemon sees no I/O.
+ */
 struct kfs_dev {
 	char name[KFS_MAX_NAME + 1];
 	char *path;

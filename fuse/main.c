@@ -43,15 +43,23 @@ struct options {
 	unsigned int nfaults;
 	char *image_dir;
 	char *pidfile;
+	char *args[2];			/* [IMAGE_DIR] MOUNTPOINT */
+	unsigned int nargs;
 	unsigned int pages;
 	unsigned int keep;
 	unsigned int max_queue;
 	struct kcopyd_options engine;
 	bool allow_other;
+	bool fsname;			/* the user gave -o fsname= */
+	bool verbose;
 	bool no_passthrough;
 	bool bad;
 };
 
+/*
+ * Every kcopydfs option has three spellings: "--name VALUE",
+ * "--name=VALUE" and "-o name=VALUE" (for fstab and mount units).
+ */
 enum {
 	KEY_DEV,
 	KEY_IMAGE_DIR,
@@ -62,42 +70,56 @@ enum {
 	KEY_MAX_QUEUE,
 	KEY_FAULT,
 	KEY_PIDFILE,
-	KEY_ALLOW_OTHER,
+	KEY_VALUED_END,
+	KEY_ALLOW_OTHER = KEY_VALUED_END,
+	KEY_FSNAME,
+	KEY_VERBOSE,
+	KEY_DEFAULTS,
 	KEY_NO_PASSTHROUGH,
 };
 
-#define OPT2(name, key) FUSE_OPT_KEY(name "=", key), FUSE_OPT_KEY(name " ", key)
+#define OPT3(name, key) \
+	FUSE_OPT_KEY("--" name "=", key), FUSE_OPT_KEY("--" name " ", key), \
+	FUSE_OPT_KEY(name "=", key)
 
 static const struct fuse_opt opt_spec[] = {
-	OPT2("--dev", KEY_DEV),
-	OPT2("--image-dir", KEY_IMAGE_DIR),
-	OPT2("--pages", KEY_PAGES),
-	OPT2("--threads", KEY_THREADS),
-	OPT2("--subjob-size", KEY_SUBJOB),
-	OPT2("--keep", KEY_KEEP),
-	OPT2("--max-queue", KEY_MAX_QUEUE),
-	OPT2("--fault", KEY_FAULT),
-	OPT2("--pidfile", KEY_PIDFILE),
+	OPT3("dev", KEY_DEV),
+	OPT3("image-dir", KEY_IMAGE_DIR),
+	OPT3("pages", KEY_PAGES),
+	OPT3("threads", KEY_THREADS),
+	OPT3("subjob-size", KEY_SUBJOB),
+	OPT3("keep", KEY_KEEP),
+	OPT3("max-queue", KEY_MAX_QUEUE),
+	OPT3("fault", KEY_FAULT),
+	OPT3("pidfile", KEY_PIDFILE),
 	FUSE_OPT_KEY("-P ", KEY_PIDFILE),
 	FUSE_OPT_KEY("allow_other", KEY_ALLOW_OTHER),
+	FUSE_OPT_KEY("fsname=", KEY_FSNAME),
+	FUSE_OPT_KEY("verbose", KEY_VERBOSE),
+	FUSE_OPT_KEY("--verbose", KEY_VERBOSE),
+	/* mount.fuse3 may pass it on; it means nothing here. */
+	FUSE_OPT_KEY("defaults", KEY_DEFAULTS),
 	FUSE_OPT_KEY("--no-passthrough", KEY_NO_PASSTHROUGH),
+	FUSE_OPT_KEY("no-passthrough", KEY_NO_PASSTHROUGH),
 	FUSE_OPT_END
 };
 
 static const char *const opt_names[] = {
-	[KEY_DEV] = "--dev", [KEY_IMAGE_DIR] = "--image-dir",
-	[KEY_PAGES] = "--pages", [KEY_THREADS] = "--threads",
-	[KEY_SUBJOB] = "--subjob-size", [KEY_KEEP] = "--keep",
-	[KEY_MAX_QUEUE] = "--max-queue", [KEY_FAULT] = "--fault",
-	[KEY_PIDFILE] = "--pidfile",
+	[KEY_DEV] = "dev", [KEY_IMAGE_DIR] = "image-dir",
+	[KEY_PAGES] = "pages", [KEY_THREADS] = "threads",
+	[KEY_SUBJOB] = "subjob-size", [KEY_KEEP] = "keep",
+	[KEY_MAX_QUEUE] = "max-queue", [KEY_FAULT] = "fault",
+	[KEY_PIDFILE] = "pidfile",
 };
 
 static void usage(const char *prog)
 {
-	printf("usage: %s [options] MOUNTPOINT\n\n"
+	printf("usage: %s [options] [IMAGE_DIR] MOUNTPOINT\n\n"
+	       "Every file of IMAGE_DIR is a device; attach takes images\n"
+	       "from there.  Each --name VALUE is also -o name=VALUE.\n\n"
 	       "kcopydfs options:\n"
 	       "    --dev NAME=PATH        a device (repeatable)\n"
-	       "    --image-dir DIR        every file in DIR is a device\n"
+	       "    --image-dir DIR        the image directory (as IMAGE_DIR)\n"
 	       "    --pages N              copy buffer pages of 4 KiB (1024)\n"
 	       "    --threads N            engine I/O threads (2)\n"
 	       "    --subjob-size SIZE     bytes per sub-job, K/M (512K)\n"
@@ -107,17 +129,25 @@ static void usage(const char *prog)
 	       "                           OP read|write|rw; KIND an errno,\n"
 	       "                           short or delay=USEC (EIO)\n"
 	       "    --no-passthrough       dev/NAME I/O through the daemon\n"
-	       "    -P, --pidfile PIDFILE  write the pid once serving\n\n",
+	       "    -P, --pidfile PIDFILE  write the pid once serving\n"
+	       "    --verbose              log every job, not only failures\n\n",
 	       prog);
 }
 
-/* The value of "--opt=VALUE", "--optVALUE" (of "--opt VALUE"), "-PVALUE". */
+/*
+ * The value of "--name=VALUE", "--nameVALUE" (fuse_opt's form of
+ * "--name VALUE"), "-PVALUE" or "name=VALUE".
+ */
 static const char *opt_value(const char *arg, int key)
 {
-	const char *name = key == KEY_PIDFILE && !strncmp(arg, "-P", 2) &&
-			   strncmp(arg, "--", 2) ? "-P" : opt_names[key];
-	const char *v = arg + strlen(name);
+	const char *v;
 
+	if (!strncmp(arg, "--", 2))
+		v = arg + 2 + strlen(opt_names[key]);
+	else if (!strncmp(arg, "-P", 2))
+		v = arg + 2;
+	else
+		v = arg + strlen(opt_names[key]);
 	return *v == '=' ? v + 1 : v;
 }
 
@@ -138,7 +168,7 @@ static int add_dev(struct options *o, const char *spec)
 	struct dev_spec *n;
 
 	if (!eq || !kfs_valid_name(spec, (size_t)(eq - spec)) || !eq[1]) {
-		fprintf(stderr, "kcopydfs: --dev '%s' is not NAME=PATH with "
+		fprintf(stderr, "kcopydfs: dev '%s' is not NAME=PATH with "
 				"NAME of [A-Za-z0-9_.-]\n", spec);
 		return -EINVAL;
 	}
@@ -166,13 +196,36 @@ static int add_fault(struct options *o, const char *spec)
 	if (kfs_parse_fault(spec, n[o->nfaults].name,
 			    sizeof(n[o->nfaults].name), &n[o->nfaults].fault,
 			    msg, sizeof(msg))) {
-		fprintf(stderr, "kcopydfs: --fault: %s\n", msg);
+		fprintf(stderr, "kcopydfs: fault: %s\n", msg);
 		return -EINVAL;
 	}
 	o->nfaults++;
 	return 0;
 }
 
+static int set_string(char **s, const char *v)
+{
+	free(*s);
+	*s = strdup(v);
+	return *s ? 0 : -ENOMEM;
+}
+
+/* [IMAGE_DIR] MOUNTPOINT: kept here, handed to libfuse after parsing. */
+static int add_nonopt(struct options *o, const char *arg)
+{
+	if (o->nargs == 2) {
+		fprintf(stderr, "kcopydfs: extra argument '%s' (usage: "
+			"kcopydfs [options] [IMAGE_DIR] MOUNTPOINT)\n", arg);
+		return -EINVAL;
+	}
+	o->args[o->nargs] = strdup(arg);
+	if (!o->args[o->nargs])
+		return -ENOMEM;
+	o->nargs++;
+	return 0;
+}
+
+/* Returns 1 to hand the argument on to libfuse, 0 when it is ours. */
 static int opt_proc(void *data, const char *arg, int key,
 		    struct fuse_args *outargs)
 {
@@ -181,15 +234,27 @@ static int opt_proc(void *data, const char *arg, int key,
 	uint64_t size;
 	int r = 0;
 
-	if (key == KEY_ALLOW_OTHER) {
+	switch (key) {
+	case FUSE_OPT_KEY_NONOPT:
+		if (add_nonopt(o, arg))
+			o->bad = true;
+		return 0;
+	case KEY_ALLOW_OTHER:
 		o->allow_other = true;
 		return 1;
-	}
-	if (key == KEY_NO_PASSTHROUGH) {
+	case KEY_FSNAME:
+		o->fsname = true;
+		return 1;
+	case KEY_VERBOSE:
+		o->verbose = true;
+		return 0;
+	case KEY_NO_PASSTHROUGH:
 		o->no_passthrough = true;
 		return 0;
+	case KEY_DEFAULTS:
+		return 0;
 	}
-	if (key < 0 || key > KEY_PIDFILE)
+	if (key < 0 || key >= KEY_VALUED_END)
 		return 1;
 	v = opt_value(arg, key);
 	switch (key) {
@@ -197,9 +262,7 @@ static int opt_proc(void *data, const char *arg, int key,
 		r = add_dev(o, v);
 		break;
 	case KEY_IMAGE_DIR:
-		free(o->image_dir);
-		o->image_dir = strdup(v);
-		r = o->image_dir ? 0 : -ENOMEM;
+		r = set_string(&o->image_dir, v);
 		break;
 	case KEY_PAGES:
 		r = parse_uint(v, 1, 1u << 24, &o->pages);
@@ -224,9 +287,7 @@ static int opt_proc(void *data, const char *arg, int key,
 		r = add_fault(o, v);
 		break;
 	case KEY_PIDFILE:
-		free(o->pidfile);
-		o->pidfile = strdup(v);
-		r = o->pidfile ? 0 : -ENOMEM;
+		r = set_string(&o->pidfile, v);
 		break;
 	}
 	if (r) {
@@ -235,6 +296,27 @@ static int opt_proc(void *data, const char *arg, int key,
 				opt_names[key]);
 		o->bad = true;
 	}
+	return 0;
+}
+
+/*
+ * Two arguments are IMAGE_DIR MOUNTPOINT (the source and target that
+ * mount(8) and mount.fuse3 pass); the mount point goes on to libfuse.
+ */
+static int place_args(struct fuse_args *args, struct options *o)
+{
+	if (o->nargs == 2) {
+		if (o->image_dir) {
+			fprintf(stderr, "kcopydfs: image directory given "
+				"twice: '%s' and image-dir=%s\n", o->args[0],
+				o->image_dir);
+			return -EINVAL;
+		}
+		o->image_dir = o->args[0];
+		o->args[0] = NULL;
+	}
+	if (o->nargs && fuse_opt_add_arg(args, o->args[o->nargs - 1]))
+		return -ENOMEM;
 	return 0;
 }
 
@@ -251,7 +333,7 @@ static int add_image_dir(struct options *o, const char *dir)
 	int r = 0;
 
 	if (n < 0) {
-		fprintf(stderr, "kcopydfs: --image-dir %s: %s\n", dir,
+		fprintf(stderr, "kcopydfs: image directory %s: %s\n", dir,
 			strerror(errno));
 		return -errno;
 	}
@@ -334,14 +416,14 @@ static int open_devs(struct kfs *fs, const struct options *o)
 		int r;
 
 		if (idx < 0) {
-			fprintf(stderr, "kcopydfs: --fault: unknown device "
+			fprintf(stderr, "kcopydfs: fault: unknown device "
 				"'%s'\n", o->faults[i].name);
 			return -ENOENT;
 		}
 		r = kcopyd_bdev_add_fault(fs->devs[idx].bdev,
 					  &o->faults[i].fault);
 		if (r) {
-			fprintf(stderr, "kcopydfs: --fault: %s\n",
+			fprintf(stderr, "kcopydfs: fault: %s\n",
 				strerror(-r));
 			return r;
 		}
@@ -392,14 +474,31 @@ static void finish_jobs(struct kfs *fs)
 	free(ids);
 }
 
+/* fsname: the user's, else the image directory, as mount(8) shows it. */
 static int add_mount_opts(struct fuse_args *args, const struct options *o)
 {
-	char opt[64];
+	char *esc = NULL, *opt = NULL;
+	int r;
 
-	snprintf(opt, sizeof(opt), "-omax_read=%d,fsname=kcopydfs,"
-		 "subtype=kcopydfs", KFS_MAX_READ);
-	if (fuse_opt_add_arg(args, opt))
+	if (asprintf(&opt, "-omax_read=%d,subtype=kcopydfs", KFS_MAX_READ) < 0)
 		return -ENOMEM;
+	r = fuse_opt_add_arg(args, opt);
+	free(opt);
+	if (r)
+		return -ENOMEM;
+	if (!o->fsname) {
+		/* A comma in the directory's name must not split the option. */
+		if (fuse_opt_add_opt_escaped(&esc, o->image_dir ?
+					     o->image_dir : "kcopydfs"))
+			return -ENOMEM;
+		if (asprintf(&opt, "-ofsname=%s", esc) < 0)
+			opt = NULL;
+		free(esc);
+		r = opt ? fuse_opt_add_arg(args, opt) : -ENOMEM;
+		free(opt);
+		if (r)
+			return -ENOMEM;
+	}
 	/* Mode bits are checked only with default_permissions. */
 	if (o->allow_other && fuse_opt_add_arg(args, "-odefault_permissions"))
 		return -ENOMEM;
@@ -438,7 +537,7 @@ static int start_serving(struct kfs *fs, const struct options *o)
 	return r;
 }
 
-/* The daemon runs in /: a relative pidfile path must not change meaning. */
+/* The daemon runs in /: a relative path must not change meaning. */
 static int absolute_path(char **path)
 {
 	char cwd[PATH_MAX], *abs;
@@ -452,6 +551,21 @@ static int absolute_path(char **path)
 	}
 	free(*path);
 	*path = abs;
+	return 0;
+}
+
+/* The image directory, absolute and without symbolic links. */
+static int real_path(char **path)
+{
+	char *real = realpath(*path, NULL);
+
+	if (!real) {
+		fprintf(stderr, "kcopydfs: image directory %s: %s\n", *path,
+			strerror(errno));
+		return -1;
+	}
+	free(*path);
+	*path = real;
 	return 0;
 }
 
@@ -530,17 +644,18 @@ static int run(struct fuse_args *args, struct options *o)
 		goto out_opts;
 	}
 	if (!fo.mountpoint) {
-		fprintf(stderr, "usage: kcopydfs [options] MOUNTPOINT "
-				"(--help for more)\n");
+		fprintf(stderr, "usage: kcopydfs [options] [IMAGE_DIR] "
+				"MOUNTPOINT (--help for more)\n");
 		goto out_opts;
 	}
-	if (o->image_dir && add_image_dir(o, o->image_dir))
+	if (o->image_dir && (real_path(&o->image_dir) ||
+			     add_image_dir(o, o->image_dir)))
 		goto out_opts;
 	if (o->pidfile && absolute_path(&o->pidfile))
 		goto out_opts;
-	if (!o->ndevs) {
-		fprintf(stderr, "kcopydfs: no device: give --dev NAME=PATH or "
-				"--image-dir DIR\n");
+	if (!o->ndevs && !o->image_dir) {
+		fprintf(stderr, "kcopydfs: no device: give IMAGE_DIR or "
+				"dev=NAME=PATH\n");
 		goto out_opts;
 	}
 
@@ -644,7 +759,8 @@ int main(int argc, char *argv[])
 	};
 	int ret = 1;
 
-	if (!fuse_opt_parse(&args, &o, opt_spec, opt_proc) && !o.bad)
+	if (!fuse_opt_parse(&args, &o, opt_spec, opt_proc) && !o.bad &&
+	    !place_args(&args, &o))
 		ret = run(&args, &o);
 	for (unsigned int i = 0; i < o.ndevs; i++) {
 		free(o.devs[i].name);
@@ -654,6 +770,8 @@ int main(int argc, char *argv[])
 	free(o.faults);
 	free(o.image_dir);
 	free(o.pidfile);
+	free(o.args[0]);
+	free(o.args[1]);
 	fuse_opt_free_args(&args);
 	return ret;
 }

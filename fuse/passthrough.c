@@ -199,7 +199,8 @@ void kfs_pt_init(struct kfs *fs, struct fuse_conn_info *conn)
 	store_bool(&fs->pt.offered, offered);
 	if (offered && !fs->pt.disabled && any_candidate(fs)) {
 		conn->want |= FUSE_CAP_PASSTHROUGH;
-		conn->max_backing_stack_depth = KFS_PT_STACK_DEPTH;
+		/* libfuse sends the kernel one more (0 is "stacked under"). */
+		conn->max_backing_stack_depth = KFS_PT_STACK_DEPTH - 1;
 		store_bool(&fs->pt.requested, true);
 	}
 	settle_at_init(fs);

@@ -1,13 +1,19 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * Block devices: image files and real block devices, read and written with
- * preadv/pwritev, with optional fault injection.
+ * Block devices: the part every backend shares.  A backend (bdev_file.c)
+ * moves the bytes; this file adds what must be the same whatever the
+ * device is: fault rules, counters, the zeroing ladder, and the public
+ * device I/O that programs use instead of descriptors of their own.
  *
- * Thread model: any number of threads may read and write one device at
- * once; the fd is never moved (positioned I/O only).  The fault rules are
- * guarded by fault_lock; nr_faults lets I/O skip the lock when there are
- * none.  Counters are atomics.  Open and close are the caller's to order
- * against I/O: a device is closed only when no job uses it.
+ * Zeroing takes the cheapest method the device supports, probed on first
+ * use and remembered: punch a hole, zero a range in place, and only then
+ * write zeros from one shared buffer (no pool pages).
+ *
+ * Thread model: any number of threads may do I/O on one device at once.
+ * The fault rules are guarded by fault_lock; nr_faults lets I/O skip the
+ * lock when there are none.  Counters and zero_unsupported are atomics.
+ * Open and close are the caller's to order against I/O: a device is
+ * closed only when no job uses it.
  */
 #include <config.h>
 
@@ -17,16 +23,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
-#include <sys/stat.h>
 #include <unistd.h>
-#ifdef HAVE_LINUX_FS_H
-#include <linux/fs.h>
-#endif
 
 #include "internal.h"
-
-#define BDEV_OPEN_FLAGS (O_ACCMODE | O_DIRECT | O_SYNC | O_DSYNC)
 
 void engine_die(const char *what, int err, const char *file, int line)
 {
@@ -35,113 +34,35 @@ void engine_die(const char *what, int err, const char *file, int line)
 	abort();
 }
 
-static int device_size(int fd, const struct stat *st, uint64_t *bytes)
-{
-	if (S_ISREG(st->st_mode)) {
-		*bytes = (uint64_t)st->st_size;
-		return 0;
-	}
-	if (S_ISBLK(st->st_mode)) {
-#ifdef BLKGETSIZE64
-		if (ioctl(fd, BLKGETSIZE64, bytes) == -1)
-			return -errno;
-		return 0;
-#else
-		return -ENOTSUP;
-#endif
-	}
-	if (S_ISDIR(st->st_mode))
-		return -EISDIR;
-	return -ENOTBLK;
-}
-
-/*
- * The unit in which a failed transfer is retried piece by piece: the
- * logical block size of a block device, else a sector (a page with
- * O_DIRECT, which may need that alignment).
- */
-static unsigned int block_size(int fd, const struct stat *st, int flags)
-{
-	int bs = 0;
-
-#ifdef BLKSSZGET
-	if (S_ISBLK(st->st_mode) && ioctl(fd, BLKSSZGET, &bs) == 0 &&
-	    bs >= (int)KCOPYD_SECTOR_SIZE && bs <= (int)KCOPYD_PAGE_SIZE)
-		return bs;
-#endif
-	return flags & O_DIRECT ? KCOPYD_PAGE_SIZE : KCOPYD_SECTOR_SIZE;
-}
+/* Zeros for the last rung of the ladder, shared by every device. */
+#define ZERO_BUF_SIZE	(1024 * 1024)
+static const char zero_buf[ZERO_BUF_SIZE]
+	__attribute__((aligned(KCOPYD_PAGE_SIZE)));
 
 bool bdev_same(const struct block_device *a, const struct block_device *b)
 {
-	return a == b || (a->is_blockdev == b->is_blockdev &&
-			  a->dev == b->dev && a->ino == b->ino);
+	return a == b || (a->ops == b->ops && a->ops->same(a, b));
+}
+
+int bdev_init(struct block_device *b, const struct bdev_ops *ops,
+	      const char *path, uint64_t size, bool read_only,
+	      unsigned int block_size)
+{
+	b->path = strdup(path);
+	if (!b->path)
+		return -ENOMEM;
+	b->ops = ops;
+	b->read_only = read_only;
+	b->sectors = size >> KCOPYD_SECTOR_SHIFT;
+	b->size = b->sectors << KCOPYD_SECTOR_SHIFT;
+	b->block_size = block_size;
+	pth(pthread_mutex_init(&b->fault_lock, NULL));
+	return 0;
 }
 
 int kcopyd_bdev_open(const char *path, int flags, struct block_device **result)
 {
-	struct block_device *bdev;
-	struct stat st;
-	uint64_t bytes;
-	int acc = flags & O_ACCMODE;
-	int fd, r;
-
-	if (!path || !result || (flags & ~BDEV_OPEN_FLAGS) ||
-	    (acc != O_RDONLY && acc != O_RDWR))
-		return -EINVAL;
-
-	/*
-	 * O_NONBLOCK: an open of a FIFO would wait for a writer; refuse it
-	 * at once instead.  Regular files and block devices ignore the
-	 * flag, and it is cleared before any I/O.
-	 */
-	fd = open(path, flags | O_CLOEXEC | O_NONBLOCK);
-	if (fd == -1)
-		return -errno;
-	if (fstat(fd, &st) == -1) {
-		r = -errno;
-		goto bad_fd;
-	}
-	r = device_size(fd, &st, &bytes);
-	if (r)
-		goto bad_fd;
-	r = fcntl(fd, F_GETFL);
-	if (r == -1 || fcntl(fd, F_SETFL, r & ~O_NONBLOCK) == -1) {
-		r = -errno;
-		goto bad_fd;
-	}
-
-	bdev = calloc(1, sizeof(*bdev));
-	if (!bdev) {
-		r = -ENOMEM;
-		goto bad_fd;
-	}
-	bdev->path = strdup(path);
-	if (!bdev->path) {
-		free(bdev);
-		r = -ENOMEM;
-		goto bad_fd;
-	}
-	bdev->fd = fd;
-	bdev->open_flags = flags;
-	bdev->read_only = acc == O_RDONLY;
-	bdev->is_blockdev = S_ISBLK(st.st_mode);
-	bdev->sectors = bytes >> KCOPYD_SECTOR_SHIFT;
-	bdev->block_size = block_size(fd, &st, flags);
-	if (bdev->is_blockdev) {
-		bdev->dev = st.st_rdev;
-		bdev->ino = 0;
-	} else {
-		bdev->dev = st.st_dev;
-		bdev->ino = st.st_ino;
-	}
-	pth(pthread_mutex_init(&bdev->fault_lock, NULL));
-	*result = bdev;
-	return 0;
-
-bad_fd:
-	close(fd);
-	return r;
+	return bdev_file_open(path, flags, result);
 }
 
 void kcopyd_bdev_close(struct block_device *bdev)
@@ -150,9 +71,8 @@ void kcopyd_bdev_close(struct block_device *bdev)
 		return;
 	kcopyd_bdev_clear_faults(bdev);
 	pth(pthread_mutex_destroy(&bdev->fault_lock));
-	close(bdev->fd);
 	free(bdev->path);
-	free(bdev);
+	bdev->ops->close(bdev);
 }
 
 sector_t kcopyd_bdev_sectors(const struct block_device *bdev)
@@ -175,6 +95,12 @@ void kcopyd_bdev_get_stats(const struct block_device *bdev,
 	st->bytes_read = atomic_load(&b->bytes_read);
 	st->bytes_written = atomic_load(&b->bytes_written);
 	st->errors = atomic_load(&b->errors);
+	st->zeros = atomic_load(&b->zeros);
+	st->bytes_zeroed = atomic_load(&b->bytes_zeroed);
+	st->bytes_holes = atomic_load(&b->bytes_holes);
+	st->zeroed_punch = atomic_load(&b->zero_bytes[BDEV_ZERO_PUNCH]);
+	st->zeroed_range = atomic_load(&b->zero_bytes[BDEV_ZERO_RANGE]);
+	st->zeroed_write = atomic_load(&b->zero_bytes[BDEV_ZERO_WRITE]);
 }
 
 int kcopyd_bdev_add_fault(struct block_device *bdev,
@@ -228,17 +154,19 @@ void kcopyd_bdev_clear_faults(struct block_device *bdev)
 	}
 }
 
-/* The engine's own I/O and any front end's meet the same rules. */
-int kcopyd_bdev_apply_faults(struct block_device *bdev, unsigned int op,
-			     uint64_t off, size_t *len)
+/*
+ * Apply the rules of operation op to an I/O of [off, off + *len): sleeps
+ * for a delay rule, may shorten *len (a short rule, never below one
+ * sector), and returns the negative errno of an error rule, else 0.
+ */
+static int apply_faults(struct block_device *bdev, unsigned int op,
+			uint64_t off, uint64_t *len)
 {
 	sector_t first, end;
 	unsigned int delay = 0;
 	struct fault_rule *rule;
 	int err = 0;
 
-	if (!bdev || !len)
-		return -EINVAL;
 	if (!atomic_load(&bdev->nr_faults))
 		return 0;
 
@@ -257,8 +185,8 @@ int kcopyd_bdev_apply_faults(struct block_device *bdev, unsigned int op,
 			break;
 		case KCOPYD_FAULT_SHORT:
 			if (*len > KCOPYD_SECTOR_SIZE) {
-				size_t half = (*len / 2) &
-					      ~(size_t)(KCOPYD_SECTOR_SIZE - 1);
+				uint64_t half = (*len / 2) &
+					~(uint64_t)(KCOPYD_SECTOR_SIZE - 1);
 				*len = half ? half : KCOPYD_SECTOR_SIZE;
 			}
 			break;
@@ -289,7 +217,7 @@ static size_t iov_bytes(const struct iovec *iov, int iovcnt)
  * at the limit in place and restored afterwards.
  */
 static ssize_t io_once(struct block_device *bdev, bool write,
-		       struct iovec *iov, int iovcnt, off_t off, size_t limit)
+		       struct iovec *iov, int iovcnt, off_t off, uint64_t limit)
 {
 	size_t sum = 0, saved = 0;
 	int cut = -1, n;
@@ -308,9 +236,9 @@ static ssize_t io_once(struct block_device *bdev, bool write,
 		sum += iov[n].iov_len;
 	}
 	if (write)
-		r = pwritev(bdev->fd, iov, n, off);
+		r = bdev->ops->pwritev(bdev, iov, n, (uint64_t)off);
 	else
-		r = preadv(bdev->fd, iov, n, off);
+		r = bdev->ops->preadv(bdev, iov, n, (uint64_t)off);
 	if (cut >= 0)
 		iov[cut].iov_len = saved;
 	return r;
@@ -324,17 +252,17 @@ static int io_full(struct block_device *bdev, bool write, struct iovec *iov,
 	int r;
 
 	while (left) {
-		size_t limit = left;
+		uint64_t limit = left;
 		ssize_t n;
 
-		r = kcopyd_bdev_apply_faults(bdev, op, (uint64_t)off, &limit);
+		r = apply_faults(bdev, op, (uint64_t)off, &limit);
 		if (r)
 			goto fail;
 		n = io_once(bdev, write, iov, iovcnt, off, limit);
 		if (n < 0) {
-			if (errno == EINTR)
+			if (n == -EINTR)
 				continue;
-			r = -errno;
+			r = (int)n;
 			goto fail;
 		}
 		if (n == 0) {
@@ -379,4 +307,287 @@ int bdev_write_full(struct block_device *bdev, struct iovec *iov, int iovcnt,
 		    off_t off)
 {
 	return io_full(bdev, true, iov, iovcnt, off);
+}
+
+/* --- Zeroing and holes ------------------------------------------------------ */
+
+/*
+ * The last rung: write zeros.  Unless the blocks must stay allocated,
+ * what is a hole already is left alone, as it reads as zeros.
+ */
+static int zero_by_writes(struct block_device *bdev, uint64_t off,
+			  uint64_t len, bool allocated)
+{
+	while (len) {
+		uint64_t n = len;
+		bool hole = false;
+		int r;
+
+		if (!allocated) {
+			r = bdev->ops->extent(bdev, off, len, &hole, &n);
+			if (r)
+				return r;
+			if (!n)
+				n = len;
+		}
+		if (hole) {
+			off += n;
+			len -= n;
+			continue;
+		}
+		while (n) {
+			struct iovec iov = {
+				.iov_base = (void *)zero_buf,
+				.iov_len = n < ZERO_BUF_SIZE ? n : ZERO_BUF_SIZE,
+			};
+			ssize_t w = bdev->ops->pwritev(bdev, &iov, 1, off);
+
+			if (w == -EINTR)
+				continue;
+			if (w < 0)
+				return (int)w;
+			if (w == 0)
+				return -ENOSPC;
+			off += (uint64_t)w;
+			len -= (uint64_t)w;
+			n -= (uint64_t)w;
+		}
+	}
+	return 0;
+}
+
+/* One rung after another, from the cheapest the device may take. */
+static int zero_once(struct block_device *bdev, uint64_t off, uint64_t len,
+		     bool allocated)
+{
+	enum bdev_zero_method m;
+	int r;
+
+	for (m = allocated ? BDEV_ZERO_RANGE : BDEV_ZERO_PUNCH;
+	     m < BDEV_ZERO_WRITE; m++) {
+		if (atomic_load(&bdev->zero_unsupported) & (1u << m))
+			continue;
+		r = bdev->ops->zero(bdev, off, len, m);
+		if (r == -EOPNOTSUPP) {
+			atomic_fetch_or(&bdev->zero_unsupported, 1u << m);
+			continue;
+		}
+		if (r)
+			return r;
+		atomic_fetch_add(&bdev->zero_bytes[m], len);
+		return 0;
+	}
+	r = zero_by_writes(bdev, off, len, allocated);
+	if (!r)
+		atomic_fetch_add(&bdev->zero_bytes[BDEV_ZERO_WRITE], len);
+	return r;
+}
+
+int bdev_zero(struct block_device *bdev, uint64_t off, uint64_t len,
+	      bool allocated)
+{
+	uint64_t total = len;
+	int r;
+
+	while (len) {
+		uint64_t n = len;
+
+		r = apply_faults(bdev, KCOPYD_FAULT_WRITE, off, &n);
+		if (r)
+			goto fail;
+		r = zero_once(bdev, off, n, allocated);
+		if (r)
+			goto fail;
+		off += n;
+		len -= n;
+	}
+	atomic_fetch_add(&bdev->zeros, 1);
+	atomic_fetch_add(&bdev->bytes_zeroed, total);
+	return 0;
+
+fail:
+	atomic_fetch_add(&bdev->errors, 1);
+	return r;
+}
+
+int bdev_read_hole(struct block_device *bdev, uint64_t off, uint64_t len)
+{
+	uint64_t total = len;
+	int r;
+
+	/* A short rule only cuts the range: go on past it. */
+	while (len) {
+		uint64_t n = len;
+
+		r = apply_faults(bdev, KCOPYD_FAULT_READ, off, &n);
+		if (r) {
+			atomic_fetch_add(&bdev->errors, 1);
+			return r;
+		}
+		off += n;
+		len -= n;
+	}
+	atomic_fetch_add(&bdev->bytes_holes, total);
+	return 0;
+}
+
+int bdev_extent(struct block_device *bdev, uint64_t off, uint64_t len,
+		bool *hole, uint64_t *count)
+{
+	int r;
+
+	if (off >= bdev->size || !len) {
+		*hole = false;
+		*count = 0;
+		return 0;
+	}
+	if (len > bdev->size - off)
+		len = bdev->size - off;
+	r = bdev->ops->extent(bdev, off, len, hole, count);
+	if (r)
+		return r;
+	if (!*count || *count > len)
+		*count = len;
+	return 0;
+}
+
+bool bdev_copy_range(struct block_device *in, uint64_t in_off,
+		     struct block_device *out, uint64_t out_off, size_t len)
+{
+	size_t left = len;
+
+	if (!in->copy_offload || !out->copy_offload || in->ops != out->ops ||
+	    !in->ops->copy_range || atomic_load(&in->nr_faults) ||
+	    atomic_load(&out->nr_faults))
+		return false;
+	while (left) {
+		ssize_t n = in->ops->copy_range(in, in_off, out, out_off,
+						left);
+
+		if (n <= 0)
+			return false;
+		left -= (size_t)n;
+		in_off += (uint64_t)n;
+		out_off += (uint64_t)n;
+	}
+	atomic_fetch_add(&in->reads, 1);
+	atomic_fetch_add(&in->bytes_read, len);
+	atomic_fetch_add(&out->writes, 1);
+	atomic_fetch_add(&out->bytes_written, len);
+	return true;
+}
+
+bool bdev_fully_allocated(struct block_device *bdev)
+{
+	uint64_t bytes;
+
+	return bdev->ops->allocated(bdev, &bytes) == 0 && bytes >= bdev->size;
+}
+
+/* --- Public device I/O ------------------------------------------------------ */
+
+static int check_range(const struct block_device *bdev, uint64_t off,
+		       uint64_t len)
+{
+	if (off > bdev->size || len > bdev->size - off)
+		return -ERANGE;
+	return 0;
+}
+
+int kcopyd_bdev_pread(struct block_device *bdev, void *buf, size_t len,
+		      uint64_t offset)
+{
+	struct iovec iov = { .iov_base = buf, .iov_len = len };
+	int r;
+
+	if (!bdev || (!buf && len))
+		return -EINVAL;
+	r = check_range(bdev, offset, len);
+	if (r || !len)
+		return r;
+	return bdev_read_full(bdev, &iov, 1, (off_t)offset);
+}
+
+int kcopyd_bdev_pwrite(struct block_device *bdev, const void *buf,
+		       size_t len, uint64_t offset)
+{
+	struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
+	int r;
+
+	if (!bdev || (!buf && len))
+		return -EINVAL;
+	if (bdev->read_only)
+		return -EROFS;
+	r = check_range(bdev, offset, len);
+	if (r || !len)
+		return r;
+	return bdev_write_full(bdev, &iov, 1, (off_t)offset);
+}
+
+int kcopyd_bdev_zero(struct block_device *bdev, uint64_t offset,
+		     uint64_t len, unsigned int flags)
+{
+	int r;
+
+	if (!bdev || (flags & ~KCOPYD_ALLOCATED))
+		return -EINVAL;
+	if (bdev->read_only)
+		return -EROFS;
+	r = check_range(bdev, offset, len);
+	if (r || !len)
+		return r;
+	return bdev_zero(bdev, offset, len, flags & KCOPYD_ALLOCATED);
+}
+
+int kcopyd_bdev_flush(struct block_device *bdev)
+{
+	int r;
+
+	if (!bdev)
+		return -EINVAL;
+	if (bdev->read_only)
+		return 0;
+	r = bdev->ops->flush(bdev);
+	if (r)
+		atomic_fetch_add(&bdev->errors, 1);
+	return r;
+}
+
+int kcopyd_bdev_extent(struct block_device *bdev, uint64_t offset,
+		       uint64_t len, unsigned int *type, uint64_t *count)
+{
+	bool hole;
+	int r;
+
+	if (!bdev || !type || !count || !len)
+		return -EINVAL;
+	if (offset >= bdev->size)
+		return -ERANGE;
+	r = bdev_extent(bdev, offset, len, &hole, count);
+	if (!r)
+		*type = hole ? KCOPYD_EXTENT_HOLE : KCOPYD_EXTENT_DATA;
+	return r;
+}
+
+int kcopyd_bdev_allocated(struct block_device *bdev, uint64_t *bytes)
+{
+	if (!bdev || !bytes)
+		return -EINVAL;
+	return bdev->ops->allocated(bdev, bytes);
+}
+
+int kcopyd_bdev_same(const struct block_device *a,
+		     const struct block_device *b)
+{
+	return a && b && bdev_same(a, b);
+}
+
+uint64_t kcopyd_bdev_size(const struct block_device *bdev)
+{
+	return bdev ? bdev->size : 0;
+}
+
+int kcopyd_bdev_is_read_only(const struct block_device *bdev)
+{
+	return bdev && bdev->read_only;
 }

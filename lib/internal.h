@@ -23,6 +23,13 @@
 
 #define SECTORS_PER_PAGE	(KCOPYD_PAGE_SIZE >> KCOPYD_SECTOR_SHIFT)
 
+/* Zero detection grain by default, and its smallest. */
+#define KCOPYD_DEFAULT_SPARSE_SIZE	4096u
+/* The longest chunk of a hole (1 GiB): one zeroing of each destination. */
+#define HOLE_CHUNK_SECTORS	((sector_t)1 << (30 - KCOPYD_SECTOR_SHIFT))
+/* Jobs shorter than this are read in full: asking for holes costs more. */
+#define SPARSE_MIN_SECTORS	((sector_t)(64 * 1024) >> KCOPYD_SECTOR_SHIFT)
+
 /* A failed pthread call is a bug in the engine, not a condition to limp on. */
 #define pth(call)							\
 	do {								\
@@ -34,7 +41,58 @@
 void engine_die(const char *what, int err, const char *file, int line)
 	__attribute__((noreturn));
 
-/* --- Block devices (bdev.c) --------------------------------------------- */
+/* --- Block devices (bdev.c, bdev_file.c) --------------------------------- */
+
+/*
+ * How a range is zeroed, cheapest first.  PUNCH deallocates (the range
+ * reads back as zeros); RANGE zeroes and keeps the blocks allocated
+ * (FALLOC_FL_ZERO_RANGE, BLKZEROOUT); WRITE writes zeros from one shared
+ * buffer, which every device can do.
+ */
+enum bdev_zero_method {
+	BDEV_ZERO_PUNCH,
+	BDEV_ZERO_RANGE,
+	BDEV_ZERO_WRITE,
+	BDEV_ZERO_METHODS
+};
+
+/*
+ * A backend: what a kind of device does, with no fault rules and no
+ * counters (bdev.c adds those, the same for every backend).  Every call
+ * may run in any thread, concurrently; offsets and lengths are in bytes.
+ * Calls are synchronous today; a backend with requests in flight (NBD)
+ * completes a sub-job from its own thread, which the engine allows since
+ * a sub-job's state lives in the sub-job, not on a worker's stack.
+ */
+struct bdev_ops {
+	const char *name;
+	/* One transfer, possibly short; -errno on failure. */
+	ssize_t (*preadv)(struct block_device *b, const struct iovec *iov,
+			  int iovcnt, uint64_t off);
+	ssize_t (*pwritev)(struct block_device *b, const struct iovec *iov,
+			   int iovcnt, uint64_t off);
+	/* Zero by PUNCH or RANGE; -EOPNOTSUPP if the device cannot. */
+	int (*zero)(struct block_device *b, uint64_t off, uint64_t len,
+		    enum bdev_zero_method m);
+	/*
+	 * The extent at off, at most len bytes: *hole and its *count.  A
+	 * device that cannot tell says data.
+	 */
+	int (*extent)(struct block_device *b, uint64_t off, uint64_t len,
+		      bool *hole, uint64_t *count);
+	int (*flush)(struct block_device *b);
+	/* Copy offload between two devices of this backend; optional. */
+	ssize_t (*copy_range)(struct block_device *in, uint64_t in_off,
+			      struct block_device *out, uint64_t out_off,
+			      size_t len);
+	/* Are a and b (both of this backend) one file or device? */
+	bool (*same)(const struct block_device *a,
+		     const struct block_device *b);
+	/* Bytes allocated to the device (its size if it cannot tell). */
+	int (*allocated)(struct block_device *b, uint64_t *bytes);
+	/* Free the backend's state, including the block_device itself. */
+	void (*close)(struct block_device *b);
+};
 
 struct fault_rule {
 	struct kcopyd_fault f;
@@ -42,14 +100,12 @@ struct fault_rule {
 };
 
 struct block_device {
-	int fd;
-	int open_flags;
+	const struct bdev_ops *ops;
 	bool read_only;
-	bool is_blockdev;
+	bool copy_offload;		/* ops->copy_range may be used */
 	sector_t sectors;
+	uint64_t size;			/* bytes, whole sectors */
 	unsigned int block_size;	/* smallest I/O it takes, in bytes */
-	dev_t dev;			/* identity: st_dev and st_ino, or */
-	ino_t ino;			/* st_rdev for a block device */
 	char *path;
 
 	/* Fault rules: a list prepended under fault_lock, read under it. */
@@ -57,8 +113,21 @@ struct block_device {
 	atomic_uint nr_faults;		/* fast path: 0 means no rule */
 	struct fault_rule *faults;
 
+	/* Zeroing methods found not to work here (bit per method). */
+	atomic_uint zero_unsupported;
+
 	atomic_uint_fast64_t reads, writes, bytes_read, bytes_written, errors;
+	atomic_uint_fast64_t zeros, bytes_zeroed, bytes_holes;
+	atomic_uint_fast64_t zero_bytes[BDEV_ZERO_METHODS];
 };
+
+/* bdev.c: set up the common part of a device a backend has allocated. */
+int bdev_init(struct block_device *b, const struct bdev_ops *ops,
+	      const char *path, uint64_t size, bool read_only,
+	      unsigned int block_size);
+
+/* bdev_file.c: an image file or a block device. */
+int bdev_file_open(const char *path, int flags, struct block_device **result);
 
 /*
  * Read or write exactly the bytes described by iov at byte offset off,
@@ -69,6 +138,35 @@ int bdev_read_full(struct block_device *bdev, struct iovec *iov, int iovcnt,
 		   off_t off);
 int bdev_write_full(struct block_device *bdev, struct iovec *iov, int iovcnt,
 		    off_t off);
+
+/*
+ * Zero [off, off + len) the cheapest way the device takes: with
+ * `allocated`, the blocks must stay allocated.  Write fault rules apply.
+ * Returns 0 or a negative errno.
+ */
+int bdev_zero(struct block_device *bdev, uint64_t off, uint64_t len,
+	      bool allocated);
+
+/*
+ * The source side of a hole: it is not read, but read fault rules still
+ * apply to it (delays sleep, an error rule fails).  Counts the bytes as
+ * skipped.  Returns 0 or the rule's negative errno.
+ */
+int bdev_read_hole(struct block_device *bdev, uint64_t off, uint64_t len);
+
+/* The extent at off (at most len bytes), as ops->extent. */
+int bdev_extent(struct block_device *bdev, uint64_t off, uint64_t len,
+		bool *hole, uint64_t *count);
+
+/*
+ * Copy offload of len bytes, all or nothing: false if either device
+ * cannot (then nothing is counted and the caller copies itself).
+ */
+bool bdev_copy_range(struct block_device *in, uint64_t in_off,
+		     struct block_device *out, uint64_t out_off, size_t len);
+
+/* Is the device certainly allocated in full (so holes need no query)? */
+bool bdev_fully_allocated(struct block_device *bdev);
 
 /* Are a and b the same file or device, whatever handles they came from? */
 bool bdev_same(const struct block_device *a, const struct block_device *b);

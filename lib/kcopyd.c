@@ -10,6 +10,11 @@
  *     the head of the ready list, reads it from the source into pool pages
  *     with preadv, writes every destination from those same pages with
  *     pwritev, and gives the pages back.  The I/O runs with no lock held.
+ *     A chunk that is a hole of the source (or any chunk of a zero job)
+ *     takes no pages: it is not read, and each destination is zeroed.
+ *     The source's holes are asked a window (one extent) at a time, by
+ *     the worker that finds the head job without an answer, with no lock
+ *     held; the other workers wait for it as they wait for pages.
  *   - one callback thread, which runs the notify functions one at a time,
  *     with no lock held.  So callbacks of one client never run
  *     concurrently, never run on the submitter's stack, and may submit.
@@ -28,6 +33,10 @@
  * come back, so jobs are served in order and none fails for want of
  * memory.  Pages are returned before the job reaches kc->complete, which
  * is what lets a callback submit more work without deadlock.
+ *
+ * A sub-job's state (its pages, iovecs and zero map included) lives in
+ * the sub-job, which is allocated with its worker, never on a stack; a
+ * backend that completes I/O from a thread of its own can finish it there.
  */
 #include <config.h>
 
@@ -52,6 +61,9 @@ struct kcopyd_job {
 	/* Set at submission, read-only afterwards. */
 	bool zero;
 	bool backward;			/* issue chunks from the end */
+	bool allocated;			/* destinations stay allocated */
+	bool target_zero;		/* destinations are zeros already */
+	bool detect;			/* zero detection after reads */
 	unsigned int flags;
 	unsigned int max_inflight;
 	sector_t total;			/* sectors of the longest region */
@@ -65,6 +77,14 @@ struct kcopyd_job {
 	sector_t written;		/* WRITE_SEQ: sectors written in order */
 	unsigned int inflight;
 	bool stopped;			/* error without IGNORE_ERROR */
+	/*
+	 * The source's allocation, known for [issued, ext_end) only: one
+	 * extent, asked when the issue point reaches its end.
+	 */
+	bool sparse;			/* holes are asked at all */
+	bool querying;			/* a worker is asking now */
+	bool ext_hole;
+	sector_t ext_end;
 	int read_err;
 	unsigned int write_err;
 
@@ -72,23 +92,32 @@ struct kcopyd_job {
 	struct io_region dests[];
 };
 
-/* One chunk of a job, owned by the worker running it. */
+/*
+ * One chunk of a job, owned by the worker running it.  The arrays are
+ * allocated once with the worker and reused by each chunk it takes.
+ */
 struct sub_job {
 	struct kcopyd_job *job;
 	sector_t offset;		/* relative to the regions' starts */
 	sector_t count;
+	bool hole;			/* not read: zero the destinations */
 	unsigned int nr_pages;
+	unsigned int *pages;		/* max_pages indices */
+	struct iovec *iov;		/* max_pages iovecs */
+	unsigned char *zmap;		/* zero detection: 1 = piece is zeros */
 	int read_err;
 	unsigned int write_err;
 	uint64_t bytes_read;		/* what really went through */
 	uint64_t bytes_written;
+	uint64_t bytes_zeroed;
+	uint64_t bytes_holes;
+	uint64_t bytes_zero_data;
 };
 
 struct worker {
 	struct kcopyd_client *kc;
 	pthread_t thread;
-	unsigned int *pages;		/* max_pages indices */
-	struct iovec *iov;		/* max_pages iovecs */
+	struct sub_job sj;
 };
 
 struct kcopyd_client {
@@ -103,6 +132,8 @@ struct kcopyd_client {
 	unsigned int subjob_sectors;
 	unsigned int max_pages;		/* pages of one chunk */
 	unsigned int max_inflight;
+	unsigned int sparse_size;	/* zero detection grain, 0: off */
+	bool allocated;			/* every job KCOPYD_ALLOCATED */
 	struct worker *workers;
 	pthread_t cb_thread;
 
@@ -165,27 +196,46 @@ static void queue_complete(struct kcopyd_client *kc, struct kcopyd_job *job)
 	pth(pthread_cond_signal(&kc->cb_cond));
 }
 
+enum take {
+	TAKE_NONE,			/* nothing to do now: wait */
+	TAKE_CHUNK,			/* a chunk to run */
+	TAKE_QUERY,			/* ask the head job's next extent */
+};
+
 /*
  * Carve the next chunk off the job at the head of the ready list.
- * Returns false if there is no job, or if the head job's chunk needs more
- * pages than are free: then the caller waits, and the head keeps its place.
+ * Returns TAKE_NONE if there is no job, if the head job's chunk needs
+ * more pages than are free, or if its next extent is being asked: then
+ * the caller waits, and the head keeps its place.  A chunk of a hole (or
+ * of a zero job) needs no pages, and may be much longer than a sub-job.
  */
-static bool take_chunk(struct kcopyd_client *kc, struct worker *w,
-		       struct sub_job *sj)
+static enum take take_chunk(struct kcopyd_client *kc, struct sub_job *sj)
 {
 	struct kcopyd_job *job;
 	sector_t n;
 
 	if (list_empty(&kc->ready))
-		return false;
+		return TAKE_NONE;
 	job = list_entry(kc->ready.next, struct kcopyd_job, ready);
+	if (job->querying)
+		return TAKE_NONE;
+	if (job->sparse && job->issued >= job->ext_end) {
+		job->querying = true;
+		sj->job = job;
+		return TAKE_QUERY;
+	}
 
-	n = min_sector(kc->subjob_sectors, job->total - job->issued);
-	sj->nr_pages = (n + SECTORS_PER_PAGE - 1) / SECTORS_PER_PAGE;
+	sj->hole = job->zero || (job->sparse && job->ext_hole);
+	n = job->total - job->issued;
+	if (job->sparse)
+		n = min_sector(n, job->ext_end - job->issued);
+	n = min_sector(n, sj->hole ? HOLE_CHUNK_SECTORS : kc->subjob_sectors);
+	sj->nr_pages = sj->hole ? 0 :
+		       (n + SECTORS_PER_PAGE - 1) / SECTORS_PER_PAGE;
 	if (sj->nr_pages > kc->pool.nr_free)
-		return false;
+		return TAKE_NONE;
 
-	pool_get(&kc->pool, w->pages, sj->nr_pages);
+	pool_get(&kc->pool, sj->pages, sj->nr_pages);
 	sj->job = job;
 	sj->count = n;
 	sj->offset = job->backward ? job->total - job->issued - n :
@@ -194,6 +244,9 @@ static bool take_chunk(struct kcopyd_client *kc, struct worker *w,
 	sj->write_err = 0;
 	sj->bytes_read = 0;
 	sj->bytes_written = 0;
+	sj->bytes_zeroed = 0;
+	sj->bytes_holes = 0;
+	sj->bytes_zero_data = 0;
 	job->issued += n;
 	job->inflight++;
 	kc->stats.subjobs++;
@@ -201,16 +254,53 @@ static bool take_chunk(struct kcopyd_client *kc, struct worker *w,
 	/* Round robin: the job goes to the back, if it has more to issue. */
 	list_del_init(&job->ready);
 	queue_ready(kc, job);
-	return true;
+	return TAKE_CHUNK;
+}
+
+/*
+ * Ask the source's allocation from the issue point on, with no lock
+ * held (it is a system call, or a round trip for a remote device).
+ * Nothing is issued from the job meanwhile, so `issued` cannot move.  A
+ * device that fails to say is read in full.
+ */
+static void query_extent(struct kcopyd_client *kc, struct kcopyd_job *job)
+{
+	sector_t at = job->issued, left = job->total - job->issued, n;
+	uint64_t count = 0;
+	bool hole = false;
+	int r;
+
+	unlock(kc);
+	r = bdev_extent(job->src.bdev,
+			(job->src.sector + at) << KCOPYD_SECTOR_SHIFT,
+			left << KCOPYD_SECTOR_SHIFT, &hole, &count);
+	lock(kc);
+	/* A hole is used in whole sectors only; data is rounded up. */
+	n = hole ? count >> KCOPYD_SECTOR_SHIFT :
+		   (count + KCOPYD_SECTOR_SIZE - 1) >> KCOPYD_SECTOR_SHIFT;
+	if (r || !n) {
+		hole = false;
+		n = left;
+		if (r)
+			job->sparse = false;
+	}
+	job->ext_hole = hole;
+	job->ext_end = at + min_sector(n, left);
+	job->querying = false;
+	pth(pthread_cond_broadcast(&kc->work_cond));
 }
 
 /* The chunk's I/O is over: give back its pages and account for it. */
-static void finish_chunk(struct kcopyd_client *kc, struct worker *w,
-			 struct sub_job *sj)
+static void finish_chunk(struct kcopyd_client *kc, struct sub_job *sj)
 {
 	struct kcopyd_job *job = sj->job;
 
-	pool_put(&kc->pool, w->pages, sj->nr_pages);
+	kc->stats.bytes_read += sj->bytes_read;
+	kc->stats.bytes_written += sj->bytes_written;
+	kc->stats.bytes_zeroed += sj->bytes_zeroed;
+	kc->stats.bytes_holes += sj->bytes_holes;
+	kc->stats.bytes_zero_data += sj->bytes_zero_data;
+	pool_put(&kc->pool, sj->pages, sj->nr_pages);
 	pth(pthread_cond_broadcast(&kc->work_cond));
 
 	job->inflight--;
@@ -243,40 +333,57 @@ static sector_t dest_len(const struct io_region *d, const struct sub_job *sj)
 	return min_sector(sj->count, d->count - sj->offset);
 }
 
+static uint64_t bytes_of(sector_t sectors)
+{
+	return (uint64_t)sectors << KCOPYD_SECTOR_SHIFT;
+}
+
 /* The address of byte `off` of the chunk, in its pool pages. */
-static char *chunk_byte(struct kcopyd_client *kc, struct worker *w, size_t off)
+static char *chunk_byte(struct kcopyd_client *kc, struct sub_job *sj,
+			size_t off)
 {
 	return kc->pool.mem +
-	       (size_t)w->pages[off / KCOPYD_PAGE_SIZE] * KCOPYD_PAGE_SIZE +
+	       (size_t)sj->pages[off / KCOPYD_PAGE_SIZE] * KCOPYD_PAGE_SIZE +
 	       off % KCOPYD_PAGE_SIZE;
+}
+
+/* iovecs for bytes [skip, skip + bytes) of the chunk's pages. */
+static int chunk_iov(struct kcopyd_client *kc, struct sub_job *sj,
+		     size_t skip, size_t bytes)
+{
+	int cnt = 0;
+
+	if (skip == 0)
+		return pool_iov(&kc->pool, sj->pages, sj->nr_pages, bytes,
+				sj->iov);
+	while (bytes) {
+		size_t in_page = KCOPYD_PAGE_SIZE - skip % KCOPYD_PAGE_SIZE;
+		size_t n = bytes < in_page ? bytes : in_page;
+		char *p = chunk_byte(kc, sj, skip);
+
+		if (cnt && (char *)sj->iov[cnt - 1].iov_base +
+				   sj->iov[cnt - 1].iov_len == p)
+			sj->iov[cnt - 1].iov_len += n;
+		else
+			sj->iov[cnt++] = (struct iovec){ p, n };
+		skip += n;
+		bytes -= n;
+	}
+	return cnt;
 }
 
 /*
  * One transfer of `bytes` of the chunk's pages, starting at byte `skip` of
  * the chunk, at byte offset `at` of the device.
  */
-static int chunk_io(struct kcopyd_client *kc, struct worker *w,
-		    struct sub_job *sj, struct block_device *bdev, bool write,
-		    size_t skip, size_t bytes, off_t at)
+static int chunk_io(struct kcopyd_client *kc, struct sub_job *sj,
+		    struct block_device *bdev, bool write, size_t skip,
+		    size_t bytes, off_t at)
 {
-	struct iovec one;
-	int cnt;
+	int cnt = chunk_iov(kc, sj, skip, bytes);
 
-	/*
-	 * From the chunk's start, across its pages: the whole chunk, or a
-	 * destination shorter than it (a zero's regions may differ).
-	 */
-	if (skip == 0) {
-		cnt = pool_iov(&kc->pool, w->pages, sj->nr_pages, bytes,
-			       w->iov);
-		return write ? bdev_write_full(bdev, w->iov, cnt, at) :
-			       bdev_read_full(bdev, w->iov, cnt, at);
-	}
-	/* A piece: never crosses a page, as block sizes divide a page. */
-	one.iov_base = chunk_byte(kc, w, skip);
-	one.iov_len = bytes;
-	return write ? bdev_write_full(bdev, &one, 1, at) :
-		       bdev_read_full(bdev, &one, 1, at);
+	return write ? bdev_write_full(bdev, sj->iov, cnt, at) :
+		       bdev_read_full(bdev, sj->iov, cnt, at);
 }
 
 /*
@@ -286,9 +393,9 @@ static int chunk_io(struct kcopyd_client *kc, struct worker *w,
  * zeros; one that cannot be written is left as it was.  Returns the bytes
  * that went through.
  */
-static uint64_t salvage(struct kcopyd_client *kc, struct worker *w,
-			struct sub_job *sj, struct block_device *bdev,
-			bool write, size_t len, off_t at)
+static uint64_t salvage(struct kcopyd_client *kc, struct sub_job *sj,
+			struct block_device *bdev, bool write, size_t skip,
+			size_t len, off_t at)
 {
 	size_t bs = bdev->block_size;
 	uint64_t good = 0;
@@ -296,44 +403,191 @@ static uint64_t salvage(struct kcopyd_client *kc, struct worker *w,
 	for (size_t off = 0; off < len; off += bs) {
 		size_t n = len - off < bs ? len - off : bs;
 
-		if (!chunk_io(kc, w, sj, bdev, write, off, n, at + off))
+		if (!chunk_io(kc, sj, bdev, write, skip + off, n, at + off))
 			good += n;
 		else if (!write)
-			memset(chunk_byte(kc, w, off), 0, n);
+			memset(chunk_byte(kc, sj, skip + off), 0, n);
 	}
 	return good;
 }
 
-static void zero_pages(struct kcopyd_client *kc, struct worker *w,
-		       struct sub_job *sj)
+/*
+ * The same for a zeroing that failed: halve the range until the pieces
+ * that fail are single blocks, so a failing block in a hole of a
+ * gigabyte costs a few dozen tries, not millions.
+ */
+static uint64_t salvage_zero(struct block_device *bdev, uint64_t at,
+			     uint64_t len, bool allocated)
 {
-	size_t bytes = sj->count << KCOPYD_SECTOR_SHIFT;
-	int cnt = pool_iov(&kc->pool, w->pages, sj->nr_pages, bytes, w->iov);
+	uint64_t bs = bdev->block_size, half;
 
-	for (int i = 0; i < cnt; i++)
-		memset(w->iov[i].iov_base, 0, w->iov[i].iov_len);
+	if (!bdev_zero(bdev, at, len, allocated))
+		return len;
+	if (len <= bs)
+		return 0;
+	half = (len / 2 + bs - 1) / bs * bs;
+	return salvage_zero(bdev, at, half, allocated) +
+	       salvage_zero(bdev, at + half, len - half, allocated);
 }
 
-static void read_chunk(struct kcopyd_client *kc, struct worker *w,
-		       struct sub_job *sj)
+/* Zero bytes [at, at + len) of destination i, with IGNORE_ERROR salvage. */
+static void zero_dest(struct sub_job *sj, unsigned int i, uint64_t at,
+		      uint64_t len)
 {
 	struct kcopyd_job *job = sj->job;
-	size_t bytes = sj->count << KCOPYD_SECTOR_SHIFT;
-	off_t at = (off_t)((job->src.sector + sj->offset)
-			   << KCOPYD_SECTOR_SHIFT);
+	struct block_device *bdev = job->dests[i].bdev;
 
-	if (job->zero) {
-		zero_pages(kc, w, sj);
+	if (job->target_zero)
+		return;
+	if (!bdev_zero(bdev, at, len, job->allocated)) {
+		sj->bytes_zeroed += len;
 		return;
 	}
-	if (!chunk_io(kc, w, sj, job->src.bdev, false, 0, bytes, at)) {
+	sj->write_err |= 1u << i;
+	if (job->flags & KCOPYD_IGNORE_ERROR)
+		sj->bytes_zeroed += salvage_zero(bdev, at, len,
+						 job->allocated);
+}
+
+static void read_chunk(struct kcopyd_client *kc, struct sub_job *sj)
+{
+	struct kcopyd_job *job = sj->job;
+	size_t bytes = bytes_of(sj->count);
+	off_t at = (off_t)bytes_of(job->src.sector + sj->offset);
+
+	if (!chunk_io(kc, sj, job->src.bdev, false, 0, bytes, at)) {
 		sj->bytes_read = bytes;
 		return;
 	}
 	sj->read_err = 1;
 	if (job->flags & KCOPYD_IGNORE_ERROR)
-		sj->bytes_read = salvage(kc, w, sj, job->src.bdev, false,
+		sj->bytes_read = salvage(kc, sj, job->src.bdev, false, 0,
 					 bytes, at);
+}
+
+/* Does [off, off + len) of the chunk read as zeros? */
+static bool chunk_is_zero(struct kcopyd_client *kc, struct sub_job *sj,
+			  size_t off, size_t len)
+{
+	while (len) {
+		size_t in_page = KCOPYD_PAGE_SIZE - off % KCOPYD_PAGE_SIZE;
+		size_t n = len < in_page ? len : in_page;
+		const char *p = chunk_byte(kc, sj, off);
+
+		if (p[0] || memcmp(p, p + 1, n - 1))
+			return false;
+		off += n;
+		len -= n;
+	}
+	return true;
+}
+
+/*
+ * Zero detection: mark the pieces of the chunk that read as zeros.
+ * Returns how many there are (0: write the chunk as it is).
+ */
+static unsigned int detect_zeros(struct kcopyd_client *kc,
+				 struct sub_job *sj, unsigned int *npieces)
+{
+	size_t bytes = bytes_of(sj->count), g = kc->sparse_size;
+	unsigned int n = (unsigned int)((bytes + g - 1) / g), zeros = 0;
+
+	for (unsigned int i = 0; i < n; i++) {
+		size_t off = (size_t)i * g;
+		size_t len = bytes - off < g ? bytes - off : g;
+
+		sj->zmap[i] = chunk_is_zero(kc, sj, off, len);
+		if (sj->zmap[i]) {
+			zeros++;
+			sj->bytes_zero_data += len;
+		}
+	}
+	*npieces = n;
+	return zeros;
+}
+
+/* Write the chunk to destination i: whole, or by runs of data. */
+static void write_dest(struct kcopyd_client *kc, struct sub_job *sj,
+		       unsigned int i, unsigned int npieces, bool runs)
+{
+	struct kcopyd_job *job = sj->job;
+	const struct io_region *d = &job->dests[i];
+	size_t len = bytes_of(dest_len(d, sj)), g = kc->sparse_size;
+	off_t at = (off_t)bytes_of(d->sector + sj->offset);
+	bool ignore = job->flags & KCOPYD_IGNORE_ERROR;
+
+	if (!len)
+		return;
+	if (!runs) {
+		npieces = 1;
+		g = len;
+	}
+	for (unsigned int p = 0; p < npieces;) {
+		unsigned int q = p + 1;
+		size_t skip = (size_t)p * g, n;
+
+		while (runs && q < npieces && sj->zmap[q] == sj->zmap[p])
+			q++;
+		n = (size_t)q * g < len ? (size_t)q * g - skip : len - skip;
+		if (runs && sj->zmap[p])
+			zero_dest(sj, i, (uint64_t)at + skip, n);
+		else if (!chunk_io(kc, sj, d->bdev, true, skip, n,
+				     at + (off_t)skip)) {
+			sj->bytes_written += n;
+		} else {
+			sj->write_err |= 1u << i;
+			if (ignore)
+				sj->bytes_written += salvage(kc, sj, d->bdev,
+							     true, skip, n,
+							     at + (off_t)skip);
+		}
+		p = q;
+	}
+}
+
+static void write_chunk(struct kcopyd_client *kc, struct sub_job *sj)
+{
+	struct kcopyd_job *job = sj->job;
+	unsigned int npieces = 0;
+	bool runs = job->detect && detect_zeros(kc, sj, &npieces);
+
+	for (unsigned int i = 0; i < job->num_dests; i++)
+		write_dest(kc, sj, i, npieces, runs);
+}
+
+/*
+ * A hole of the source, or a chunk of a zero job: nothing is read, but
+ * the source's read fault rules still apply to the range, and each
+ * destination is zeroed.
+ */
+static bool read_hole(struct sub_job *sj)
+{
+	struct kcopyd_job *job = sj->job;
+	uint64_t len = bytes_of(sj->count);
+
+	if (job->zero)
+		return true;
+	if (bdev_read_hole(job->src.bdev, bytes_of(job->src.sector +
+						   sj->offset), len)) {
+		sj->read_err = 1;
+		return job->flags & KCOPYD_IGNORE_ERROR;
+	}
+	sj->bytes_holes = len;
+	return true;
+}
+
+static void zero_chunk(struct sub_job *sj)
+{
+	struct kcopyd_job *job = sj->job;
+
+	for (unsigned int i = 0; i < job->num_dests; i++) {
+		const struct io_region *d = &job->dests[i];
+		uint64_t len = bytes_of(dest_len(d, sj));
+
+		if (len)
+			zero_dest(sj, i, bytes_of(d->sector + sj->offset),
+				  len);
+	}
 }
 
 /*
@@ -356,103 +610,61 @@ static bool wait_turn(struct kcopyd_client *kc, struct sub_job *sj)
 	return go;
 }
 
-static void write_chunk(struct kcopyd_client *kc, struct worker *w,
-			struct sub_job *sj)
-{
-	struct kcopyd_job *job = sj->job;
-
-	for (unsigned int i = 0; i < job->num_dests; i++) {
-		const struct io_region *d = &job->dests[i];
-		size_t len = dest_len(d, sj) << KCOPYD_SECTOR_SHIFT;
-		off_t at = (off_t)((d->sector + sj->offset)
-				   << KCOPYD_SECTOR_SHIFT);
-
-		if (!len)
-			continue;
-		if (!chunk_io(kc, w, sj, d->bdev, true, 0, len, at)) {
-			sj->bytes_written += len;
-			continue;
-		}
-		sj->write_err |= 1u << i;
-		if (job->flags & KCOPYD_IGNORE_ERROR)
-			sj->bytes_written += salvage(kc, w, sj, d->bdev, true,
-						     len, at);
-	}
-}
-
 /*
- * A plain file with nothing that copy_file_range(2) would bypass: no fault
- * rule, no O_DIRECT, no O_SYNC or O_DSYNC.
- */
-static bool range_copyable(struct block_device *bdev)
-{
-	return !bdev->is_blockdev && !atomic_load(&bdev->nr_faults) &&
-	       !(bdev->open_flags & (O_DIRECT | O_SYNC | O_DSYNC));
-}
-
-/*
- * A chunk of a copy to one destination goes file to file with
- * copy_file_range(2): the kernel moves each byte once, where preadv into
- * the pool and pwritev out of it move it twice (on tmpfs a fifth less CPU
- * than dd; see bench/README.md).  With several destinations, reading once
- * into the pool and writing from there moves fewer bytes, so they keep
- * that path.  The chunk holds its pool pages all the same, so scheduling
- * and the page cap do not change.  Returns false, with nothing counted,
- * if the chunk must take the ordinary path: that path then redoes the
- * whole chunk and tells a read error from a write error, which
+ * A chunk of a copy to one destination goes file to file by copy offload
+ * (copy_file_range(2)): the kernel moves each byte once, where preadv
+ * into the pool and pwritev out of it move it twice (on tmpfs a fifth
+ * less CPU than dd; see bench/README.md).  It cannot see zeros, so it
+ * serves only jobs without zero detection.  With several destinations,
+ * reading once into the pool and writing from there moves fewer bytes, so
+ * they keep that path.  The chunk holds its pool pages all the same, so
+ * scheduling and the page cap do not change.  Returns false, with nothing
+ * counted, if the chunk must take the ordinary path: that path then redoes
+ * the whole chunk and tells a read error from a write error, which
  * copy_file_range cannot.
  */
 static bool copy_chunk_range(struct sub_job *sj)
 {
 	struct kcopyd_job *job = sj->job;
-	struct block_device *in = job->src.bdev, *out = job->dests[0].bdev;
-	loff_t in_off = (loff_t)((job->src.sector + sj->offset)
-				 << KCOPYD_SECTOR_SHIFT);
-	loff_t out_off = (loff_t)((job->dests[0].sector + sj->offset)
-				  << KCOPYD_SECTOR_SHIFT);
-	size_t bytes = sj->count << KCOPYD_SECTOR_SHIFT, left = bytes;
+	size_t bytes = bytes_of(sj->count);
 
-	if (job->zero || job->num_dests != 1 ||
-	    (job->flags & KCOPYD_WRITE_SEQ) ||
-	    !range_copyable(in) || !range_copyable(out))
+	if (job->zero || job->detect || job->num_dests != 1 ||
+	    (job->flags & KCOPYD_WRITE_SEQ))
 		return false;
-	while (left) {
-		ssize_t n = copy_file_range(in->fd, &in_off, out->fd, &out_off,
-					    left, 0);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return false;
-		left -= (size_t)n;
-	}
-	atomic_fetch_add(&in->reads, 1);
-	atomic_fetch_add(&in->bytes_read, bytes);
-	atomic_fetch_add(&out->writes, 1);
-	atomic_fetch_add(&out->bytes_written, bytes);
+	if (!bdev_copy_range(job->src.bdev,
+			     bytes_of(job->src.sector + sj->offset),
+			     job->dests[0].bdev,
+			     bytes_of(job->dests[0].sector + sj->offset),
+			     bytes))
+		return false;
 	sj->bytes_read = bytes;
 	sj->bytes_written = bytes;
 	return true;
 }
 
-static void run_chunk(struct kcopyd_client *kc, struct worker *w,
-		      struct sub_job *sj)
+static void run_chunk(struct kcopyd_client *kc, struct sub_job *sj)
 {
 	struct kcopyd_job *job = sj->job;
 	bool ignore = job->flags & KCOPYD_IGNORE_ERROR;
 	bool go;
 
-	if (copy_chunk_range(sj)) {
+	if (!sj->hole && copy_chunk_range(sj)) {
 		if (job->progress)
 			job->progress(sj->count, job->context);
 		return;
 	}
-	read_chunk(kc, w, sj);
-	go = !sj->read_err || ignore;
+	if (sj->hole) {
+		go = read_hole(sj);
+	} else {
+		read_chunk(kc, sj);
+		go = !sj->read_err || ignore;
+	}
 	if (job->flags & KCOPYD_WRITE_SEQ)
 		go = wait_turn(kc, sj) && go;
-	if (go)
-		write_chunk(kc, w, sj);
+	if (go && sj->hole)
+		zero_chunk(sj);
+	else if (go)
+		write_chunk(kc, sj);
 	if (job->progress)
 		job->progress(sj->count, job->context);
 }
@@ -461,24 +673,29 @@ static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
 	struct kcopyd_client *kc = w->kc;
-	struct sub_job sj;
+	struct sub_job *sj = &w->sj;
 
 	engine_thread = kc;
 	lock(kc);
 	for (;;) {
-		if (!take_chunk(kc, w, &sj)) {
+		switch (take_chunk(kc, sj)) {
+		case TAKE_CHUNK:
+			unlock(kc);
+			run_chunk(kc, sj);
+			lock(kc);
+			finish_chunk(kc, sj);
+			break;
+		case TAKE_QUERY:
+			query_extent(kc, sj->job);
+			break;
+		case TAKE_NONE:
 			if (kc->quit)
-				break;
+				goto out;
 			pth(pthread_cond_wait(&kc->work_cond, &kc->lock));
-			continue;
+			break;
 		}
-		unlock(kc);
-		run_chunk(kc, w, &sj);
-		lock(kc);
-		kc->stats.bytes_read += sj.bytes_read;
-		kc->stats.bytes_written += sj.bytes_written;
-		finish_chunk(kc, w, &sj);
 	}
+out:
 	unlock(kc);
 	return NULL;
 }
@@ -526,7 +743,15 @@ static void *callback_main(void *arg)
 
 static int check_options(const struct kcopyd_options *o)
 {
-	if (o->threads > 256 || o->max_inflight > KCOPYD_MAX_INFLIGHT)
+	if (o->threads > 256 || o->max_inflight > KCOPYD_MAX_INFLIGHT ||
+	    (o->flags & ~(KCOPYD_OPT_NO_ZERO_DETECT | KCOPYD_OPT_ALLOCATED)))
+		return -EINVAL;
+	/* Pieces tile the pages: a divisor or a multiple of a page. */
+	if (o->sparse_size &&
+	    (o->sparse_size % KCOPYD_SECTOR_SIZE ||
+	     (KCOPYD_PAGE_SIZE % o->sparse_size &&
+	      o->sparse_size % KCOPYD_PAGE_SIZE) ||
+	     o->sparse_size > KCOPYD_MAX_SUBJOB_SIZE))
 		return -EINVAL;
 	if (o->subjob_size &&
 	    (o->subjob_size % KCOPYD_PAGE_SIZE ||
@@ -552,8 +777,9 @@ static void stop_threads(struct kcopyd_client *kc, unsigned int started,
 static void free_client(struct kcopyd_client *kc)
 {
 	for (unsigned int i = 0; i < kc->nr_threads; i++) {
-		free(kc->workers[i].pages);
-		free(kc->workers[i].iov);
+		free(kc->workers[i].sj.pages);
+		free(kc->workers[i].sj.iov);
+		free(kc->workers[i].sj.zmap);
 	}
 	free(kc->workers);
 	pool_destroy(&kc->pool);
@@ -625,6 +851,10 @@ int kcopyd_client_create_opts(unsigned int num_pages,
 	kc->max_pages = subjob_pages < num_pages ? subjob_pages : num_pages;
 	kc->subjob_sectors = kc->max_pages * SECTORS_PER_PAGE;
 	kc->max_inflight = o.max_inflight;
+	if (!(o.flags & KCOPYD_OPT_NO_ZERO_DETECT))
+		kc->sparse_size = o.sparse_size ? o.sparse_size :
+				  KCOPYD_DEFAULT_SPARSE_SIZE;
+	kc->allocated = o.flags & KCOPYD_OPT_ALLOCATED;
 
 	r = pool_init(&kc->pool, num_pages);
 	if (r)
@@ -637,9 +867,11 @@ int kcopyd_client_create_opts(unsigned int num_pages,
 		struct worker *w = &kc->workers[i];
 
 		w->kc = kc;
-		w->pages = malloc(sizeof(*w->pages) * kc->max_pages);
-		w->iov = malloc(sizeof(*w->iov) * kc->max_pages);
-		if (!w->pages || !w->iov)
+		w->sj.pages = malloc(sizeof(*w->sj.pages) * kc->max_pages);
+		w->sj.iov = malloc(sizeof(*w->sj.iov) * kc->max_pages);
+		/* One byte per piece of the smallest grain, a sector. */
+		w->sj.zmap = malloc((size_t)kc->max_pages * SECTORS_PER_PAGE);
+		if (!w->sj.pages || !w->sj.iov || !w->sj.zmap)
 			goto fail_mem;
 	}
 	r = start_threads(kc);
@@ -716,6 +948,9 @@ int kcopyd_client_get_stats(struct kcopyd_client *kc, struct kcopyd_stats *st)
 
 /* --- Submission ------------------------------------------------------------------ */
 
+#define JOB_FLAGS (KCOPYD_IGNORE_ERROR | KCOPYD_WRITE_SEQ | KCOPYD_ALLOCATED | \
+		   KCOPYD_TARGET_ZERO)
+
 static bool region_past_end(const struct io_region *r)
 {
 	sector_t size = kcopyd_bdev_sectors(r->bdev);
@@ -735,57 +970,99 @@ static bool regions_overlap(const struct io_region *a,
  * A destination that overlaps the source must be copied in the one order
  * that reads every sector before it is overwritten, one chunk at a time:
  * from the end if it lies above the source, from the start if below.
+ * Sets *up and *down; *culprit is the last destination found overlapping.
  */
-static int plan_overlap(struct kcopyd_job *job)
+static void overlap_directions(const struct io_region *from,
+			       unsigned int num_dests,
+			       const struct io_region *dests, bool *up,
+			       bool *down, int *culprit)
 {
-	bool up = false, down = false;
+	*up = *down = false;
+	for (unsigned int i = 0; i < num_dests; i++) {
+		const struct io_region *d = &dests[i];
 
-	for (unsigned int i = 0; i < job->num_dests; i++) {
-		const struct io_region *d = &job->dests[i];
-
-		if (!regions_overlap(d, &job->src) ||
-		    d->sector == job->src.sector)
+		if (!regions_overlap(d, from) || d->sector == from->sector)
 			continue;
-		if (d->sector > job->src.sector)
-			up = true;
+		if (d->sector > from->sector)
+			*up = true;
 		else
-			down = true;
+			*down = true;
+		*culprit = (int)i;
 	}
-	if (up && down)
-		return -EINVAL;
-	if (up && (job->flags & KCOPYD_WRITE_SEQ))
-		return -EINVAL;
-	if (up || down)
-		job->max_inflight = 1;
-	job->backward = up;
-	return 0;
 }
 
-static int check_regions(const struct io_region *from, unsigned int num_dests,
-			 const struct io_region *dests)
+static int check_copy(const struct io_region *from, unsigned int num_dests,
+		      const struct io_region *dests, unsigned int flags,
+		      int *culprit)
 {
-	if (from && (!from->bdev))
+	bool up, down;
+
+	*culprit = -1;
+	if (!dests || !num_dests || (flags & ~JOB_FLAGS))
+		return -EINVAL;
+	if (num_dests > KCOPYD_MAX_DESTS)
+		return -E2BIG;
+	if (from && !from->bdev)
 		return -EINVAL;
 	for (unsigned int i = 0; i < num_dests; i++) {
+		*culprit = (int)i;
 		if (!dests[i].bdev)
 			return -EINVAL;
 		if (from && dests[i].count != from->count)
 			return -EINVAL;
 	}
+	*culprit = -1;
 	if (from && region_past_end(from))
 		return -ERANGE;
-	for (unsigned int i = 0; i < num_dests; i++)
+	for (unsigned int i = 0; i < num_dests; i++) {
+		*culprit = (int)i;
 		if (region_past_end(&dests[i]))
 			return -ERANGE;
-	for (unsigned int i = 0; i < num_dests; i++)
+	}
+	for (unsigned int i = 0; i < num_dests; i++) {
+		*culprit = (int)i;
 		if (dests[i].bdev->read_only)
 			return -EROFS;
+	}
 	/* Two copies into one place have no single right answer. */
 	for (unsigned int i = 0; from && i < num_dests; i++)
-		for (unsigned int j = i + 1; j < num_dests; j++)
+		for (unsigned int j = i + 1; j < num_dests; j++) {
+			*culprit = (int)j;
 			if (regions_overlap(&dests[i], &dests[j]))
 				return -EINVAL;
+		}
+	*culprit = -1;
+	if (!from)
+		return 0;
+	overlap_directions(from, num_dests, dests, &up, &down, culprit);
+	if (up && down)
+		return -EINVAL;
+	if (up && (flags & KCOPYD_WRITE_SEQ))
+		return -EINVAL;
+	*culprit = -1;
 	return 0;
+}
+
+int kcopyd_check_copy(const struct io_region *from, unsigned int num_dests,
+		      const struct io_region *dests, unsigned int flags,
+		      int *culprit)
+{
+	int dummy;
+
+	return check_copy(from, num_dests, dests, flags,
+			  culprit ? culprit : &dummy);
+}
+
+/*
+ * Holes are worth asking for in a source of some size that is not known
+ * to be allocated in full, copied forward (SEEK_DATA and SEEK_HOLE look
+ * forward only; a copy up into an overlap reads everything).
+ */
+static bool job_sparse(const struct kcopyd_job *job)
+{
+	return !job->zero && !job->backward &&
+	       job->total >= SPARSE_MIN_SECTORS &&
+	       !bdev_fully_allocated(job->src.bdev);
 }
 
 int kcopyd_copy_progress(struct kcopyd_client *kc, struct io_region *from,
@@ -794,14 +1071,12 @@ int kcopyd_copy_progress(struct kcopyd_client *kc, struct io_region *from,
 			 kcopyd_progress_fn progress, void *context)
 {
 	struct kcopyd_job *job;
-	int r;
+	bool up = false, down = false;
+	int culprit, r;
 
-	if (!kc || !dests || !num_dests ||
-	    (flags & ~(KCOPYD_IGNORE_ERROR | KCOPYD_WRITE_SEQ)))
+	if (!kc)
 		return -EINVAL;
-	if (num_dests > KCOPYD_MAX_DESTS)
-		return -E2BIG;
-	r = check_regions(from, num_dests, dests);
+	r = check_copy(from, num_dests, dests, flags, &culprit);
 	if (r)
 		return r;
 
@@ -816,6 +1091,9 @@ int kcopyd_copy_progress(struct kcopyd_client *kc, struct io_region *from,
 	if (from)
 		job->src = *from;
 	job->flags = flags;
+	job->allocated = (flags & KCOPYD_ALLOCATED) || kc->allocated;
+	job->target_zero = flags & KCOPYD_TARGET_ZERO;
+	job->detect = from && kc->sparse_size;
 	job->fn = fn;
 	job->progress = progress;
 	job->context = context;
@@ -825,13 +1103,13 @@ int kcopyd_copy_progress(struct kcopyd_client *kc, struct io_region *from,
 	for (unsigned int i = 0; i < num_dests; i++)
 		if (dests[i].count > job->total)
 			job->total = dests[i].count;
-	if (from) {
-		r = plan_overlap(job);
-		if (r) {
-			free(job);
-			return r;
-		}
-	}
+	if (from)
+		overlap_directions(from, num_dests, dests, &up, &down,
+				   &culprit);
+	if (up || down)
+		job->max_inflight = 1;
+	job->backward = up;
+	job->sparse = job_sparse(job);
 
 	lock(kc);
 	if (kc->closing) {

@@ -39,6 +39,17 @@ typedef uint64_t sector_t;
  */
 #define KCOPYD_IGNORE_ERROR	(1u << 0)
 #define KCOPYD_WRITE_SEQ	(1u << 1)
+/*
+ * Holes and zeros.  A copy does not read the holes of its source, and
+ * zeroes the destinations there instead; data that reads back as all
+ * zeros is zeroed rather than written (see kcopyd_options.sparse_size).
+ * Zeroing deallocates where the device can.  ALLOCATED: the destinations
+ * keep every block allocated (zeros are written or zeroed in place, never
+ * punched).  TARGET_ZERO: the caller knows the destinations read as zeros
+ * already, so holes and zeros cost nothing at all.
+ */
+#define KCOPYD_ALLOCATED	(1u << 2)
+#define KCOPYD_TARGET_ZERO	(1u << 3)
 
 /* Opaque handles. */
 struct block_device;
@@ -88,13 +99,71 @@ void kcopyd_bdev_close(struct block_device *bdev);
 /* The device's size in sectors. */
 sector_t kcopyd_bdev_sectors(const struct block_device *bdev);
 
+/* The device's size in bytes (whole sectors). */
+uint64_t kcopyd_bdev_size(const struct block_device *bdev);
+
+/* 1 if the device was opened read-only (writes fail with EROFS), else 0. */
+int kcopyd_bdev_is_read_only(const struct block_device *bdev);
+
+/*
+ * 1 if a and b are one file or block device, whatever handles they came
+ * from (what the engine's overlap rules compare), else 0.
+ */
+int kcopyd_bdev_same(const struct block_device *a,
+		     const struct block_device *b);
+
+/*
+ * Device I/O for programs, through the same path as the engine's: counted
+ * in the device's stats and subject to its fault rules (a short rule is
+ * absorbed: these calls transfer everything or fail).  Offsets and
+ * lengths are in bytes; with O_DIRECT they must be aligned as the device
+ * needs.  Each returns 0 or a negative errno: -EINVAL (NULL, unknown
+ * flag), -ERANGE (past the end of the device), -EROFS (a write, zero to a
+ * read-only device), or the error of the I/O or of a fault rule.
+ */
+int kcopyd_bdev_pread(struct block_device *bdev, void *buf, size_t len,
+		      uint64_t offset);
+int kcopyd_bdev_pwrite(struct block_device *bdev, const void *buf,
+		       size_t len, uint64_t offset);
+
+/*
+ * Make [offset, offset + len) read as zeros, the cheapest way the device
+ * takes (punch a hole, zero in place, write zeros); flags 0 or
+ * KCOPYD_ALLOCATED to keep the blocks allocated.  Write fault rules apply.
+ */
+int kcopyd_bdev_zero(struct block_device *bdev, uint64_t offset,
+		     uint64_t len, unsigned int flags);
+
+/* Make what was written durable (fsync(2)); 0 for a read-only device. */
+int kcopyd_bdev_flush(struct block_device *bdev);
+
+/*
+ * Allocation: the extent that starts at offset, of at most len bytes, is
+ * a hole (reads as zeros, holds no blocks) or data; sets *type and its
+ * length *count (> 0).  A device that cannot tell says data.  Returns 0,
+ * -EINVAL, -ERANGE (offset at or past the end) or an I/O errno.
+ */
+#define KCOPYD_EXTENT_DATA	0u
+#define KCOPYD_EXTENT_HOLE	1u
+int kcopyd_bdev_extent(struct block_device *bdev, uint64_t offset,
+		       uint64_t len, unsigned int *type, uint64_t *count);
+
+/* Bytes allocated to the device (its size, for a block device). */
+int kcopyd_bdev_allocated(struct block_device *bdev, uint64_t *bytes);
+
 /* Per-device counters, as seen by the engine. */
 struct kcopyd_bdev_stats {
 	uint64_t reads;		/* read calls that completed */
 	uint64_t writes;	/* write calls that completed */
 	uint64_t bytes_read;
 	uint64_t bytes_written;
-	uint64_t errors;	/* reads and writes that failed */
+	uint64_t errors;	/* reads, writes and zeroings that failed */
+	uint64_t zeros;		/* zeroings that completed */
+	uint64_t bytes_zeroed;
+	uint64_t bytes_holes;	/* source bytes skipped as holes, not read */
+	uint64_t zeroed_punch;	/* bytes zeroed by punching holes */
+	uint64_t zeroed_range;	/* ... by zeroing in place */
+	uint64_t zeroed_write;	/* ... by writing zeros */
 };
 void kcopyd_bdev_get_stats(const struct block_device *bdev,
 			   struct kcopyd_bdev_stats *st);
@@ -131,18 +200,6 @@ int kcopyd_bdev_add_fault(struct block_device *bdev,
 			  const struct kcopyd_fault *fault);
 void kcopyd_bdev_clear_faults(struct block_device *bdev);
 
-/*
- * Apply the device's rules to an I/O of the caller's own, so that a front
- * end doing its own reads and writes of the device meets the same faults
- * as the engine: ops is KCOPYD_FAULT_READ or KCOPYD_FAULT_WRITE, the I/O
- * covers [offset, offset + *len) in bytes.  Sleeps for a delay rule, may
- * shorten *len (a short rule, never below one sector), and returns the
- * negative errno of an error rule, else 0.  The device's counters are not
- * touched.
- */
-int kcopyd_bdev_apply_faults(struct block_device *bdev, unsigned int ops,
-			     uint64_t offset, size_t *len);
-
 /* --- Clients ------------------------------------------------------------ */
 
 /*
@@ -160,7 +217,15 @@ struct kcopyd_options {
 					   (default 524288, max 16 MiB) */
 	unsigned int max_inflight;	/* sub-jobs in flight per job
 					   (default 8) */
+	unsigned int sparse_size;	/* zero detection: bytes, a multiple
+					   of 512 that divides 4096 or a
+					   multiple of 4096 (default 4096) */
+	unsigned int flags;		/* KCOPYD_OPT_* below */
 };
+
+/* Options flags: no zero detection; every job KCOPYD_ALLOCATED. */
+#define KCOPYD_OPT_NO_ZERO_DETECT	(1u << 0)
+#define KCOPYD_OPT_ALLOCATED		(1u << 1)
 
 /* As kcopyd_client_create(), with options (may be NULL). */
 int kcopyd_client_create_opts(unsigned int num_pages,
@@ -199,7 +264,22 @@ int kcopyd_copy(struct kcopyd_client *kc, struct io_region *from,
 		unsigned int num_dests, struct io_region *dests,
 		unsigned int flags, kcopyd_notify_fn fn, void *context);
 
-/* Write zeros to each of dests[0..num_dests); errors as kcopyd_copy(). */
+/*
+ * What kcopyd_copy() (from non-NULL) or kcopyd_zero() (from NULL) would
+ * refuse, without a client: returns 0 or the negative errno it would
+ * return (see kcopyd_copy), and sets *culprit (may be NULL) to the index
+ * of the destination at fault, or -1 for the source or the job as a
+ * whole.  A program checks every job of a batch first, so that a refused
+ * batch queues nothing.
+ */
+int kcopyd_check_copy(const struct io_region *from, unsigned int num_dests,
+		      const struct io_region *dests, unsigned int flags,
+		      int *culprit);
+
+/*
+ * Make each of dests[0..num_dests) read as zeros, the cheapest way each
+ * device takes (see kcopyd_bdev_zero); errors as kcopyd_copy().
+ */
 int kcopyd_zero(struct kcopyd_client *kc, unsigned int num_dests,
 		struct io_region *dests, unsigned int flags,
 		kcopyd_notify_fn fn, void *context);
@@ -226,6 +306,9 @@ struct kcopyd_stats {
 	uint64_t subjobs;
 	uint64_t bytes_read;
 	uint64_t bytes_written;		/* summed over destinations */
+	uint64_t bytes_zeroed;		/* summed over destinations */
+	uint64_t bytes_holes;		/* source holes, not read */
+	uint64_t bytes_zero_data;	/* read, found all zeros, zeroed */
 };
 int kcopyd_client_get_stats(struct kcopyd_client *kc, struct kcopyd_stats *st);
 

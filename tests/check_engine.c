@@ -141,7 +141,7 @@ START_TEST(test_copy_refusals)
 	REFUSE(-EINVAL, e.kc, &from, 1, NULL, 0);
 	REFUSE(-EINVAL, e.kc, &from, 0, to, 0);
 	REFUSE(-E2BIG, e.kc, &from, KCOPYD_MAX_DESTS + 1, to, 0);
-	REFUSE(-EINVAL, e.kc, &from, 1, to, 1u << 2);
+	REFUSE(-EINVAL, e.kc, &from, 1, to, 1u << 8);
 	REFUSE(-EINVAL, e.kc, &from, 1, to, 0x80000000u);
 
 	to[1].count = 63;		/* counts differ */
@@ -185,7 +185,7 @@ START_TEST(test_zero_refusals)
 			 -EROFS);
 	ck_assert_int_eq(kcopyd_zero(e.kc, 0, to, 0, done_cb, &e.done),
 			 -EINVAL);
-	ck_assert_int_eq(kcopyd_zero(e.kc, 1, to, 4, done_cb, &e.done),
+	ck_assert_int_eq(kcopyd_zero(e.kc, 1, to, 0x100, done_cb, &e.done),
 			 -EINVAL);
 	refusal_check_nothing_queued(&e);
 }

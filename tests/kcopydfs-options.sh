@@ -18,7 +18,9 @@ for args in "--dev bad/name=$tmp/a.img" "--dev a" "--dev a=$tmp/none.img" \
 	"--dev a=$tmp/a.img --fault a:read:0+1:EWHAT" \
 	"--dev a=$tmp/a.img --subjob-size 1000" \
 	"--dev a=$tmp/a.img --pages 0" "--dev a=$tmp/a.img --threads x" \
-	"--dev a=$tmp/a.img --max-queue 0" "--image-dir $tmp/nodir" ""; do
+	"--dev a=$tmp/a.img --max-queue 0" "--image-dir $tmp/nodir" "" \
+	"-o dev=a=$tmp/a.img,pages=0" "-o image-dir=$tmp/nodir" \
+	"$tmp --image-dir $tmp" "$tmp $tmp $tmp"; do
 	status=0
 	timeout 10 "$KCOPYDFS" -f $args "$mnt" 2>/dev/null || status=$?
 	[ $status = 1 ] || fail "'$args' exited $status, want 1"
