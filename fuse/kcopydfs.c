@@ -850,6 +850,14 @@ static int find_dev(const struct kfs_devlookup *dl, const char *name,
 	return -ENOENT;
 }
 
+static int check_cmd(const struct kfs_devlookup *dl, const struct kfs_cmd *c,
+		     int *culprit)
+{
+	const struct kfs *fs = dl->opaque;
+
+	return kfs_cmd_check(fs->bdevs, c, culprit);
+}
+
 /* A failed write: the read-back line, the log line, the errno. */
 static void control_error(fuse_req_t req, struct control_fh *c, int err,
 			  const char *msg, uint64_t base)
@@ -1077,7 +1085,9 @@ static void write_control(fuse_req_t req, struct control_fh *c,
 			  const char *buf, size_t size, off_t off)
 {
 	struct kfs *fs = fs_of(req);
-	struct kfs_devlookup dl = { .find = find_dev, .opaque = fs };
+	struct kfs_devlookup dl = {
+		.find = find_dev, .check = check_cmd, .opaque = fs,
+	};
 	/* A failed write leaves the file position where it was. */
 	uint64_t base = (uint64_t)off + size, failed_base = (uint64_t)off;
 	unsigned int max_cmds, n = 0, queued;

@@ -170,50 +170,41 @@ static int parse_region(struct token t, bool with_count,
 	return 0;
 }
 
-static bool overlap(const struct kfs_region *a, const struct kfs_region *b)
-{
-	return a->dev == b->dev && a->count && b->count &&
-	       a->sector < b->sector + b->count &&
-	       b->sector < a->sector + a->count;
-}
-
 /*
- * The engine's rules for a copy: destinations may not overlap each other,
- * and a source overlap must be satisfiable by one copy direction.
+ * The engine's rules for the job (overlaps, read-only devices), by the
+ * engine's own check through the caller's hook: the parser keeps no copy
+ * of them.  The message names the token at fault.
  */
-static int check_overlaps(const struct kfs_cmd *c, const struct token *regs,
-			  char *errmsg, size_t errlen)
+static int check_job(const struct kfs_devlookup *dl, const struct kfs_cmd *c,
+		     const struct token *regs, char *errmsg, size_t errlen)
 {
-	bool up = false, down = false;
+	struct kfs_cmd plain;
+	int culprit = -1, r;
+	struct token t;
 
-	for (unsigned int i = 0; i < c->num_dests; i++)
-		for (unsigned int j = i + 1; j < c->num_dests; j++)
-			if (overlap(&c->dests[i], &c->dests[j]))
-				return fail(errmsg, errlen, -EINVAL,
-					    "destinations " TOK_FMT " and "
-					    TOK_FMT " overlap",
-					    TOK_ARG(regs[i + 1]),
-					    TOK_ARG(regs[j + 1]));
-	for (unsigned int i = 0; i < c->num_dests; i++) {
-		const struct kfs_region *d = &c->dests[i];
-
-		if (!overlap(d, &c->src) || d->sector == c->src.sector)
-			continue;
-		if (d->sector > c->src.sector)
-			up = true;
-		else
-			down = true;
-		if (up && down)
-			return fail(errmsg, errlen, -EINVAL,
-				    "destinations overlap the source " TOK_FMT
-				    " on both sides", TOK_ARG(regs[0]));
-		if (up && (c->flags & KFS_WRITE_SEQ))
-			return fail(errmsg, errlen, -EINVAL,
-				    "write_seq with destination " TOK_FMT
-				    " overlapping the source above it",
-				    TOK_ARG(regs[i + 1]));
-	}
-	return 0;
+	if (!dl->check)
+		return 0;
+	r = dl->check(dl, c, &culprit);
+	if (!r)
+		return 0;
+	t = regs[culprit < 0 ? 0 : culprit + (c->op == KFS_OP_COPY)];
+	if (r == -EROFS)
+		return fail(errmsg, errlen, r, "region " TOK_FMT " is on a "
+			    "read-only device", TOK_ARG(t));
+	if (r != -EINVAL)
+		return fail(errmsg, errlen, r, "region " TOK_FMT ": %s",
+			    TOK_ARG(t), strerror(-r));
+	if (culprit >= 0)
+		return fail(errmsg, errlen, r, "destination " TOK_FMT
+			    " overlaps another destination", TOK_ARG(t));
+	plain = *c;
+	plain.flags &= ~KFS_WRITE_SEQ;
+	if ((c->flags & KFS_WRITE_SEQ) && !dl->check(dl, &plain, &culprit))
+		return fail(errmsg, errlen, r, "write_seq with a destination "
+			    "overlapping the source " TOK_FMT " above it",
+			    TOK_ARG(t));
+	return fail(errmsg, errlen, r, "destinations overlap the source "
+		    TOK_FMT " on both sides", TOK_ARG(t));
 }
 
 static int parse_option(struct token t, struct kfs_cmd *c, char *errmsg,
@@ -368,9 +359,7 @@ int kfs_parse_line(const char *line, size_t len,
 			    "SRC:START+COUNT and a destination" :
 			    out->op == KFS_OP_COPY ? "a destination DST:START" :
 			    "a region DST:START+COUNT");
-	if (out->op == KFS_OP_COPY)
-		return check_overlaps(out, regs, errmsg, errlen);
-	return 0;
+	return check_job(dl, out, regs, errmsg, errlen);
 }
 
 int kfs_parse_write(const char *buf, size_t len,

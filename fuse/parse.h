@@ -65,6 +65,14 @@ struct kfs_cmd {
 struct kfs_devlookup {
 	int (*find)(const struct kfs_devlookup *dl, const char *name,
 		    size_t len, uint64_t *sectors);
+	/*
+	 * Optional: what the engine would refuse of a parsed command
+	 * (kcopyd_check_copy): 0 or a negative errno, with *culprit the
+	 * index of the destination at fault or -1.  Without it, overlaps
+	 * and read-only devices are left to the submission.
+	 */
+	int (*check)(const struct kfs_devlookup *dl, const struct kfs_cmd *c,
+		     int *culprit);
 	void *opaque;
 };
 
@@ -73,7 +81,8 @@ struct kfs_devlookup {
  * A blank line gives op KFS_OP_NONE.  Errors:
  *   -EINVAL  syntax, unknown word, bad number (sign, overflow), bad name,
  *            NUL or non-printable byte, overlapping regions the engine
- *            would refuse
+ *            would refuse (by the lookup's check)
+ *   -EROFS   a destination on a read-only device (by the lookup's check)
  *   -ENOENT  unknown device
  *   -ERANGE  a region past its device's end
  *   -E2BIG   more than KFS_MAX_DESTS destinations
