@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "parse.h"
+#include "size.h"
 
 struct token {
 	const char *s;
@@ -96,21 +97,44 @@ static int parse_u64(const char *s, size_t len, uint64_t *v)
 	return 0;
 }
 
-/* One number of a region token, with a message on failure. */
+/*
+ * One number of a region token, with a message on failure: sectors, or a
+ * size with a unit (size.h) that is whole sectors.
+ */
 static int region_number(struct token t, const char *s, size_t len,
 			 const char *what, uint64_t *v, char *errmsg,
 			 size_t errlen)
 {
-	int r = parse_u64(s, len, v);
+	uint64_t bytes;
+	size_t digits = 0;
+	int r;
 
-	if (r == -EOVERFLOW)
+	while (digits < len && s[digits] >= '0' && s[digits] <= '9')
+		digits++;
+	if (digits == len && len) {
+		/* Plain sectors: every 64-bit count, as the engine takes. */
+		r = parse_u64(s, len, v);
+		if (r)
+			return fail(errmsg, errlen, -EINVAL,
+				    "%s '%.*s' is too large in " TOK_FMT, what,
+				    (int)len, s, TOK_ARG(t));
+		return 0;
+	}
+	r = size_parse_n(s, len, KCOPYD_SECTOR_SIZE, &bytes);
+	if (r == -ERANGE)
 		return fail(errmsg, errlen, -EINVAL,
 			    "%s '%.*s' is too large in " TOK_FMT, what,
 			    (int)len, s, TOK_ARG(t));
 	if (r)
 		return fail(errmsg, errlen, -EINVAL,
-			    "%s '%.*s' is not a decimal number in " TOK_FMT,
+			    "%s '%.*s' is not a number of sectors or a size "
+			    "(s, B, k, K, M, G, T, KiB..TiB) in " TOK_FMT,
 			    what, (int)len, s, TOK_ARG(t));
+	if (bytes % KCOPYD_SECTOR_SIZE)
+		return fail(errmsg, errlen, -EINVAL,
+			    "%s '%.*s' is not a whole number of sectors in "
+			    TOK_FMT, what, (int)len, s, TOK_ARG(t));
+	*v = bytes >> KCOPYD_SECTOR_SHIFT;
 	return 0;
 }
 
@@ -416,23 +440,7 @@ int kfs_parse_write(const char *buf, size_t len,
 
 int kfs_parse_size(const char *s, uint64_t *bytes)
 {
-	size_t len = strlen(s);
-	uint64_t v, mult = 1;
-	int r;
-
-	if (len && (s[len - 1] == 'K' || s[len - 1] == 'k'))
-		mult = 1024;
-	else if (len && (s[len - 1] == 'M' || s[len - 1] == 'm'))
-		mult = 1024 * 1024;
-	if (mult > 1)
-		len--;
-	r = parse_u64(s, len, &v);
-	if (r)
-		return -EINVAL;
-	if (v > UINT64_MAX / mult)
-		return -EINVAL;
-	*bytes = v * mult;
-	return 0;
+	return size_parse(s, 1, bytes) ? -EINVAL : 0;
 }
 
 static const struct {

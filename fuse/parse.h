@@ -2,6 +2,9 @@
 /*
  * The kcopydfs command language: what a write to MNT/control may say.
  *
+ * START and COUNT are sectors, or sizes with a unit (s, B, k, K, M, G,
+ * T, KiB..TiB) that are whole sectors.
+ *
  *   copy SRC:START+COUNT DST:START [DST:START ...] [ignore_errors]
  *        [write_seq] [sync] [tag=WORD]
  *   zero DST:START+COUNT [DST:START+COUNT ...] [sync] [tag=WORD]
@@ -111,8 +114,9 @@ int kfs_parse_write(const char *buf, size_t len,
 int kfs_check_bytes(const char *s, size_t len, char *errmsg, size_t errlen);
 
 /*
- * A size with an optional K or M suffix (powers of 1024), into *bytes.
- * Returns 0 or -EINVAL (not a number, overflow, unknown suffix).
+ * A size in the grammar of every kcopyd program (size.h: s, B, k, K, M,
+ * G, T, KiB..TiB; a bare number is bytes), into *bytes.  Returns 0 or
+ * -EINVAL (not a size, overflow).
  */
 int kfs_parse_size(const char *s, uint64_t *bytes);
 

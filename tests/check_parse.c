@@ -406,13 +406,33 @@ START_TEST(test_size)
 	ck_assert_uint_eq(v, 4096);
 	ck_assert_int_eq(kfs_parse_size("64K", &v), 0);
 	ck_assert_uint_eq(v, 65536);
-	ck_assert_int_eq(kfs_parse_size("2m", &v), 0);
+	ck_assert_int_eq(kfs_parse_size("2M", &v), 0);
 	ck_assert_uint_eq(v, 2 * 1024 * 1024);
 	ck_assert_int_eq(kfs_parse_size("", &v), -EINVAL);
 	ck_assert_int_eq(kfs_parse_size("K", &v), -EINVAL);
-	ck_assert_int_eq(kfs_parse_size("1G", &v), -EINVAL);
+	ck_assert_int_eq(kfs_parse_size("2m", &v), -EINVAL);
 	ck_assert_int_eq(kfs_parse_size("-1", &v), -EINVAL);
 	ck_assert_int_eq(kfs_parse_size("18014398509481984K", &v), -EINVAL);
+	ck_assert_int_eq(kfs_parse_size("1G", &v), 0);
+	ck_assert_uint_eq(v, 1u << 30);
+	ck_assert_int_eq(kfs_parse_size("4k", &v), 0);
+	ck_assert_uint_eq(v, 4096);
+}
+END_TEST
+
+/* Regions take the same grammar: sectors bare, bytes with a unit. */
+START_TEST(test_region_units)
+{
+	ck_assert_int_eq(parse("copy a:4k+8K b:1KiB"), 0);
+	ck_assert_uint_eq(cmd.src.sector, 8);
+	ck_assert_uint_eq(cmd.src.count, 16);
+	ck_assert_uint_eq(cmd.dests[0].sector, 2);
+	ck_assert_int_eq(parse("zero a:16s+512B"), 0);
+	ck_assert_uint_eq(cmd.dests[0].sector, 16);
+	ck_assert_uint_eq(cmd.dests[0].count, 1);
+	bad("zero a:0+1000B", -EINVAL, "whole number of sectors");
+	bad("zero a:0+4x", -EINVAL, "'4x' is not a number of sectors");
+	bad("zero a:0+1T", -ERANGE, "ends past the end");
 }
 END_TEST
 
@@ -503,6 +523,7 @@ static Suite *parse_suite(void)
 
 	tc = tcase_create("options");
 	tcase_add_test(tc, test_size);
+	tcase_add_test(tc, test_region_units);
 	tcase_add_test(tc, test_fault);
 	suite_add_tcase(s, tc);
 	return s;
