@@ -98,10 +98,7 @@ static void unlock(struct kfs_table *t)
 	pth(pthread_mutex_unlock(&t->lock));
 }
 
-#define for_each_job(j, t)						\
-	for (j = list_first_entry(&(t)->jobs, struct kfs_job, link);	\
-	     &j->link != &(t)->jobs;					\
-	     j = list_entry(j->link.next, struct kfs_job, link))
+#define for_each_job(j, t) list_for_each_entry(j, &(t)->jobs, link)
 
 static uint64_t usec_since(const struct timespec *a)
 {

@@ -569,6 +569,8 @@ static int start_serving(struct kfs *fs, const struct options *o)
 			     &fs->table);
 	if (!r)
 		r = kfs_notifier_start(fs);
+	if (!r)
+		r = kfs_stopper_start(fs);
 	if (!r && o->pidfile && write_pidfile(o->pidfile))
 		r = -EIO;
 	return r;
@@ -709,6 +711,9 @@ static int run(struct fuse_args *args, struct options *o)
 	pth(pthread_mutex_init(&fs.hlock, NULL));
 	list_init(&fs.pollers);
 	list_init(&fs.open);
+	list_init(&fs.waiters);
+	pth(pthread_cond_init(&fs.stop_cond, NULL));
+	pth(sem_init(&fs.stop_sem, 0, 0) ? errno : 0);
 
 	if (open_devs(&fs, o))
 		goto out_devs;
@@ -717,7 +722,7 @@ static int run(struct fuse_args *args, struct options *o)
 	fs.se = fuse_session_new(args, &kfs_ops, sizeof(kfs_ops), &fs);
 	if (!fs.se)
 		goto out_devs;
-	if (fuse_set_signal_handlers(fs.se))
+	if (kfs_signals_install(&fs))
 		goto out_session;
 	if (fuse_session_mount(fs.se, fo.mountpoint))
 		goto out_signals;
@@ -744,12 +749,13 @@ static int run(struct fuse_args *args, struct options *o)
 		fuse_loop_cfg_set_max_threads(cfg, fo.max_threads);
 		r = fuse_session_loop_mt(fs.se, cfg);
 	}
-	/* A positive value is the signal that ended the loop: a clean end. */
+	/* Ended by a signal or an unmount: a clean end. */
 	ret = r < 0 ? 1 : 0;
 	if (r < 0)
 		kfs_log(&fs, LOG_ERR, "session loop: %s", strerror(-r));
 
 out_unmount:
+	kfs_stopper_stop(&fs);
 	/* Nothing may write to the session's fd once unmount closes it. */
 	kfs_session_over(&fs);
 	kfs_notifier_stop(&fs);
@@ -759,7 +765,7 @@ out_unmount:
 		finish_jobs(&fs);
 	kfs_release_all(&fs);
 out_signals:
-	fuse_remove_signal_handlers(fs.se);
+	kfs_signals_remove();
 out_session:
 	fuse_session_destroy(fs.se);
 out_devs:
@@ -768,6 +774,8 @@ out_devs:
 	kfs_table_free(fs.table);
 	close_devs(&fs);
 	pth(sem_destroy(&fs.kick) ? errno : 0);
+	pth(sem_destroy(&fs.stop_sem) ? errno : 0);
+	pth(pthread_cond_destroy(&fs.stop_cond));
 	pth(pthread_mutex_destroy(&fs.plock));
 	pth(pthread_mutex_destroy(&fs.reply_lock));
 	pth(pthread_mutex_destroy(&fs.hlock));
