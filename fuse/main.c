@@ -29,6 +29,7 @@
 struct dev_spec {
 	char *name;
 	char *path;
+	bool read_only;			/* NAME:ro=PATH */
 };
 
 struct fault_spec {
@@ -53,6 +54,7 @@ struct options {
 	bool fsname;			/* the user gave -o fsname= */
 	bool verbose;
 	bool no_passthrough;
+	bool read_only;			/* -o ro, -r: every image */
 	bool bad;
 };
 
@@ -76,6 +78,7 @@ enum {
 	KEY_VERBOSE,
 	KEY_DEFAULTS,
 	KEY_NO_PASSTHROUGH,
+	KEY_RO,
 };
 
 #define OPT3(name, key) \
@@ -101,6 +104,10 @@ static const struct fuse_opt opt_spec[] = {
 	FUSE_OPT_KEY("defaults", KEY_DEFAULTS),
 	FUSE_OPT_KEY("--no-passthrough", KEY_NO_PASSTHROUGH),
 	FUSE_OPT_KEY("no-passthrough", KEY_NO_PASSTHROUGH),
+	/* Not the kernel's ro: control must stay writable. */
+	FUSE_OPT_KEY("ro", KEY_RO),
+	FUSE_OPT_KEY("-r", KEY_RO),
+	FUSE_OPT_KEY("--read-only", KEY_RO),
 	FUSE_OPT_END
 };
 
@@ -118,7 +125,9 @@ static void usage(const char *prog)
 	       "Every file of IMAGE_DIR is a device; attach takes images\n"
 	       "from there.  Each --name VALUE is also -o name=VALUE.\n\n"
 	       "kcopydfs options:\n"
-	       "    --dev NAME=PATH        a device (repeatable)\n"
+	       "    --dev NAME[:ro]=PATH   a device (repeatable); :ro opens\n"
+	       "                           it read-only\n"
+	       "    -r, -o ro              every device read-only\n"
 	       "    --image-dir DIR        the image directory (as IMAGE_DIR)\n"
 	       "    --pages N              copy buffer pages of 4 KiB (1024)\n"
 	       "    --threads N            engine I/O threads (2)\n"
@@ -165,10 +174,14 @@ static int parse_uint(const char *s, unsigned int min, unsigned int max,
 static int add_dev(struct options *o, const char *spec)
 {
 	const char *eq = strchr(spec, '=');
+	size_t name_len = eq ? (size_t)(eq - spec) : 0;
+	bool ro = name_len > 3 && !memcmp(eq - 3, ":ro", 3);
 	struct dev_spec *n;
 
-	if (!eq || !kfs_valid_name(spec, (size_t)(eq - spec)) || !eq[1]) {
-		fprintf(stderr, "kcopydfs: dev '%s' is not NAME=PATH with "
+	if (ro)
+		name_len -= 3;
+	if (!eq || !kfs_valid_name(spec, name_len) || !eq[1]) {
+		fprintf(stderr, "kcopydfs: dev '%s' is not NAME[:ro]=PATH with "
 				"NAME of [A-Za-z0-9_.-]\n", spec);
 		return -EINVAL;
 	}
@@ -176,8 +189,9 @@ static int add_dev(struct options *o, const char *spec)
 	if (!n)
 		return -ENOMEM;
 	o->devs = n;
-	n[o->ndevs].name = strndup(spec, (size_t)(eq - spec));
+	n[o->ndevs].name = strndup(spec, name_len);
 	n[o->ndevs].path = strdup(eq + 1);
+	n[o->ndevs].read_only = ro;
 	if (!n[o->ndevs].name || !n[o->ndevs].path)
 		return -ENOMEM;
 	o->ndevs++;
@@ -250,6 +264,9 @@ static int opt_proc(void *data, const char *arg, int key,
 		return 0;
 	case KEY_NO_PASSTHROUGH:
 		o->no_passthrough = true;
+		return 0;
+	case KEY_RO:
+		o->read_only = true;
 		return 0;
 	case KEY_DEFAULTS:
 		return 0;
@@ -376,6 +393,30 @@ static int dev_index(const struct kfs *fs, const char *name)
 	return -ENOENT;
 }
 
+/*
+ * Open an image for the engine, read-only when asked, or when it cannot
+ * be opened for writing (a write-protected disk is the classic source of
+ * a rescue copy): then it serves reads and copies from it, and refuses
+ * writes with EROFS.
+ */
+static int open_image(struct kfs *fs, struct kfs_dev *d, bool read_only)
+{
+	int r = -EROFS;
+
+	if (!read_only) {
+		r = kcopyd_bdev_open(d->path, O_RDWR, &d->bdev);
+		if (r == -EACCES || r == -EROFS || r == -EPERM)
+			fprintf(stderr, "kcopydfs: %s: %s: device %s is "
+				"read-only\n", d->path, strerror(-r),
+				d->name);
+	}
+	if (r == -EACCES || r == -EROFS || r == -EPERM)
+		r = kcopyd_bdev_open(d->path, O_RDONLY, &d->bdev);
+	if (r)
+		fprintf(stderr, "kcopydfs: %s: %s\n", d->path, strerror(-r));
+	return r;
+}
+
 static int open_devs(struct kfs *fs, const struct options *o)
 {
 	fs->devs = calloc(o->ndevs, sizeof(*fs->devs));
@@ -396,13 +437,11 @@ static int open_devs(struct kfs *fs, const struct options *o)
 		fs->ndevs++;
 		snprintf(d->name, sizeof(d->name), "%s", o->devs[i].name);
 		d->path = o->devs[i].path;
-		r = kcopyd_bdev_open(d->path, O_RDWR, &d->bdev);
-		if (r) {
-			fprintf(stderr, "kcopydfs: %s: %s\n", d->path,
-				strerror(-r));
+		r = open_image(fs, d, o->read_only || o->devs[i].read_only);
+		if (r)
 			return r;
-		}
-		d->fd = open(d->path, O_RDWR | O_CLOEXEC);
+		d->fd = open(d->path, (kcopyd_bdev_is_read_only(d->bdev) ?
+				       O_RDONLY : O_RDWR) | O_CLOEXEC);
 		if (d->fd < 0) {
 			fprintf(stderr, "kcopydfs: %s: %s\n", d->path,
 				strerror(errno));
@@ -530,6 +569,8 @@ static int start_serving(struct kfs *fs, const struct options *o)
 			     &fs->table);
 	if (!r)
 		r = kfs_notifier_start(fs);
+	if (!r)
+		r = kfs_stopper_start(fs);
 	if (!r && o->pidfile && write_pidfile(o->pidfile))
 		r = -EIO;
 	return r;
@@ -670,6 +711,9 @@ static int run(struct fuse_args *args, struct options *o)
 	pth(pthread_mutex_init(&fs.hlock, NULL));
 	list_init(&fs.pollers);
 	list_init(&fs.open);
+	list_init(&fs.waiters);
+	pth(pthread_cond_init(&fs.stop_cond, NULL));
+	pth(sem_init(&fs.stop_sem, 0, 0) ? errno : 0);
 
 	if (open_devs(&fs, o))
 		goto out_devs;
@@ -678,7 +722,7 @@ static int run(struct fuse_args *args, struct options *o)
 	fs.se = fuse_session_new(args, &kfs_ops, sizeof(kfs_ops), &fs);
 	if (!fs.se)
 		goto out_devs;
-	if (fuse_set_signal_handlers(fs.se))
+	if (kfs_signals_install(&fs))
 		goto out_session;
 	if (fuse_session_mount(fs.se, fo.mountpoint))
 		goto out_signals;
@@ -705,12 +749,13 @@ static int run(struct fuse_args *args, struct options *o)
 		fuse_loop_cfg_set_max_threads(cfg, fo.max_threads);
 		r = fuse_session_loop_mt(fs.se, cfg);
 	}
-	/* A positive value is the signal that ended the loop: a clean end. */
+	/* Ended by a signal or an unmount: a clean end. */
 	ret = r < 0 ? 1 : 0;
 	if (r < 0)
 		kfs_log(&fs, LOG_ERR, "session loop: %s", strerror(-r));
 
 out_unmount:
+	kfs_stopper_stop(&fs);
 	/* Nothing may write to the session's fd once unmount closes it. */
 	kfs_session_over(&fs);
 	kfs_notifier_stop(&fs);
@@ -720,7 +765,7 @@ out_unmount:
 		finish_jobs(&fs);
 	kfs_release_all(&fs);
 out_signals:
-	fuse_remove_signal_handlers(fs.se);
+	kfs_signals_remove();
 out_session:
 	fuse_session_destroy(fs.se);
 out_devs:
@@ -729,6 +774,8 @@ out_devs:
 	kfs_table_free(fs.table);
 	close_devs(&fs);
 	pth(sem_destroy(&fs.kick) ? errno : 0);
+	pth(sem_destroy(&fs.stop_sem) ? errno : 0);
+	pth(pthread_cond_destroy(&fs.stop_cond));
 	pth(pthread_mutex_destroy(&fs.plock));
 	pth(pthread_mutex_destroy(&fs.reply_lock));
 	pth(pthread_mutex_destroy(&fs.hlock));
