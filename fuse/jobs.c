@@ -230,26 +230,46 @@ static void job_finished(int read_err, unsigned int write_err, void *context)
 	t->ops.changed(t->ops.opaque);
 }
 
+/* The engine's regions and flags of a command. */
+static void cmd_regions(struct block_device *const *bdevs,
+			const struct kfs_cmd *c, struct io_region *src,
+			struct io_region *dests, unsigned int *flags)
+{
+	for (unsigned int i = 0; i < c->num_dests; i++) {
+		dests[i].bdev = bdevs[c->dests[i].dev];
+		dests[i].sector = c->dests[i].sector;
+		dests[i].count = c->dests[i].count;
+	}
+	*flags = 0;
+	if (c->flags & KFS_IGNORE_ERRORS)
+		*flags |= KCOPYD_IGNORE_ERROR;
+	if (c->flags & KFS_WRITE_SEQ)
+		*flags |= KCOPYD_WRITE_SEQ;
+	if (c->op == KFS_OP_COPY) {
+		src->bdev = bdevs[c->src.dev];
+		src->sector = c->src.sector;
+		src->count = c->src.count;
+	}
+}
+
+int kfs_cmd_check(struct block_device *const *bdevs, const struct kfs_cmd *c,
+		  int *culprit)
+{
+	struct io_region src, dests[KFS_MAX_DESTS];
+	unsigned int flags;
+
+	cmd_regions(bdevs, c, &src, dests, &flags);
+	return kcopyd_check_copy(c->op == KFS_OP_COPY ? &src : NULL,
+				 c->num_dests, dests, flags, culprit);
+}
+
 static int submit_one(struct kfs_table *t, const struct kfs_cmd *c,
 		      struct kfs_job *j)
 {
 	struct io_region src, dests[KFS_MAX_DESTS];
-	unsigned int flags = 0;
+	unsigned int flags;
 
-	for (unsigned int i = 0; i < c->num_dests; i++) {
-		dests[i].bdev = t->bdevs[c->dests[i].dev];
-		dests[i].sector = c->dests[i].sector;
-		dests[i].count = c->dests[i].count;
-	}
-	if (c->flags & KFS_IGNORE_ERRORS)
-		flags |= KCOPYD_IGNORE_ERROR;
-	if (c->flags & KFS_WRITE_SEQ)
-		flags |= KCOPYD_WRITE_SEQ;
-	if (c->op == KFS_OP_COPY) {
-		src.bdev = t->bdevs[c->src.dev];
-		src.sector = c->src.sector;
-		src.count = c->src.count;
-	}
+	cmd_regions(t->bdevs, c, &src, dests, &flags);
 	return kcopyd_copy_progress(t->kc, c->op == KFS_OP_COPY ? &src : NULL,
 				    c->num_dests, dests, flags, job_finished,
 				    job_progress, j);

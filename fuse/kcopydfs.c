@@ -98,6 +98,7 @@ static struct kfs_dev *dev_of(struct kfs *fs, fuse_ino_t ino)
 static int fill_attr(struct kfs *fs, fuse_ino_t ino, struct stat *st)
 {
 	struct kfs_dev *d;
+	uint64_t alloc;
 
 	memset(st, 0, sizeof(*st));
 	st->st_ino = ino;
@@ -130,8 +131,13 @@ static int fill_attr(struct kfs *fs, fuse_ino_t ino, struct stat *st)
 	if (!d)
 		return -ENOENT;
 	st->st_mode = S_IFREG | fs->dev_mode;
+	if (kcopyd_bdev_is_read_only(d->bdev))
+		st->st_mode &= ~(mode_t)0222;
 	st->st_size = (off_t)d->size;
-	st->st_blocks = (blkcnt_t)(d->size / 512);
+	/* The image's own allocation, so du and cp --sparse see holes. */
+	if (kcopyd_bdev_allocated(d->bdev, &alloc) || alloc > d->size)
+		alloc = d->size;
+	st->st_blocks = (blkcnt_t)(alloc / 512);
 	return 0;
 }
 
@@ -667,6 +673,11 @@ void kfs_notifier_stop(struct kfs *fs)
 static void open_dev(fuse_req_t req, struct kfs_dev *d,
 		     struct fuse_file_info *fi)
 {
+	if ((fi->flags & O_ACCMODE) != O_RDONLY &&
+	    kcopyd_bdev_is_read_only(d->bdev)) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
 	/* The kernel's I/O on the image itself shares the image's cache. */
 	if (kfs_pt_open(req, fs_of(req), d, fi))
 		return;
@@ -732,6 +743,87 @@ static void write_dev(fuse_req_t req, struct kfs_dev *d, const char *buf,
 	atomic_fetch_add(&d->writes, 1);
 	atomic_fetch_add(&d->bytes_written, (uint64_t)size);
 	fuse_reply_write(req, size);
+}
+
+/*
+ * SEEK_DATA and SEEK_HOLE from the image's allocation, as lseek(2) on the
+ * image would answer (the end of the device is a hole).
+ */
+static void lseek_dev(fuse_req_t req, struct kfs_dev *d, off_t off,
+		      int whence)
+{
+	uint64_t at = (uint64_t)off, count;
+	unsigned int type;
+	int r;
+
+	if (whence != SEEK_DATA && whence != SEEK_HOLE) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	if (off < 0 || at >= d->size) {
+		fuse_reply_err(req, ENXIO);
+		return;
+	}
+	while (at < d->size) {
+		r = kcopyd_bdev_extent(d->bdev, at, d->size - at, &type,
+				       &count);
+		if (r) {
+			fuse_reply_err(req, -r);
+			return;
+		}
+		if ((type == KCOPYD_EXTENT_HOLE) == (whence == SEEK_HOLE))
+			break;
+		at += count;
+	}
+	if (at >= d->size && whence == SEEK_DATA) {
+		fuse_reply_err(req, ENXIO);
+		return;
+	}
+	fuse_reply_lseek(req, (off_t)(at < d->size ? at : d->size));
+}
+
+/*
+ * fallocate(2) on a device file: punch a hole or zero a range (through
+ * the engine's zeroing, with its fault rules); the size never changes.
+ */
+static void fallocate_dev(fuse_req_t req, struct kfs_dev *d, int mode,
+			  off_t off, off_t len)
+{
+	uint64_t at = (uint64_t)off, n = (uint64_t)len;
+	int r;
+
+	if (off < 0 || len <= 0) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	if (mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE |
+		     FALLOC_FL_ZERO_RANGE)) {
+		fuse_reply_err(req, EOPNOTSUPP);
+		return;
+	}
+	if (kcopyd_bdev_is_read_only(d->bdev)) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
+	/* As a block device: the end cannot move. */
+	if (at >= d->size || n > d->size - at) {
+		if (!(mode & FALLOC_FL_KEEP_SIZE)) {
+			fuse_reply_err(req, ENOSPC);
+			return;
+		}
+		n = at >= d->size ? 0 : d->size - at;
+	}
+	if (!(mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) || !n) {
+		/* Preallocation: a device has every byte already. */
+		fuse_reply_err(req, 0);
+		return;
+	}
+	r = kcopyd_bdev_zero(d->bdev, at, n,
+			     mode & FALLOC_FL_PUNCH_HOLE ? 0 :
+							   KCOPYD_ALLOCATED);
+	if (r)
+		atomic_fetch_add(&d->errors, 1);
+	fuse_reply_err(req, -r);
 }
 
 /* --- The control file ----------------------------------------------------- */
@@ -883,6 +975,14 @@ static int find_dev(const struct kfs_devlookup *dl, const char *name,
 		}
 	}
 	return -ENOENT;
+}
+
+static int check_cmd(const struct kfs_devlookup *dl, const struct kfs_cmd *c,
+		     int *culprit)
+{
+	const struct kfs *fs = dl->opaque;
+
+	return kfs_cmd_check(fs->bdevs, c, culprit);
 }
 
 /* A failed write: the read-back line, the log line, the errno. */
@@ -1333,7 +1433,9 @@ static void write_control(fuse_req_t req, struct control_fh *c,
 			  const char *buf, size_t size, off_t off)
 {
 	struct kfs *fs = fs_of(req);
-	struct kfs_devlookup dl = { .find = find_dev, .opaque = fs };
+	struct kfs_devlookup dl = {
+		.find = find_dev, .check = check_cmd, .opaque = fs,
+	};
 	/* A failed write leaves the file position where it was. */
 	uint64_t base = (uint64_t)off + size, failed_base = (uint64_t)off;
 	unsigned int max_cmds, n = 0, queued;
@@ -1523,6 +1625,30 @@ static void kfs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
 	fuse_reply_err(req, d ? -kcopyd_bdev_flush(d->bdev) : 0);
 }
 
+static void kfs_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
+		      struct fuse_file_info *fi)
+{
+	struct kfs_dev *d = dev_of(fs_of(req), ino);
+
+	if (!d) {
+		fuse_reply_err(req, ESPIPE);
+		return;
+	}
+	lseek_dev(req, d, off, whence);
+}
+
+static void kfs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode,
+			  off_t off, off_t len, struct fuse_file_info *fi)
+{
+	struct kfs_dev *d = dev_of(fs_of(req), ino);
+
+	if (!d) {
+		fuse_reply_err(req, EOPNOTSUPP);
+		return;
+	}
+	fallocate_dev(req, d, mode, off, len);
+}
+
 static void kfs_flush(fuse_req_t req, fuse_ino_t ino,
 		      struct fuse_file_info *fi)
 {
@@ -1586,4 +1712,6 @@ const struct fuse_lowlevel_ops kfs_ops = {
 	.release = kfs_release,
 	.fsync = kfs_fsync,
 	.poll = kfs_poll,
+	.lseek = kfs_lseek,
+	.fallocate = kfs_fallocate,
 };

@@ -31,7 +31,9 @@
 struct dev_spec {
 	char *name;
 	char *path;
-	int fd;		/* an O_PATH fd of an --image-dir file, or -1 */
+	int fd;			/* an O_PATH fd of an image directory's file,
+				   or -1 */
+	bool read_only;			/* NAME:ro=PATH */
 };
 
 struct fault_spec {
@@ -56,6 +58,7 @@ struct options {
 	bool fsname;			/* the user gave -o fsname= */
 	bool verbose;
 	bool no_passthrough;
+	bool read_only;			/* -o ro, -r: every image */
 	bool bad;
 };
 
@@ -79,6 +82,7 @@ enum {
 	KEY_VERBOSE,
 	KEY_DEFAULTS,
 	KEY_NO_PASSTHROUGH,
+	KEY_RO,
 };
 
 #define OPT3(name, key) \
@@ -104,6 +108,10 @@ static const struct fuse_opt opt_spec[] = {
 	FUSE_OPT_KEY("defaults", KEY_DEFAULTS),
 	FUSE_OPT_KEY("--no-passthrough", KEY_NO_PASSTHROUGH),
 	FUSE_OPT_KEY("no-passthrough", KEY_NO_PASSTHROUGH),
+	/* Not the kernel's ro: control must stay writable. */
+	FUSE_OPT_KEY("ro", KEY_RO),
+	FUSE_OPT_KEY("-r", KEY_RO),
+	FUSE_OPT_KEY("--read-only", KEY_RO),
 	FUSE_OPT_END
 };
 
@@ -121,7 +129,9 @@ static void usage(const char *prog)
 	       "Every file of IMAGE_DIR is a device; attach takes images\n"
 	       "from there.  Each --name VALUE is also -o name=VALUE.\n\n"
 	       "kcopydfs options:\n"
-	       "    --dev NAME=PATH        a device (repeatable)\n"
+	       "    --dev NAME[:ro]=PATH   a device (repeatable); :ro opens\n"
+	       "                           it read-only\n"
+	       "    -r, -o ro              every device read-only\n"
 	       "    --image-dir DIR        the image directory (as IMAGE_DIR)\n"
 	       "    --pages N              copy buffer pages of 4 KiB (1024)\n"
 	       "    --threads N            engine I/O threads (2)\n"
@@ -166,7 +176,7 @@ static int parse_uint(const char *s, unsigned int min, unsigned int max,
 }
 
 static int add_dev_spec(struct options *o, const char *name, size_t len,
-			const char *path, int fd)
+			const char *path, int fd, bool ro)
 {
 	struct dev_spec *n;
 
@@ -177,6 +187,7 @@ static int add_dev_spec(struct options *o, const char *name, size_t len,
 	n[o->ndevs].name = strndup(name, len);
 	n[o->ndevs].path = strdup(path);
 	n[o->ndevs].fd = fd;
+	n[o->ndevs].read_only = ro;
 	o->ndevs++;
 	if (!n[o->ndevs - 1].name || !n[o->ndevs - 1].path)
 		return -ENOMEM;
@@ -186,14 +197,18 @@ static int add_dev_spec(struct options *o, const char *name, size_t len,
 static int add_dev(struct options *o, const char *spec)
 {
 	const char *eq = strchr(spec, '=');
+	size_t name_len = eq ? (size_t)(eq - spec) : 0;
+	bool ro = name_len > 3 && !memcmp(eq - 3, ":ro", 3);
 
-	if (!eq || !kfs_valid_name(spec, (size_t)(eq - spec)) || !eq[1]) {
-		fprintf(stderr, "kcopydfs: dev '%s' is not NAME=PATH with "
+	if (ro)
+		name_len -= 3;
+	if (!eq || !kfs_valid_name(spec, name_len) || !eq[1]) {
+		fprintf(stderr, "kcopydfs: dev '%s' is not NAME[:ro]=PATH with "
 				"NAME 1 to %d of [A-Za-z0-9_.-], not . or ..\n",
 			spec, KFS_MAX_NAME);
 		return -EINVAL;
 	}
-	return add_dev_spec(o, spec, (size_t)(eq - spec), eq + 1, -1);
+	return add_dev_spec(o, spec, name_len, eq + 1, -1, ro);
 }
 
 static int add_fault(struct options *o, const char *spec)
@@ -262,6 +277,9 @@ static int opt_proc(void *data, const char *arg, int key,
 		return 0;
 	case KEY_NO_PASSTHROUGH:
 		o->no_passthrough = true;
+		return 0;
+	case KEY_RO:
+		o->read_only = true;
 		return 0;
 	case KEY_DEFAULTS:
 		return 0;
@@ -398,7 +416,7 @@ static int add_image(struct options *o, const char *dir, int dfd,
 		close(fd);
 		return -ENOMEM;
 	}
-	r = add_dev_spec(o, name, strlen(name), path, fd);
+	r = add_dev_spec(o, name, strlen(name), path, fd, false);
 	free(path);
 	if (r)
 		close(fd);
@@ -453,6 +471,31 @@ static int dev_index(const struct kfs *fs, const char *name)
 	return -ENOENT;
 }
 
+/*
+ * Open an image for the engine, read-only when asked, or when it cannot
+ * be opened for writing (a write-protected disk is the classic source of
+ * a rescue copy): then it serves reads and copies from it, and refuses
+ * writes with EROFS.
+ */
+static int open_image(struct kfs *fs, struct kfs_dev *d, const char *path,
+		      bool read_only)
+{
+	int r = -EROFS;
+
+	if (!read_only) {
+		r = kcopyd_bdev_open(path, O_RDWR, &d->bdev);
+		if (r == -EACCES || r == -EROFS || r == -EPERM)
+			fprintf(stderr, "kcopydfs: %s: %s: device %s is "
+				"read-only\n", d->path, strerror(-r),
+				d->name);
+	}
+	if (r == -EACCES || r == -EROFS || r == -EPERM)
+		r = kcopyd_bdev_open(path, O_RDONLY, &d->bdev);
+	if (r)
+		fprintf(stderr, "kcopydfs: %s: %s\n", d->path, strerror(-r));
+	return r;
+}
+
 static int open_devs(struct kfs *fs, const struct options *o)
 {
 	fs->devs = calloc(o->ndevs, sizeof(*fs->devs));
@@ -480,13 +523,12 @@ static int open_devs(struct kfs *fs, const struct options *o)
 				 o->devs[i].fd);
 		else
 			snprintf(proc, sizeof(proc), "%s", d->path);
-		r = kcopyd_bdev_open(proc, O_RDWR, &d->bdev);
-		if (r) {
-			fprintf(stderr, "kcopydfs: %s: %s\n", d->path,
-				strerror(-r));
+		r = open_image(fs, d, proc,
+			       o->read_only || o->devs[i].read_only);
+		if (r)
 			return r;
-		}
-		d->fd = open(proc, O_RDWR | O_CLOEXEC);
+		d->fd = open(proc, (kcopyd_bdev_is_read_only(d->bdev) ?
+				    O_RDONLY : O_RDWR) | O_CLOEXEC);
 		if (d->fd < 0) {
 			fprintf(stderr, "kcopydfs: %s: %s\n", d->path,
 				strerror(errno));

@@ -23,7 +23,7 @@ for name in . .. "" "a/b" "a b" $'a\tb' $'a\nb' $'a\x01b'; do
 		2>"$tmp/err" || status=$?
 	[ $status = 1 ] || fail "--dev '$name=...' exited $status, want 1"
 	mountpoint -q "$mnt" && fail "--dev '$name=...' mounted"
-	grep -q "is not NAME=PATH" "$tmp/err" ||
+	grep -q "is not NAME" "$tmp/err" ||
 		fail "--dev '$name=...': $(cat "$tmp/err")"
 done
 
