@@ -58,11 +58,17 @@ struct kfs_job {
 	uint64_t sectors;
 	struct timespec queued_at;
 	void *waiter;
+	bool verify;			/* the verify word */
+	int dest_dev[KFS_MAX_DESTS];	/* device index of each destination */
 
 	atomic_uint_fast64_t done;	/* sectors so far */
 	bool finished;			/* (lock) */
 	int read_err;			/* (lock) */
 	unsigned int write_err;		/* (lock) */
+	unsigned int verify_err;	/* (lock) */
+	int verify_dev;			/* the first destination that failed
+					   verify, as a device index (lock) */
+	uint64_t verify_sector;		/* (lock) */
 	uint64_t usec;			/* queued to finished (lock) */
 	/*
 	 * A finished job's results line never changes: it is formatted once,
@@ -168,7 +174,8 @@ static void trim(struct kfs_table *t)
 static enum job_state job_state(const struct kfs_job *j)
 {
 	if (j->finished)
-		return j->read_err || j->write_err ? JOB_FAILED : JOB_DONE;
+		return j->read_err || j->write_err || j->verify_err ?
+		       JOB_FAILED : JOB_DONE;
 	return atomic_load_explicit(&j->done, memory_order_relaxed) ?
 	       JOB_RUNNING : JOB_QUEUED;
 }
@@ -203,17 +210,24 @@ static void freeze_line(struct kfs_job *j)
 	}
 }
 
-static void job_finished(int read_err, unsigned int write_err, void *context)
+static void job_finished(const struct kcopyd_completion *c, void *context)
 {
 	struct kfs_job *j = context;
 	struct kfs_table *t = j->t;
 	void *waiter = j->waiter;
-	bool failed = read_err || write_err;
+	bool failed = c->read_err || c->write_err || c->verify_err;
 
 	lock(t);
 	j->finished = true;
-	j->read_err = read_err;
-	j->write_err = write_err;
+	j->read_err = c->read_err;
+	j->write_err = c->write_err;
+	j->verify_err = c->verify_err;
+	for (unsigned int i = 0; i < c->num_dests; i++)
+		if (c->verify_err & (1u << i)) {
+			j->verify_dev = j->dest_dev[i];
+			j->verify_sector = c->verify_sector[i];
+			break;
+		}
 	j->usec = usec_since(&j->queued_at);
 	freeze_line(j);
 	t->nr_unfinished--;
@@ -245,6 +259,8 @@ static void cmd_regions(struct block_device *const *bdevs,
 		*flags |= KCOPYD_IGNORE_ERROR;
 	if (c->flags & KFS_WRITE_SEQ)
 		*flags |= KCOPYD_WRITE_SEQ;
+	if (c->flags & KFS_VERIFY)
+		*flags |= KCOPYD_VERIFY;
 	if (c->op == KFS_OP_COPY) {
 		src->bdev = bdevs[c->src.dev];
 		src->sector = c->src.sector;
@@ -267,12 +283,19 @@ static int submit_one(struct kfs_table *t, const struct kfs_cmd *c,
 		      struct kfs_job *j)
 {
 	struct io_region src, dests[KFS_MAX_DESTS];
-	unsigned int flags;
+	struct kcopyd_job_desc d = {
+		.size = sizeof(d),
+		.op = c->op == KFS_OP_COPY ? KCOPYD_OP_COPY : KCOPYD_OP_ZERO,
+		.from = c->op == KFS_OP_COPY ? &src : NULL,
+		.num_dests = c->num_dests,
+		.dests = dests,
+		.complete = job_finished,
+		.progress = job_progress,
+		.context = j,
+	};
 
-	cmd_regions(t->bdevs, c, &src, dests, &flags);
-	return kcopyd_copy_progress(t->kc, c->op == KFS_OP_COPY ? &src : NULL,
-				    c->num_dests, dests, flags, job_finished,
-				    job_progress, j);
+	cmd_regions(t->bdevs, c, &src, dests, &d.flags);
+	return kcopyd_submit(t->kc, &d, NULL);
 }
 
 static struct kfs_job *new_job(struct kfs_table *t, const struct kfs_cmd *c,
@@ -293,6 +316,9 @@ static struct kfs_job *new_job(struct kfs_table *t, const struct kfs_cmd *c,
 				j->sectors = c->dests[i].count;
 	}
 	j->waiter = c->flags & KFS_SYNC ? waiter : NULL;
+	j->verify = c->flags & KFS_VERIFY;
+	for (unsigned int i = 0; i < c->num_dests; i++)
+		j->dest_dev[i] = c->dests[i].dev;
 	clock_gettime(CLOCK_MONOTONIC, &j->queued_at);
 	return j;
 }
@@ -341,8 +367,10 @@ int kfs_table_submit(struct kfs_table *t, const struct kfs_cmd *cmds,
 static int format_job(const struct kfs_job *j, char *buf, size_t len)
 {
 	uint64_t usec = j->finished ? j->usec : usec_since(&j->queued_at);
+	const char *name;
+	int n;
 
-	return snprintf(buf, len,
+	n = snprintf(buf, len,
 			"id=%llu tag=%s op=%s state=%s read_err=%d "
 			"write_err=0x%x sectors=%llu done=%llu usec=%llu",
 			(unsigned long long)j->id, j->tag[0] ? j->tag : "-",
@@ -352,10 +380,20 @@ static int format_job(const struct kfs_job *j, char *buf, size_t len)
 			(unsigned long long)atomic_load_explicit(
 				&j->done, memory_order_relaxed),
 			(unsigned long long)usec);
+	if (!j->verify || n < 0 || (size_t)n >= len || !j->finished)
+		return n;
+	if (!j->verify_err)
+		return n + snprintf(buf + n, len - (size_t)n, " verify=ok");
+	name = j->t->ops.dev_name ?
+	       j->t->ops.dev_name(j->verify_dev, j->t->ops.opaque) : NULL;
+	return n + snprintf(buf + n, len - (size_t)n,
+			    " verify=failed@%llu on %s",
+			    (unsigned long long)j->verify_sector,
+			    name ? name : "?");
 }
 
 /* Longest line: the fixed words, a tag, and eight 20-digit numbers. */
-#define LINE_MAX_LEN (128 + KFS_MAX_NAME + 8 * 20)
+#define LINE_MAX_LEN (160 + 2 * KFS_MAX_NAME + 9 * 20)
 
 /* A job's results line with its newline, into buf (lock held). */
 static size_t job_line(const struct kfs_job *j, char *buf)

@@ -27,6 +27,8 @@ struct kfs_table_ops {
 	 * had an error.  Called on the engine's callback thread, no lock held.
 	 */
 	void (*finished)(void *waiter, bool failed, void *opaque);
+	/* The name of device index dev, for results lines. */
+	const char *(*dev_name)(int dev, void *opaque);
 	void *opaque;
 };
 

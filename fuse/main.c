@@ -140,7 +140,7 @@ static void usage(const char *prog)
 	       "    --max-queue N          queued and running jobs (4096)\n"
 	       "    --fault NAME:OP:START+COUNT[:KIND]\n"
 	       "                           OP read|write|rw; KIND an errno,\n"
-	       "                           short or delay=USEC (EIO)\n"
+	       "                           short, corrupt or delay=USEC (EIO)\n"
 	       "    --no-passthrough       dev/NAME I/O through the daemon\n"
 	       "    -P, --pidfile PIDFILE  write the pid once serving\n"
 	       "    --verbose              log every job, not only failures\n\n",
@@ -638,11 +638,20 @@ static int add_mount_opts(struct fuse_args *args, const struct options *o)
  * is written once they run and the mount is there: so whoever waits for
  * the pidfile finds a mount that serves.
  */
+static const char *kfs_dev_name(int dev, void *opaque)
+{
+	struct kfs *fs = opaque;
+
+	return dev >= 0 && (unsigned int)dev < fs->ndevs ?
+	       fs->devs[dev].name : NULL;
+}
+
 static int start_serving(struct kfs *fs, const struct options *o)
 {
 	struct kfs_table_ops tops = {
 		.changed = kfs_changed,
 		.finished = kfs_sync_finished,
+		.dev_name = kfs_dev_name,
 		.opaque = fs,
 	};
 	int r;
