@@ -45,7 +45,7 @@ enum {
 	INO_CONTROL,
 	INO_RESULTS,
 	INO_STATS,
-	INO_DEV0 = 16,		/* dev/NAME is INO_DEV0 + its index */
+	INO_DEV0 = KFS_INO_DEV0,	/* dev/NAME, one number per attach */
 };
 
 /* Attributes never change but sizes of status files: 1 s is plenty. */
@@ -73,11 +73,20 @@ void kfs_log(const struct kfs *fs, int prio, const char *fmt, ...)
 
 /* --- Inodes and attributes ------------------------------------------------ */
 
+/*
+ * The device of an inode, attached or not.  Its open files hold it, so
+ * a request on an open file may go on using it after the lock is gone.
+ */
 static struct kfs_dev *dev_of(struct kfs *fs, fuse_ino_t ino)
 {
-	if (ino < INO_DEV0 || ino - INO_DEV0 >= fs->ndevs)
+	struct kfs_dev *d;
+
+	if (ino < INO_DEV0)
 		return NULL;
-	return &fs->devs[ino - INO_DEV0];
+	pth(pthread_rwlock_rdlock(&fs->dlock));
+	d = kfs_dev_by_ino(fs, ino);
+	pth(pthread_rwlock_unlock(&fs->dlock));
+	return d;
 }
 
 static int fill_attr(struct kfs *fs, fuse_ino_t ino, struct stat *st)
@@ -111,13 +120,16 @@ static int fill_attr(struct kfs *fs, fuse_ino_t ino, struct stat *st)
 		st->st_mode = S_IFREG | 0444;
 		return 0;
 	}
-	d = dev_of(fs, ino);
-	if (!d)
-		return -ENOENT;
-	st->st_mode = S_IFREG | fs->dev_mode;
-	st->st_size = (off_t)d->size;
-	st->st_blocks = (blkcnt_t)(d->size / 512);
-	return 0;
+	pth(pthread_rwlock_rdlock(&fs->dlock));
+	d = kfs_dev_by_ino(fs, ino);
+	if (d) {
+		st->st_mode = S_IFREG |
+			      (d->ro ? fs->dev_mode & 0444 : fs->dev_mode);
+		st->st_size = (off_t)d->size;
+		st->st_blocks = (blkcnt_t)(d->size / 512);
+	}
+	pth(pthread_rwlock_unlock(&fs->dlock));
+	return d ? 0 : -ENOENT;
 }
 
 static void reply_attr(fuse_req_t req, fuse_ino_t ino)
@@ -144,9 +156,15 @@ static fuse_ino_t child_ino(struct kfs *fs, fuse_ino_t parent,
 		if (!strcmp(name, "stats"))
 			return INO_STATS;
 	} else if (parent == INO_DEVDIR) {
-		for (unsigned int i = 0; i < fs->ndevs; i++)
-			if (!strcmp(name, fs->devs[i].name))
-				return INO_DEV0 + i;
+		fuse_ino_t ino = 0;
+		int slot;
+
+		pth(pthread_rwlock_rdlock(&fs->dlock));
+		slot = kfs_dev_find(fs, name, strlen(name));
+		if (slot >= 0)
+			ino = fs->devs[slot]->ino;
+		pth(pthread_rwlock_unlock(&fs->dlock));
+		return ino;
 	}
 	return 0;
 }
@@ -165,7 +183,11 @@ static void kfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	e.ino = ino;
 	e.attr_timeout = ATTR_TIMEOUT;
 	e.entry_timeout = ATTR_TIMEOUT;
-	fill_attr(fs, ino, &e.attr);
+	/* Detached since child_ino()? */
+	if (fill_attr(fs, ino, &e.attr)) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
 	fuse_reply_entry(req, &e);
 }
 
@@ -247,9 +269,13 @@ static void kfs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
+	/* A device's offset is its slot's: attach and detach move none. */
+	pth(pthread_rwlock_rdlock(&fs->dlock));
 	n = ino == INO_ROOT ? sizeof(root) / sizeof(root[0]) : fs->ndevs + 2;
 	for (size_t i = (size_t)off; i < n && used <= size; i++) {
 		size_t before = used;
+		struct kfs_dev *d = ino == INO_DEVDIR && i >= 2 ?
+				    fs->devs[i - 2] : NULL;
 
 		if (ino == INO_ROOT)
 			add_entry(req, buf, size, &used, root[i].name,
@@ -257,14 +283,15 @@ static void kfs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
 		else if (i < 2)
 			add_entry(req, buf, size, &used, i ? ".." : ".",
 				  i ? INO_ROOT : INO_DEVDIR, (off_t)i + 1);
-		else
-			add_entry(req, buf, size, &used, fs->devs[i - 2].name,
-				  INO_DEV0 + i - 2, (off_t)i + 1);
+		else if (d && d->attached)
+			add_entry(req, buf, size, &used, d->name, d->ino,
+				  (off_t)i + 1);
 		if (used > size) {
 			used = before;
 			break;
 		}
 	}
+	pth(pthread_rwlock_unlock(&fs->dlock));
 	fuse_reply_buf(req, buf, used);
 	free(buf);
 }
@@ -326,12 +353,16 @@ static int render_stats(struct kfs *fs, char **buf, size_t *len)
 {
 	struct kcopyd_stats ks;
 	struct kfs_counts c;
-	size_t cap = 512 + (size_t)fs->ndevs * (11 * (KFS_MAX_NAME + 64));
-	char *out = malloc(cap);
-	size_t n = 0;
+	size_t cap, n = 0;
+	char *out;
 
-	if (!out)
+	pth(pthread_rwlock_rdlock(&fs->dlock));
+	cap = 512 + (size_t)fs->ndevs * (11 * (KFS_MAX_NAME + 64));
+	out = malloc(cap);
+	if (!out) {
+		pth(pthread_rwlock_unlock(&fs->dlock));
 		return -ENOMEM;
+	}
 	kfs_table_counts(fs->table, &c);
 	kcopyd_client_get_stats(fs->kc, &ks);
 	n += (size_t)snprintf(out + n, cap - n,
@@ -344,9 +375,11 @@ static int render_stats(struct kfs *fs, char **buf, size_t *len)
 		(unsigned long long)ks.bytes_read,
 		(unsigned long long)ks.bytes_written);
 	for (unsigned int i = 0; i < fs->ndevs; i++) {
-		struct kfs_dev *d = &fs->devs[i];
+		struct kfs_dev *d = fs->devs[i];
 		struct kcopyd_bdev_stats bs;
 
+		if (!d || !d->attached)
+			continue;
 		kcopyd_bdev_get_stats(d->bdev, &bs);
 		n += (size_t)snprintf(out + n, cap - n,
 			"dev.%s.reads=%llu\ndev.%s.writes=%llu\n"
@@ -378,6 +411,7 @@ static int render_stats(struct kfs *fs, char **buf, size_t *len)
 				atomic_load(&d->bytes_written),
 			d->name, (unsigned long long)atomic_load(&d->errors));
 	}
+	pth(pthread_rwlock_unlock(&fs->dlock));
 	*buf = out;
 	*len = n;
 	return 0;
@@ -600,6 +634,63 @@ static void notify_pollers(struct kfs *fs)
 	} while (n == NOTIFY_BATCH);
 }
 
+struct forget {
+	struct list_head link;		/* on fs->forget (plock) */
+	char name[KFS_MAX_NAME + 1];
+};
+
+void kfs_forget_name(struct kfs *fs, const char *name)
+{
+	struct forget *f = calloc(1, sizeof(*f));
+
+	/* Without it the kernel forgets the name within ATTR_TIMEOUT. */
+	if (!f)
+		return;
+	snprintf(f->name, sizeof(f->name), "%s", name);
+	pth(pthread_mutex_lock(&fs->plock));
+	list_add_tail(&f->link, &fs->forget);
+	pth(pthread_mutex_unlock(&fs->plock));
+	if (!atomic_exchange(&fs->kicked, true))
+		pth(sem_post(&fs->kick) ? errno : 0);
+}
+
+/*
+ * Drop the kernel's entries of detached devices.  Never from a request
+ * handler: the kernel takes dev/'s lock, which a lookup waiting for a
+ * busy daemon may hold.
+ */
+static void forget_names(struct kfs *fs, bool send)
+{
+	struct forget *f;
+
+	for (;;) {
+		pth(pthread_mutex_lock(&fs->plock));
+		f = list_empty(&fs->forget) ? NULL :
+		    list_first_entry(&fs->forget, struct forget, link);
+		if (f)
+			list_del_init(&f->link);
+		pth(pthread_mutex_unlock(&fs->plock));
+		if (!f)
+			return;
+		if (send)
+			fuse_lowlevel_notify_inval_entry(fs->se, INO_DEVDIR,
+							 f->name,
+							 strlen(f->name));
+		free(f);
+	}
+}
+
+void kfs_job_ended(bool failed, int err, const char *line, void *opaque)
+{
+	struct kfs *fs = opaque;
+
+	if (failed)
+		kfs_log(fs, LOG_ERR, "job failed: %s (errno %d: %s)", line,
+			err, strerror(err));
+	else if (fs->verbose)
+		kfs_log(fs, LOG_INFO, "job done: %s", line);
+}
+
 static void *notifier_main(void *arg)
 {
 	struct kfs *fs = arg;
@@ -611,6 +702,7 @@ static void *notifier_main(void *arg)
 		atomic_store(&fs->kicked, false);
 		if (atomic_load(&fs->notifier_quit))
 			break;
+		forget_names(fs, true);
 		notify_pollers(fs);
 	}
 	return NULL;
@@ -636,6 +728,7 @@ void kfs_notifier_stop(struct kfs *fs)
 	pth(sem_post(&fs->kick) ? errno : 0);
 	pth(pthread_join(fs->notifier, NULL));
 	fs->notifier_running = false;
+	forget_names(fs, false);
 
 	/* Handles still waiting are dropped without a notification. */
 	pth(pthread_mutex_lock(&fs->plock));
@@ -649,12 +742,37 @@ void kfs_notifier_stop(struct kfs *fs)
 
 /* --- Device files --------------------------------------------------------- */
 
-static void open_dev(fuse_req_t req, struct kfs_dev *d,
+/* An open file holds its device: a detach leaves it readable. */
+static void open_dev(fuse_req_t req, fuse_ino_t ino,
 		     struct fuse_file_info *fi)
 {
-	/* The kernel's I/O on the image itself shares the image's cache. */
-	if (kfs_pt_open(req, fs_of(req), d, fi))
+	struct kfs *fs = fs_of(req);
+	struct kfs_dev *d;
+
+	pth(pthread_rwlock_rdlock(&fs->dlock));
+	d = kfs_dev_by_ino(fs, ino);
+	if (d && d->attached)
+		kfs_dev_get(d);
+	else
+		d = NULL;
+	pth(pthread_rwlock_unlock(&fs->dlock));
+	if (!d) {
+		fuse_reply_err(req, ENOENT);
 		return;
+	}
+	if (d->ro && (fi->flags & O_ACCMODE) != O_RDONLY) {
+		kfs_dev_put(fs, d);
+		fuse_reply_err(req, EROFS);
+		return;
+	}
+	/* The kernel's I/O on the image itself shares the image's cache. */
+	fi->fh = 0;
+	if (kfs_pt_open(req, fs, d, fi)) {
+		/* Refused: no release will come. */
+		if (fi->fh != KFS_FH_PASSTHROUGH)
+			kfs_dev_put(fs, d);
+		return;
+	}
 	/*
 	 * Direct I/O: the engine writes the images behind the kernel's
 	 * back, so a page cache here could serve stale data, or write
@@ -663,7 +781,8 @@ static void open_dev(fuse_req_t req, struct kfs_dev *d,
 	fi->fh = 0;
 	fi->direct_io = 1;
 	fi->keep_cache = 0;
-	fuse_reply_open(req, fi);
+	if (fuse_reply_open(req, fi) == -ENOENT)
+		kfs_dev_put(fs, d);
 }
 
 static void read_dev(fuse_req_t req, struct kfs_dev *d, size_t size,
@@ -838,16 +957,11 @@ static int find_dev(const struct kfs_devlookup *dl, const char *name,
 		    size_t len, uint64_t *sectors)
 {
 	const struct kfs *fs = dl->opaque;
+	int slot = kfs_dev_find(fs, name, len);	/* dlock held */
 
-	for (unsigned int i = 0; i < fs->ndevs; i++) {
-		const struct kfs_dev *d = &fs->devs[i];
-
-		if (strlen(d->name) == len && !memcmp(d->name, name, len)) {
-			*sectors = kcopyd_bdev_sectors(d->bdev);
-			return (int)i;
-		}
-	}
-	return -ENOENT;
+	if (slot >= 0)
+		*sectors = kcopyd_bdev_sectors(fs->devs[slot]->bdev);
+	return slot;
 }
 
 /* A failed write: the read-back line, the log line, the errno. */
@@ -976,26 +1090,34 @@ static void waiter_interrupted(fuse_req_t req, void *data)
 }
 
 /* A waiter if any command is `sync` (else *result is NULL). */
+static int alloc_waiter(fuse_req_t req, unsigned int jobs, size_t size,
+			struct waiter **result);
+
 static int new_waiter(fuse_req_t req, const struct kfs_cmd *cmds,
 		      unsigned int n, size_t size, struct waiter **result)
 {
-	struct waiter *w;
 	unsigned int nsync = 0;
 
 	*result = NULL;
 	for (unsigned int i = 0; i < n; i++)
 		if (cmds[i].flags & KFS_SYNC)
 			nsync++;
-	if (!nsync)
-		return 0;
-	w = calloc(1, sizeof(*w));
+	return nsync ? alloc_waiter(req, nsync, size, result) : 0;
+}
+
+/* A waiter for `jobs` jobs, on fs->waiters. */
+static int alloc_waiter(fuse_req_t req, unsigned int jobs, size_t size,
+			struct waiter **result)
+{
+	struct waiter *w = calloc(1, sizeof(*w));
+
 	if (!w)
 		return -ENOMEM;
 	pthread_mutex_init(&w->lock, NULL);
 	w->fs = fs_of(req);
 	w->req = req;
 	w->size = size;
-	w->pending = nsync + 1;
+	w->pending = jobs + 1;
 	pthread_mutex_lock(&w->fs->reply_lock);
 	w->next = w->fs->waiters;
 	if (w->next)
@@ -1065,6 +1187,102 @@ static void keep_tail(struct control_fh *c, const char *tail, size_t tlen,
 	c->plen += tlen;
 }
 
+/* Destinations on read-only devices are refused (dlock held). */
+static int check_writable(struct kfs *fs, const struct kfs_cmd *cmds,
+			  unsigned int n, char *msg, size_t msglen)
+{
+	for (unsigned int i = 0; i < n; i++)
+		for (unsigned int j = 0; j < cmds[i].num_dests; j++) {
+			struct kfs_dev *d = fs->devs[cmds[i].dests[j].dev];
+
+			if (!d->ro)
+				continue;
+			snprintf(msg, msglen, "%sdevice '%s' is read-only",
+				 n > 1 ? "a command's " : "", d->name);
+			return -EROFS;
+		}
+	return 0;
+}
+
+/*
+ * `wait ID`: the write is answered when the job ends, as a sync write is
+ * (EIO if it failed), or at once if it has ended already.  This part
+ * registers the waiter and calls no libfuse function: 0 when the job will
+ * call back, 1 or 2 when it has ended (without or with an error), or
+ * -errno with a message (and no waiter left).
+ */
+static int wait_register(fuse_req_t req, uint64_t id, size_t size,
+			 struct waiter **wp, char *msg, size_t msglen)
+{
+	struct kfs *fs = fs_of(req);
+	struct waiter *w;
+	int r;
+
+	if (alloc_waiter(req, 1, size, &w)) {
+		snprintf(msg, msglen, "out of memory");
+		return -ENOMEM;
+	}
+	r = kfs_table_wait(fs->table, id, w);
+	if (r > 0 || r < 0) {
+		/* The table will not call back: drop the job's reference. */
+		pth(pthread_mutex_lock(&w->lock));
+		w->pending--;
+		w->answered = r < 0;
+		pth(pthread_mutex_unlock(&w->lock));
+	}
+	if (r < 0) {
+		waiter_put(w, false);	/* answered: frees it, no reply */
+		if (r == -ENOENT)
+			snprintf(msg, msglen, "no job %llu",
+				 (unsigned long long)id);
+		else if (r == -ESRCH)
+			snprintf(msg, msglen, "job %llu has finished and is "
+				 "no longer kept (--keep %u)",
+				 (unsigned long long)id, fs->keep);
+		else
+			snprintf(msg, msglen, "out of memory");
+	}
+	*wp = w;
+	return r;
+}
+
+/*
+ * attach, detach and wait: alone in a write, under the handle's wlock,
+ * which this drops when it succeeds.  Returns 0 when the request has
+ * been answered (or will be), or -errno with a message: the caller then
+ * refuses the write, and nothing has changed.
+ */
+static int run_admin(fuse_req_t req, struct control_fh *c,
+		     const struct kfs_admin *a, size_t size, uint64_t base,
+		     const char *tail, size_t tlen, char *msg, size_t msglen)
+{
+	struct kfs *fs = fs_of(req);
+	struct waiter *w = NULL;
+	int r;
+
+	if (a->op == KFS_ADMIN_ATTACH)
+		r = kfs_attach(fs, a->name, a->path, a->ro, msg, msglen);
+	else if (a->op == KFS_ADMIN_DETACH)
+		r = kfs_detach(fs, a->name, msg, msglen);
+	else
+		r = wait_register(req, a->id, size, &w, msg, msglen);
+	if (r < 0)
+		return r;
+	keep_tail(c, tail, tlen, false);
+	pth(pthread_mutex_unlock(&c->wlock));
+	set_reply(c, NULL, 0, base);
+	if (!w) {
+		fuse_reply_write(req, size);
+	} else if (r == 0) {
+		/* If already interrupted, this answers EINTR at once. */
+		fuse_req_interrupt_func(req, waiter_interrupted, w);
+		waiter_put(w, false);
+	} else {
+		waiter_put(w, r == 2);
+	}
+	return 0;
+}
+
 /*
  * A write to control.  Commands end at a newline: the handle keeps an
  * unfinished last line and joins it to the next write, so a command cut
@@ -1087,6 +1305,8 @@ static void write_control(fuse_req_t req, struct control_fh *c,
 	const char *tail;
 	size_t blen, tlen;
 	char *batch = NULL;
+	struct kfs_admin admin;
+	bool dlocked = false;
 	char msg[640];
 	char *text;
 	size_t len;
@@ -1111,6 +1331,14 @@ static void write_control(fuse_req_t req, struct control_fh *c,
 		fuse_reply_write(req, size);
 		return;
 	}
+	r = kfs_parse_admin(batch, blen, &admin, msg, sizeof(msg));
+	if (!r && admin.op)
+		r = run_admin(req, c, &admin, size, base, tail, tlen, msg,
+			      sizeof(msg));
+	if (r)
+		goto refuse;
+	if (admin.op)
+		goto out;
 	max_cmds = count_lines(batch, blen);
 	if (max_cmds > KFS_MAX_CMDS)
 		max_cmds = KFS_MAX_CMDS;
@@ -1121,8 +1349,13 @@ static void write_control(fuse_req_t req, struct control_fh *c,
 		r = -ENOMEM;
 		goto refuse;
 	}
+	/* No device may come or go between lookup and queueing. */
+	pth(pthread_rwlock_rdlock(&fs->dlock));
+	dlocked = true;
 	r = kfs_parse_write(batch, blen, &dl, cmds, max_cmds, &n, msg,
 			    sizeof(msg));
+	if (!r)
+		r = check_writable(fs, cmds, n, msg, sizeof(msg));
 	if (r)
 		goto refuse;
 	if (new_waiter(req, cmds, n, size, &w)) {
@@ -1131,6 +1364,8 @@ static void write_control(fuse_req_t req, struct control_fh *c,
 		goto refuse;
 	}
 	r = kfs_table_submit(fs->table, cmds, n, w, ids, &queued);
+	pth(pthread_rwlock_unlock(&fs->dlock));
+	dlocked = false;
 	if (r) {
 		if (r == -EAGAIN)
 			snprintf(msg, sizeof(msg),
@@ -1170,6 +1405,8 @@ static void write_control(fuse_req_t req, struct control_fh *c,
 	goto out;
 
 refuse:
+	if (dlocked)
+		pth(pthread_rwlock_unlock(&fs->dlock));
 	pth(pthread_mutex_unlock(&c->wlock));
 	control_error(req, c, -r, msg, failed_base);
 out:
@@ -1182,8 +1419,6 @@ out:
 
 static void kfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	struct kfs *fs = fs_of(req);
-
 	switch (ino) {
 	case INO_ROOT:
 	case INO_DEVDIR:
@@ -1197,11 +1432,7 @@ static void kfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		open_status(req, ino, fi);
 		return;
 	}
-	if (!dev_of(fs, ino)) {
-		fuse_reply_err(req, ENOENT);
-		return;
-	}
-	open_dev(req, dev_of(fs, ino), fi);
+	open_dev(req, ino, fi);
 }
 
 static void kfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -1267,8 +1498,10 @@ static void kfs_release(fuse_req_t req, fuse_ino_t ino,
 {
 	struct kfs_dev *d = dev_of(fs_of(req), ino);
 
-	if (d)
+	if (d) {
 		kfs_pt_release(req, fs_of(req), d, fi);
+		kfs_dev_put(fs_of(req), d);
+	}
 	switch (ino) {
 	case INO_CONTROL:
 		release_control(fs_of(req),

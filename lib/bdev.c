@@ -80,6 +80,13 @@ sector_t kcopyd_bdev_sectors(const struct block_device *bdev)
 	return bdev ? bdev->sectors : 0;
 }
 
+/* A failed I/O (r < 0): counted, and its errno kept for the stats. */
+static void note_error(struct block_device *bdev, int r)
+{
+	atomic_fetch_add(&bdev->errors, 1);
+	atomic_store(&bdev->last_error, r < 0 ? -r : EIO);
+}
+
 void kcopyd_bdev_get_stats(const struct block_device *bdev,
 			   struct kcopyd_bdev_stats *st)
 {
@@ -95,6 +102,7 @@ void kcopyd_bdev_get_stats(const struct block_device *bdev,
 	st->bytes_read = atomic_load(&b->bytes_read);
 	st->bytes_written = atomic_load(&b->bytes_written);
 	st->errors = atomic_load(&b->errors);
+	st->last_error = atomic_load(&b->last_error);
 	st->zeros = atomic_load(&b->zeros);
 	st->bytes_zeroed = atomic_load(&b->bytes_zeroed);
 	st->bytes_holes = atomic_load(&b->bytes_holes);
@@ -293,7 +301,7 @@ static int io_full(struct block_device *bdev, bool write, struct iovec *iov,
 	return 0;
 
 fail:
-	atomic_fetch_add(&bdev->errors, 1);
+	note_error(bdev, r);
 	return r;
 }
 
@@ -406,7 +414,7 @@ int bdev_zero(struct block_device *bdev, uint64_t off, uint64_t len,
 	return 0;
 
 fail:
-	atomic_fetch_add(&bdev->errors, 1);
+	note_error(bdev, r);
 	return r;
 }
 
@@ -421,7 +429,7 @@ int bdev_read_hole(struct block_device *bdev, uint64_t off, uint64_t len)
 
 		r = apply_faults(bdev, KCOPYD_FAULT_READ, off, &n);
 		if (r) {
-			atomic_fetch_add(&bdev->errors, 1);
+			note_error(bdev, r);
 			return r;
 		}
 		off += n;
@@ -549,7 +557,7 @@ int kcopyd_bdev_flush(struct block_device *bdev)
 		return 0;
 	r = bdev->ops->flush(bdev);
 	if (r)
-		atomic_fetch_add(&bdev->errors, 1);
+		note_error(bdev, r);
 	return r;
 }
 

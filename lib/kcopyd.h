@@ -164,6 +164,7 @@ struct kcopyd_bdev_stats {
 	uint64_t zeroed_punch;	/* bytes zeroed by punching holes */
 	uint64_t zeroed_range;	/* ... by zeroing in place */
 	uint64_t zeroed_write;	/* ... by writing zeros */
+	int last_error;		/* positive errno of the last error, or 0 */
 };
 void kcopyd_bdev_get_stats(const struct block_device *bdev,
 			   struct kcopyd_bdev_stats *st);
