@@ -381,7 +381,7 @@ static int add_image_dir(struct kfs *fs, const struct options *o)
 			fd = kfs_open_image(fs, name, false, msg, sizeof(msg));
 		if (fd == -EXDEV)
 			fprintf(stderr, "kcopydfs: skipped: %s\n", msg);
-		else if (fd < 0 && fd != -EINVAL && !r) {
+		else if (fd < 0 && fd != -EINVAL && fd != -EISDIR && !r) {
 			fprintf(stderr, "kcopydfs: %s\n", msg);
 			r = fd;
 		}
