@@ -242,8 +242,7 @@ static void job_finished(int read_err, unsigned int write_err, void *context)
 	int devs[1 + KFS_MAX_DESTS];
 	unsigned int ndevs = j->ndevs;
 	struct job_wait *waits, *next;
-	char line[512];
-
+	char line[512] = "";
 	int err = failed ? job_errno(j, read_err, write_err) : 0;
 
 	memcpy(devs, j->devs, sizeof(devs));

@@ -45,6 +45,7 @@ enum {
 	INO_CONTROL,
 	INO_RESULTS,
 	INO_STATS,
+	INO_FINISHED,
 	INO_DEV0 = KFS_INO_DEV0,	/* dev/NAME, one number per attach */
 };
 
@@ -119,6 +120,11 @@ static int fill_attr(struct kfs *fs, fuse_ino_t ino, struct stat *st)
 	case INO_STATS:
 		st->st_mode = S_IFREG | 0444;
 		return 0;
+	case INO_FINISHED:
+		/* It only grows: the size is what `tail -f` watches. */
+		st->st_mode = S_IFREG | 0444;
+		st->st_size = (off_t)kfs_finished_size(fs->finished);
+		return 0;
 	}
 	pth(pthread_rwlock_rdlock(&fs->dlock));
 	d = kfs_dev_by_ino(fs, ino);
@@ -132,6 +138,12 @@ static int fill_attr(struct kfs *fs, fuse_ino_t ino, struct stat *st)
 	return d ? 0 : -ENOENT;
 }
 
+/* finished's size changes with every job: never cached. */
+static double attr_timeout(fuse_ino_t ino)
+{
+	return ino == INO_FINISHED ? 0 : ATTR_TIMEOUT;
+}
+
 static void reply_attr(fuse_req_t req, fuse_ino_t ino)
 {
 	struct stat st;
@@ -140,7 +152,7 @@ static void reply_attr(fuse_req_t req, fuse_ino_t ino)
 	if (r)
 		fuse_reply_err(req, -r);
 	else
-		fuse_reply_attr(req, &st, ATTR_TIMEOUT);
+		fuse_reply_attr(req, &st, attr_timeout(ino));
 }
 
 static fuse_ino_t child_ino(struct kfs *fs, fuse_ino_t parent,
@@ -155,6 +167,8 @@ static fuse_ino_t child_ino(struct kfs *fs, fuse_ino_t parent,
 			return INO_RESULTS;
 		if (!strcmp(name, "stats"))
 			return INO_STATS;
+		if (!strcmp(name, "finished"))
+			return INO_FINISHED;
 	} else if (parent == INO_DEVDIR) {
 		fuse_ino_t ino = 0;
 		int slot;
@@ -181,7 +195,7 @@ static void kfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	}
 	memset(&e, 0, sizeof(e));
 	e.ino = ino;
-	e.attr_timeout = ATTR_TIMEOUT;
+	e.attr_timeout = attr_timeout(ino);
 	e.entry_timeout = ATTR_TIMEOUT;
 	/* Detached since child_ino()? */
 	if (fill_attr(fs, ino, &e.attr)) {
@@ -213,7 +227,8 @@ static void kfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 		return;
 	}
 	if (to_set & FUSE_SET_ATTR_SIZE) {
-		if (ino == INO_RESULTS || ino == INO_STATS) {
+		if (ino == INO_RESULTS || ino == INO_STATS ||
+		    ino == INO_FINISHED) {
 			fuse_reply_err(req, EACCES);
 			return;
 		}
@@ -254,7 +269,7 @@ static void kfs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
 	} root[] = {
 		{ ".", INO_ROOT }, { "..", INO_ROOT }, { "dev", INO_DEVDIR },
 		{ "control", INO_CONTROL }, { "results", INO_RESULTS },
-		{ "stats", INO_STATS },
+		{ "stats", INO_STATS }, { "finished", INO_FINISHED },
 	};
 	struct kfs *fs = fs_of(req);
 	size_t used = 0, n;
@@ -341,6 +356,7 @@ struct kfs_poller {
 	fuse_ino_t ino;
 	pthread_mutex_t lock;
 	struct kfs_results_pos pos;	/* results (lock) */
+	struct kfs_finished_pos fpos;	/* finished (lock) */
 	char *buf;			/* stats (lock) */
 	size_t len;			/* stats (lock) */
 	uint64_t gen;			/* changes seen at the last read at 0 */
@@ -519,6 +535,30 @@ static void read_results(fuse_req_t req, struct kfs_poller *p, size_t size,
 	free(buf);
 }
 
+static void read_finished(fuse_req_t req, struct kfs_poller *p, size_t size,
+			  off_t off)
+{
+	struct kfs *fs = fs_of(req);
+	char *buf;
+	size_t n;
+
+	if (off < 0) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	buf = malloc(size ? size : 1);
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	pth(pthread_mutex_lock(&p->lock));
+	n = kfs_finished_read(fs->finished, &p->fpos, (uint64_t)off, buf,
+			      size);
+	pth(pthread_mutex_unlock(&p->lock));
+	fuse_reply_buf(req, buf, n);
+	free(buf);
+}
+
 static void read_stats(fuse_req_t req, struct kfs_poller *p, size_t size,
 		       off_t off)
 {
@@ -684,6 +724,7 @@ void kfs_job_ended(bool failed, int err, const char *line, void *opaque)
 {
 	struct kfs *fs = opaque;
 
+	kfs_finished_add(fs->finished, line);
 	if (failed)
 		kfs_log(fs, LOG_ERR, "job failed: %s (errno %d: %s)", line,
 			err, strerror(err));
@@ -1429,6 +1470,7 @@ static void kfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return;
 	case INO_RESULTS:
 	case INO_STATS:
+	case INO_FINISHED:
 		open_status(req, ino, fi);
 		return;
 	}
@@ -1444,6 +1486,10 @@ static void kfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	case INO_CONTROL:
 		read_control(req, (struct control_fh *)(uintptr_t)fi->fh, size,
 			     off);
+		return;
+	case INO_FINISHED:
+		read_finished(req, (struct kfs_poller *)(uintptr_t)fi->fh,
+			      size, off);
 		return;
 	case INO_RESULTS:
 	case INO_STATS:
@@ -1509,6 +1555,7 @@ static void kfs_release(fuse_req_t req, fuse_ino_t ino,
 		break;
 	case INO_RESULTS:
 	case INO_STATS:
+	case INO_FINISHED:
 		release_status(fs_of(req),
 			       (struct kfs_poller *)(uintptr_t)fi->fh);
 		break;
@@ -1527,7 +1574,8 @@ static void kfs_poll(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 	/* Other files are always ready, as regular files are. */
 	if (ph)
 		fuse_pollhandle_destroy(ph);
-	fuse_reply_poll(req, ino == INO_STATS ? POLLIN | POLLRDNORM :
+	fuse_reply_poll(req, ino == INO_STATS || ino == INO_FINISHED ?
+			POLLIN | POLLRDNORM :
 			POLLIN | POLLRDNORM | POLLOUT | POLLWRNORM);
 }
 

@@ -22,6 +22,7 @@
 #include "jobs.h"
 #include "parse.h"
 #include "passthrough.h"
+#include "finished.h"
 
 /* Largest read or write one FUSE request carries (mount option too). */
 #define KFS_MAX_READ	(1024 * 1024)
@@ -93,6 +94,7 @@ struct kfs {
 	/* Read-only once the session runs. */
 	struct kcopyd_client *kc;
 	struct kfs_table *table;
+	struct kfs_finished *finished;	/* MNT/finished */
 	struct fuse_session *se;
 	uid_t uid;
 	gid_t gid;

@@ -717,7 +717,8 @@ static int run(struct fuse_args *args, struct options *o)
 	list_init(&fs.open);
 	list_init(&fs.forget);
 
-	if (open_image_dir(&fs, o->image_dir) || open_devs(&fs, o))
+	if (open_image_dir(&fs, o->image_dir) || open_devs(&fs, o) ||
+	    kfs_finished_create(o->keep, &fs.finished))
 		goto out_devs;
 	if (add_mount_opts(args, o))
 		goto out_devs;
@@ -776,6 +777,7 @@ out_devs:
 	if (fs.kc)
 		kcopyd_client_destroy(fs.kc);
 	kfs_table_free(fs.table);
+	kfs_finished_free(fs.finished);
 	kfs_devs_free(&fs);
 	if (fs.image_dirfd > 0)
 		close(fs.image_dirfd);
