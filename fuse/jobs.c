@@ -125,7 +125,8 @@ static uint64_t usec_since(const struct timespec *a)
 	return us < 0 ? 0 : (uint64_t)us;
 }
 
-int kfs_table_create(struct kcopyd_client *kc, unsigned int keep, unsigned int max_queue,
+int kfs_table_create(struct kcopyd_client *kc, unsigned int keep,
+		     unsigned int max_queue,
 		     const struct kfs_table_ops *ops, struct kfs_table **result)
 {
 	struct kfs_table *t = calloc(1, sizeof(*t));

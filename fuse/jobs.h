@@ -59,7 +59,8 @@ struct kfs_counts {
  * (oldest dropped first); max_queue bounds the unfinished ones.
  * Returns 0 or -ENOMEM.
  */
-int kfs_table_create(struct kcopyd_client *kc, unsigned int keep, unsigned int max_queue,
+int kfs_table_create(struct kcopyd_client *kc, unsigned int keep,
+		     unsigned int max_queue,
 		     const struct kfs_table_ops *ops,
 		     struct kfs_table **result);
 void kfs_table_free(struct kfs_table *t);

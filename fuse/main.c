@@ -130,7 +130,8 @@ static void usage(const char *prog)
 	       "                           short or delay=USEC (EIO)\n"
 	       "    --no-passthrough       dev/NAME I/O through the daemon\n"
 	       "    -P, --pidfile PIDFILE  write the pid once serving\n"
-	       "    --verbose              log every job, not only failures\n\n",
+	       "    --verbose              log every job, not failures only\n"
+	       "\n",
 	       prog);
 }
 
