@@ -82,8 +82,22 @@ int kfs_dev_new(struct kfs *fs, const char *name, const char *path, int fd,
 		return -ENOMEM;
 	}
 	snprintf(d->name, sizeof(d->name), "%s", name);
-	d->ro = ro;
-	d->fd = fd >= 0 ? fd : open(path, (ro ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+	d->fd = fd;
+	if (fd < 0 && !ro) {
+		/*
+		 * A write-protected image (the classic source of a rescue
+		 * copy) serves reads and copies from it, and refuses writes.
+		 */
+		d->fd = open(path, O_RDWR | O_CLOEXEC);
+		if (d->fd < 0 && (errno == EACCES || errno == EROFS ||
+				  errno == EPERM)) {
+			fprintf(stderr, "kcopydfs: %s: %s: device %s is "
+				"read-only\n", path, strerror(errno), name);
+			ro = true;
+		}
+	}
+	if (d->fd < 0 && ro)
+		d->fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (d->fd < 0) {
 		r = -errno;
 		goto fail;

@@ -109,10 +109,7 @@ static void unlock(struct kfs_table *t)
 	pth(pthread_mutex_unlock(&t->lock));
 }
 
-#define for_each_job(j, t)						\
-	for (j = list_first_entry(&(t)->jobs, struct kfs_job, link);	\
-	     &j->link != &(t)->jobs;					\
-	     j = list_entry(j->link.next, struct kfs_job, link))
+#define for_each_job(j, t) list_for_each_entry(j, &(t)->jobs, link)
 
 static uint64_t usec_since(const struct timespec *a)
 {
@@ -294,17 +291,51 @@ static void unhold_all(struct kfs_table *t, struct kfs_job *j)
 	j->ndevs = 0;
 }
 
+/* The engine's regions and flags of a command. */
+static void cmd_regions(struct block_device *const *bdevs,
+			const struct kfs_cmd *c, struct io_region *src,
+			struct io_region *dests, unsigned int *flags)
+{
+	for (unsigned int i = 0; i < c->num_dests; i++) {
+		dests[i].bdev = bdevs[c->dests[i].dev];
+		dests[i].sector = c->dests[i].sector;
+		dests[i].count = c->dests[i].count;
+	}
+	*flags = 0;
+	if (c->flags & KFS_IGNORE_ERRORS)
+		*flags |= KCOPYD_IGNORE_ERROR;
+	if (c->flags & KFS_WRITE_SEQ)
+		*flags |= KCOPYD_WRITE_SEQ;
+	if (c->op == KFS_OP_COPY) {
+		src->bdev = bdevs[c->src.dev];
+		src->sector = c->src.sector;
+		src->count = c->src.count;
+	}
+}
+
+int kfs_cmd_check(struct block_device *const *bdevs, const struct kfs_cmd *c,
+		  int *culprit)
+{
+	struct io_region src, dests[KFS_MAX_DESTS];
+	unsigned int flags;
+
+	cmd_regions(bdevs, c, &src, dests, &flags);
+	return kcopyd_check_copy(c->op == KFS_OP_COPY ? &src : NULL,
+				 c->num_dests, dests, flags, culprit);
+}
+
 static int submit_one(struct kfs_table *t, const struct kfs_cmd *c,
 		      struct kfs_job *j)
 {
 	struct io_region src, dests[KFS_MAX_DESTS];
-	unsigned int flags = 0;
+	unsigned int flags;
 
 	for (unsigned int i = 0; i < c->num_dests; i++) {
 		dests[i].bdev = hold(t, j, c->dests[i].dev);
 		dests[i].sector = c->dests[i].sector;
 		dests[i].count = c->dests[i].count;
 	}
+	flags = 0;
 	if (c->flags & KFS_IGNORE_ERRORS)
 		flags |= KCOPYD_IGNORE_ERROR;
 	if (c->flags & KFS_WRITE_SEQ)

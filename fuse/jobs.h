@@ -66,6 +66,14 @@ int kfs_table_create(struct kcopyd_client *kc, unsigned int keep,
 void kfs_table_free(struct kfs_table *t);
 
 /*
+ * What the engine would refuse of a command, on these devices (indexed as
+ * the command's regions): 0 or a negative errno, *culprit as
+ * kcopyd_check_copy(3).  Any thread.
+ */
+int kfs_cmd_check(struct block_device *const *bdevs, const struct kfs_cmd *c,
+		  int *culprit);
+
+/*
  * Queue cmds[0..n) as one batch: either there is room for all of them or
  * none is queued (-EAGAIN).  ids[i] gets the id of cmds[i].  A command
  * with KFS_SYNC gets `waiter` (ops->finished is called for it).  If the

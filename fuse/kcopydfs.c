@@ -9,24 +9,39 @@
  *     None of them ever blocks on a job: a `sync` write keeps its request
  *     in a struct waiter and returns; the answer comes later.
  *   - the engine's callback thread: kfs_sync_finished answers a waiting
- *     write; kfs_changed bumps the change count.
- *   - the engine's worker threads: kfs_changed (first progress of a job).
+ *     write; kfs_changed.
+ *   - the engine's worker threads: kfs_changed (first progress of a job),
+ *     which takes no lock: an atomic count and a semaphore post.
  *   - the notifier thread: sends poll notifications.  It is the only
  *     thread that notifies, so no FUSE request handler ever writes a
  *     notification, and stopping it before the session is destroyed
  *     guarantees none is sent afterwards.
- * Locks: fs->plock protects the change count and the list of poll
- * handles; control_fh.lock protects one control handle's read-back;
- * waiter.lock protects one sync write.  None is held while calling into
- * libfuse, except that fuse_reply_err() on an interrupted request runs in
- * libfuse's interrupt callback, which holds the request's lock: so the
- * waiter lock is never held while calling fuse_req_interrupt_func().
+ *   - the stopper thread: after a stop signal, waits for the sync jobs,
+ *     then ends the session loop.
+ *   - the main thread: signal handlers, and teardown after the loop.
+ * Locks, outermost first:
+ *   control_fh.wlock: one control handle's unfinished line and its
+ *     record of the last sync write; held while a write is parsed and
+ *     queued (the job table's lock nests inside), never in a libfuse
+ *     call.
+ *   fs->reply_lock: the list of sync waiters and the stop flags; held
+ *     while a sync write is answered (fuse_reply_write/_err and clearing
+ *     its interrupt callback), so no answer races with the session's end.
+ *   waiter.lock: one sync write's counts and request.
+ * and, each alone and never in a libfuse call: fs->plock (the poll
+ * handles waiting; the notifier takes them, then notifies without it),
+ * control_fh.lock (a read-back), kfs_poller.lock (a status handle's place
+ * or text), fs->hlock (the list of open handles).
+ * libfuse runs the interrupt callback (waiter_interrupted, which answers
+ * EINTR) with the request's lock held; it takes only waiter.lock, which
+ * is therefore never held while calling fuse_req_interrupt_func().
  */
 #include <config.h>
 
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <semaphore.h>
 #include <stdatomic.h>
 #include <stdarg.h>
@@ -93,6 +108,7 @@ static struct kfs_dev *dev_of(struct kfs *fs, fuse_ino_t ino)
 static int fill_attr(struct kfs *fs, fuse_ino_t ino, struct stat *st)
 {
 	struct kfs_dev *d;
+	uint64_t alloc;
 
 	memset(st, 0, sizeof(*st));
 	st->st_ino = ino;
@@ -129,10 +145,14 @@ static int fill_attr(struct kfs *fs, fuse_ino_t ino, struct stat *st)
 	pth(pthread_rwlock_rdlock(&fs->dlock));
 	d = kfs_dev_by_ino(fs, ino);
 	if (d) {
-		st->st_mode = S_IFREG |
-			      (d->ro ? fs->dev_mode & 0444 : fs->dev_mode);
+		st->st_mode = S_IFREG | fs->dev_mode;
+		if (kcopyd_bdev_is_read_only(d->bdev))
+			st->st_mode &= ~(mode_t)0222;
 		st->st_size = (off_t)d->size;
-		st->st_blocks = (blkcnt_t)(d->size / 512);
+		/* The image's allocation, so du and cp --sparse see holes. */
+		if (kcopyd_bdev_allocated(d->bdev, &alloc) || alloc > d->size)
+			alloc = d->size;
+		st->st_blocks = (blkcnt_t)(alloc / 512);
 	}
 	pth(pthread_rwlock_unlock(&fs->dlock));
 	return d ? 0 : -ENOENT;
@@ -801,7 +821,8 @@ static void open_dev(fuse_req_t req, fuse_ino_t ino,
 		fuse_reply_err(req, ENOENT);
 		return;
 	}
-	if (d->ro && (fi->flags & O_ACCMODE) != O_RDONLY) {
+	if ((fi->flags & O_ACCMODE) != O_RDONLY &&
+	    kcopyd_bdev_is_read_only(d->bdev)) {
 		kfs_dev_put(fs, d);
 		fuse_reply_err(req, EROFS);
 		return;
@@ -879,6 +900,87 @@ static void write_dev(fuse_req_t req, struct kfs_dev *d, const char *buf,
 	fuse_reply_write(req, size);
 }
 
+/*
+ * SEEK_DATA and SEEK_HOLE from the image's allocation, as lseek(2) on the
+ * image would answer (the end of the device is a hole).
+ */
+static void lseek_dev(fuse_req_t req, struct kfs_dev *d, off_t off,
+		      int whence)
+{
+	uint64_t at = (uint64_t)off, count;
+	unsigned int type;
+	int r;
+
+	if (whence != SEEK_DATA && whence != SEEK_HOLE) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	if (off < 0 || at >= d->size) {
+		fuse_reply_err(req, ENXIO);
+		return;
+	}
+	while (at < d->size) {
+		r = kcopyd_bdev_extent(d->bdev, at, d->size - at, &type,
+				       &count);
+		if (r) {
+			fuse_reply_err(req, -r);
+			return;
+		}
+		if ((type == KCOPYD_EXTENT_HOLE) == (whence == SEEK_HOLE))
+			break;
+		at += count;
+	}
+	if (at >= d->size && whence == SEEK_DATA) {
+		fuse_reply_err(req, ENXIO);
+		return;
+	}
+	fuse_reply_lseek(req, (off_t)(at < d->size ? at : d->size));
+}
+
+/*
+ * fallocate(2) on a device file: punch a hole or zero a range (through
+ * the engine's zeroing, with its fault rules); the size never changes.
+ */
+static void fallocate_dev(fuse_req_t req, struct kfs_dev *d, int mode,
+			  off_t off, off_t len)
+{
+	uint64_t at = (uint64_t)off, n = (uint64_t)len;
+	int r;
+
+	if (off < 0 || len <= 0) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	if (mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE |
+		     FALLOC_FL_ZERO_RANGE)) {
+		fuse_reply_err(req, EOPNOTSUPP);
+		return;
+	}
+	if (kcopyd_bdev_is_read_only(d->bdev)) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
+	/* As a block device: the end cannot move. */
+	if (at >= d->size || n > d->size - at) {
+		if (!(mode & FALLOC_FL_KEEP_SIZE)) {
+			fuse_reply_err(req, ENOSPC);
+			return;
+		}
+		n = at >= d->size ? 0 : d->size - at;
+	}
+	if (!(mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) || !n) {
+		/* Preallocation: a device has every byte already. */
+		fuse_reply_err(req, 0);
+		return;
+	}
+	r = kcopyd_bdev_zero(d->bdev, at, n,
+			     mode & FALLOC_FL_PUNCH_HOLE ? 0 :
+							   KCOPYD_ALLOCATED);
+	if (r)
+		atomic_fetch_add(&d->errors, 1);
+	fuse_reply_err(req, -r);
+}
+
 /* --- The control file ----------------------------------------------------- */
 
 /*
@@ -897,19 +999,36 @@ struct control_fh {
 	pthread_mutex_t wlock;
 	char partial[KFS_MAX_LINE];
 	size_t plen;
+	/* The last sync write, to know its retry (wlock). */
+	struct waiter *rec;
+	char *rec_buf;
+	size_t rec_size;
+	off_t rec_off;
 };
 
-/* A write with `sync` commands, answered when they have all finished. */
+/*
+ * A write with `sync` commands.  Its jobs outlive the request that queued
+ * them: a signal ends the request with EINTR, and since EINTR tells the
+ * caller that nothing happened, the caller (dash, Python) writes the same
+ * bytes again.  The handle keeps the waiter as its record of the write, so
+ * that retry waits for the same jobs instead of queueing them twice.
+ */
 struct waiter {
-	struct waiter *prev, *next;	/* on fs->waiters (reply_lock) */
-	pthread_mutex_t lock;
+	struct list_head link;	/* on fs->waiters while jobs run (reply_lock) */
 	struct kfs *fs;
-	fuse_req_t req;
-	size_t size;
-	/* Sync jobs not finished, plus one for the submitter (lock). */
+	pthread_mutex_t lock;
+	fuse_req_t req;		/* the write waiting for the outcome (lock) */
+	size_t size;		/* what a success answers */
+	/*
+	 * Sync jobs not finished, plus one for each thread setting up a
+	 * request's interrupt callback, which must not meet the answer
+	 * (lock).
+	 */
 	unsigned int pending;
+	/* One while pending, one for the handle's record (lock). */
+	unsigned int refs;
 	bool failed;		/* (lock) */
-	bool answered;		/* someone has taken the reply (lock) */
+	bool interrupted;	/* answered EINTR; a retry may follow (lock) */
 };
 
 static void set_reply(struct control_fh *c, char *text, size_t len,
@@ -923,6 +1042,8 @@ static void set_reply(struct control_fh *c, char *text, size_t len,
 	pthread_mutex_unlock(&c->lock);
 }
 
+static void drop_record(struct control_fh *c);
+
 static void release_control(struct kfs *fs, struct control_fh *c)
 {
 	handle_del(fs, &c->link);
@@ -931,6 +1052,7 @@ static void release_control(struct kfs *fs, struct control_fh *c)
 		kfs_log(fs, LOG_WARNING, "control: closed with an unfinished "
 			"line of %zu bytes (no newline); it was discarded",
 			c->plen);
+	drop_record(c);
 	pth(pthread_mutex_destroy(&c->wlock));
 	pthread_mutex_destroy(&c->lock);
 	free(c->reply);
@@ -1005,6 +1127,20 @@ static int find_dev(const struct kfs_devlookup *dl, const char *name,
 	return slot;
 }
 
+static int check_cmd(const struct kfs_devlookup *dl, const struct kfs_cmd *c,
+		     int *culprit)
+{
+	const struct kfs *fs = dl->opaque;
+	/* Indexed as the command's regions; dlock held: the slots stay. */
+	struct block_device *bdevs[KFS_MAX_DEVS];
+
+	for (unsigned int i = 0; i < c->num_dests; i++)
+		bdevs[c->dests[i].dev] = fs->devs[c->dests[i].dev]->bdev;
+	if (c->op == KFS_OP_COPY)
+		bdevs[c->src.dev] = fs->devs[c->src.dev]->bdev;
+	return kfs_cmd_check(bdevs, c, culprit);
+}
+
 /* A failed write: the read-back line, the log line, the errno. */
 static void control_error(fuse_req_t req, struct control_fh *c, int err,
 			  const char *msg, uint64_t base)
@@ -1048,67 +1184,73 @@ static unsigned int count_lines(const char *buf, size_t size)
 	return n;
 }
 
+static bool kfs_is_stopping(struct kfs *fs)
+{
+	bool stopping;
+
+	pth(pthread_mutex_lock(&fs->reply_lock));
+	stopping = fs->stopping;
+	pth(pthread_mutex_unlock(&fs->reply_lock));
+	return stopping;
+}
+
+static void waiter_unref(struct waiter *w)
+{
+	bool last;
+
+	pth(pthread_mutex_lock(&w->lock));
+	last = --w->refs == 0;
+	pth(pthread_mutex_unlock(&w->lock));
+	if (!last)
+		return;
+	pth(pthread_mutex_destroy(&w->lock));
+	free(w);
+}
+
+static void answer_outcome(fuse_req_t req, bool failed, size_t size)
+{
+	if (failed)
+		fuse_reply_err(req, EIO);
+	else
+		fuse_reply_write(req, size);
+}
+
 /*
- * Drop one reference on a sync write; the last one answers it, unless an
- * interrupt already did.  Before answering, clear the interrupt callback:
- * that waits for a callback running right now, and no other can start.
+ * One pending count less: a sync job finished (failed says how), or a
+ * thread finished setting up a request.  The last one answers the request
+ * waiting, if any: first clearing its interrupt callback, which waits for
+ * a callback running right now, and no other can start.  Replies go out
+ * under reply_lock, so that none is sent once the session is over.
  */
 static void waiter_put(struct waiter *w, bool failed)
 {
 	struct kfs *fs = w->fs;
-	bool reply = false, last;
+	fuse_req_t req = NULL;
+	bool last;
 
-	/* reply_lock first: kfs_session_over() must see a reply through. */
-	pthread_mutex_lock(&fs->reply_lock);
-	pthread_mutex_lock(&w->lock);
+	pth(pthread_mutex_lock(&fs->reply_lock));
+	pth(pthread_mutex_lock(&w->lock));
 	w->failed |= failed;
 	last = --w->pending == 0;
-	if (last && !w->answered) {
-		w->answered = true;
-		reply = true;
+	if (last) {
+		req = w->req;
+		w->req = NULL;
 	}
-	pthread_mutex_unlock(&w->lock);
-	if (reply && !fs->session_over) {
-		fuse_req_interrupt_func(w->req, NULL, NULL);
-		if (w->failed)
-			fuse_reply_err(w->req, EIO);
-		else
-			fuse_reply_write(w->req, w->size);
+	failed = w->failed;
+	pth(pthread_mutex_unlock(&w->lock));
+	if (req && !fs->session_over) {
+		fuse_req_interrupt_func(req, NULL, NULL);
+		answer_outcome(req, failed, w->size);
 	}
 	if (last) {
-		if (w->prev)
-			w->prev->next = w->next;
-		else
-			fs->waiters = w->next;
-		if (w->next)
-			w->next->prev = w->prev;
+		list_del_init(&w->link);
+		/* The stopper waits for the last sync job. */
+		if (fs->stopping)
+			pth(pthread_cond_signal(&fs->stop_cond));
 	}
-	pthread_mutex_unlock(&fs->reply_lock);
-	if (!last)
-		return;
-	pthread_mutex_destroy(&w->lock);
-	free(w);
-}
-
-void kfs_session_over(struct kfs *fs)
-{
-	struct waiter *w;
-
-	pthread_mutex_lock(&fs->reply_lock);
-	for (w = fs->waiters; w; w = w->next) {
-		bool reply;
-
-		pthread_mutex_lock(&w->lock);
-		reply = !w->answered;
-		w->answered = true;
-		pthread_mutex_unlock(&w->lock);
-		if (reply) {
-			fuse_req_interrupt_func(w->req, NULL, NULL);
-			fuse_reply_err(w->req, EINTR);
-		}
-	}
-	fs->session_over = true;
-	pthread_mutex_unlock(&fs->reply_lock);
+	pth(pthread_mutex_unlock(&fs->reply_lock));
+	if (last)
+		waiter_unref(w);
 }
 
 void kfs_sync_finished(void *waiter, bool failed, void *opaque)
@@ -1116,18 +1258,36 @@ void kfs_sync_finished(void *waiter, bool failed, void *opaque)
 	waiter_put(waiter, failed);
 }
 
-/* libfuse's interrupt callback: stop waiting, the jobs go on. */
+/*
+ * libfuse's interrupt callback, run with the request's lock held: stop
+ * waiting (EINTR), the jobs go on, and the handle's record now expects a
+ * retry.
+ */
 static void waiter_interrupted(fuse_req_t req, void *data)
 {
 	struct waiter *w = data;
-	bool reply;
+	bool mine;
 
-	pthread_mutex_lock(&w->lock);
-	reply = !w->answered;
-	w->answered = true;
-	pthread_mutex_unlock(&w->lock);
-	if (reply)
+	pth(pthread_mutex_lock(&w->lock));
+	mine = w->req == req;
+	if (mine) {
+		w->req = NULL;
+		w->interrupted = true;
+	}
+	pth(pthread_mutex_unlock(&w->lock));
+	if (mine)
 		fuse_reply_err(req, EINTR);
+}
+
+/*
+ * req waits on w: set its interrupt callback (at once answering EINTR if
+ * it is already interrupted), then drop the set-up count, which answers it
+ * if the jobs are over.  The caller took that count with w->req = req.
+ */
+static void waiter_wait(struct waiter *w, fuse_req_t req)
+{
+	fuse_req_interrupt_func(req, waiter_interrupted, w);
+	waiter_put(w, false);
 }
 
 /* A waiter if any command is `sync` (else *result is NULL). */
@@ -1150,21 +1310,20 @@ static int new_waiter(fuse_req_t req, const struct kfs_cmd *cmds,
 static int alloc_waiter(fuse_req_t req, unsigned int jobs, size_t size,
 			struct waiter **result)
 {
+	struct kfs *fs = fs_of(req);
 	struct waiter *w = calloc(1, sizeof(*w));
 
 	if (!w)
 		return -ENOMEM;
-	pthread_mutex_init(&w->lock, NULL);
-	w->fs = fs_of(req);
+	pth(pthread_mutex_init(&w->lock, NULL));
+	w->fs = fs;
 	w->req = req;
 	w->size = size;
 	w->pending = jobs + 1;
-	pthread_mutex_lock(&w->fs->reply_lock);
-	w->next = w->fs->waiters;
-	if (w->next)
-		w->next->prev = w;
-	w->fs->waiters = w;
-	pthread_mutex_unlock(&w->fs->reply_lock);
+	w->refs = 1;
+	pth(pthread_mutex_lock(&fs->reply_lock));
+	list_add_tail(&w->link, &fs->waiters);
+	pth(pthread_mutex_unlock(&fs->reply_lock));
 	*result = w;
 	return 0;
 }
@@ -1173,11 +1332,209 @@ static int alloc_waiter(fuse_req_t req, unsigned int jobs, size_t size,
 static void waiter_drop_unqueued(struct waiter *w, const struct kfs_cmd *cmds,
 				 unsigned int n, unsigned int queued)
 {
-	pthread_mutex_lock(&w->lock);
+	pth(pthread_mutex_lock(&w->lock));
 	for (unsigned int i = queued; i < n; i++)
 		if (cmds[i].flags & KFS_SYNC)
 			w->pending--;
-	pthread_mutex_unlock(&w->lock);
+	w->req = NULL;
+	pth(pthread_mutex_unlock(&w->lock));
+}
+
+/* Forget the handle's record of its last sync write (wlock held). */
+static void drop_record(struct control_fh *c)
+{
+	if (!c->rec)
+		return;
+	waiter_unref(c->rec);
+	c->rec = NULL;
+	free(c->rec_buf);
+	c->rec_buf = NULL;
+}
+
+/* Keep w as the handle's record of this write (wlock held). */
+static void keep_record(struct control_fh *c, struct waiter *w,
+			const char *buf, size_t size, off_t off)
+{
+	char *copy = malloc(size ? size : 1);
+
+	drop_record(c);
+	/* Without memory for the record, a retry is not recognised. */
+	if (!copy)
+		return;
+	memcpy(copy, buf, size);
+	pth(pthread_mutex_lock(&w->lock));
+	w->refs++;
+	pth(pthread_mutex_unlock(&w->lock));
+	c->rec = w;
+	c->rec_buf = copy;
+	c->rec_size = size;
+	c->rec_off = off;
+}
+
+/*
+ * Is this write the retry of the handle's last sync write, which a signal
+ * ended after its jobs were queued: the same bytes at the same offset?
+ * Then it queues nothing: it waits for those jobs, or at once gets their
+ * outcome if they are over.  Returns true if it took the request
+ * (wlock held; no libfuse call under it, so the answer is left to the
+ * caller through *w_wait or *answer).
+ */
+static bool take_retry(struct control_fh *c, fuse_req_t req, const char *buf,
+		       size_t size, off_t off, struct waiter **w_wait,
+		       int *answer)
+{
+	struct waiter *w = c->rec;
+	bool taken = false;
+
+	*w_wait = NULL;
+	if (!w || c->rec_size != size || c->rec_off != off ||
+	    memcmp(c->rec_buf, buf, size))
+		return false;
+	pth(pthread_mutex_lock(&w->lock));
+	if (w->interrupted && !w->req) {
+		taken = true;
+		w->interrupted = false;
+		if (w->pending) {
+			w->pending++;		/* set-up count */
+			w->req = req;
+			*w_wait = w;
+		} else {
+			*answer = w->failed ? -EIO : 0;
+		}
+	}
+	pth(pthread_mutex_unlock(&w->lock));
+	return taken;
+}
+
+/*
+ * Stopping
+ * --------
+ * SIGTERM, SIGINT and SIGHUP do not end the session loop at once, as
+ * libfuse's handlers would: a sync writer would then get an error for a
+ * job that goes on, and requests read meanwhile would be dropped.  The
+ * first signal wakes the stopper thread, which refuses new commands and
+ * waits for the sync writes' jobs (each writer gets its outcome while the
+ * loop still serves, interrupts and retries included), then ends the
+ * loop.  A second signal ends it at once.
+ */
+static struct kfs *signal_fs;
+
+static void stop_signal(int sig)
+{
+	struct kfs *fs = signal_fs;
+	int saved = errno;
+
+	if (!atomic_exchange(&fs->stop_requested, true))
+		sem_post(&fs->stop_sem);
+	else
+		fuse_session_exit(fs->se);
+	errno = saved;
+}
+
+static const int stop_signals[] = { SIGTERM, SIGINT, SIGHUP };
+
+int kfs_signals_install(struct kfs *fs)
+{
+	struct sigaction sa = { .sa_handler = stop_signal };
+
+	signal_fs = fs;
+	/* Without SA_RESTART, so that the loop's wait sees the signal. */
+	sigemptyset(&sa.sa_mask);
+	for (size_t i = 0; i < sizeof(stop_signals) / sizeof(int); i++)
+		if (sigaction(stop_signals[i], &sa, NULL))
+			return -errno;
+	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR)
+		return -errno;
+	return 0;
+}
+
+void kfs_signals_remove(void)
+{
+	for (size_t i = 0; i < sizeof(stop_signals) / sizeof(int); i++)
+		signal(stop_signals[i], SIG_DFL);
+}
+
+static void *stopper_main(void *arg)
+{
+	struct kfs *fs = arg;
+	bool logged = false;
+
+	while (sem_wait(&fs->stop_sem))
+		pth(errno == EINTR ? 0 : errno);
+	pth(pthread_mutex_lock(&fs->reply_lock));
+	fs->stopping = true;
+	while (!fs->stopper_quit && !list_empty(&fs->waiters)) {
+		if (!logged) {
+			struct waiter *w;
+			unsigned int n = 0;
+
+			list_for_each_entry(w, &fs->waiters, link)
+				n++;
+			kfs_log(fs, LOG_NOTICE, "stopping: waiting for %u sync "
+				"write%s to learn the outcome of their jobs",
+				n, n == 1 ? "" : "s");
+			logged = true;
+		}
+		pth(pthread_cond_wait(&fs->stop_cond, &fs->reply_lock));
+	}
+	pth(pthread_mutex_unlock(&fs->reply_lock));
+	if (!fs->stopper_quit) {
+		/* The signal wakes the loop's wait on the main thread. */
+		fuse_session_exit(fs->se);
+		pth(pthread_kill(fs->main_thread, SIGTERM));
+	}
+	return NULL;
+}
+
+int kfs_stopper_start(struct kfs *fs)
+{
+	int r;
+
+	/* The thread that will run the loop (the child's, after a fork). */
+	fs->main_thread = pthread_self();
+	r = pthread_create(&fs->stopper, NULL, stopper_main, fs);
+	if (r)
+		return -r;
+	fs->stopper_running = true;
+	return 0;
+}
+
+void kfs_stopper_stop(struct kfs *fs)
+{
+	if (!fs->stopper_running)
+		return;
+	pth(pthread_mutex_lock(&fs->reply_lock));
+	fs->stopper_quit = true;
+	pth(pthread_cond_signal(&fs->stop_cond));
+	pth(pthread_mutex_unlock(&fs->reply_lock));
+	pth(sem_post(&fs->stop_sem) ? errno : 0);
+	pth(pthread_join(fs->stopper, NULL));
+	fs->stopper_running = false;
+}
+
+void kfs_session_over(struct kfs *fs)
+{
+	struct waiter *w;
+
+	pth(pthread_mutex_lock(&fs->reply_lock));
+	/*
+	 * Only if stopped at once (a second signal, a lost connection):
+	 * a sync write still waiting learns that the daemon went away.
+	 */
+	list_for_each_entry(w, &fs->waiters, link) {
+		fuse_req_t req;
+
+		pth(pthread_mutex_lock(&w->lock));
+		req = w->req;
+		w->req = NULL;
+		pth(pthread_mutex_unlock(&w->lock));
+		if (req) {
+			fuse_req_interrupt_func(req, NULL, NULL);
+			fuse_reply_err(req, ENOTCONN);
+		}
+	}
+	fs->session_over = true;
+	pth(pthread_mutex_unlock(&fs->reply_lock));
 }
 
 /*
@@ -1228,23 +1585,6 @@ static void keep_tail(struct control_fh *c, const char *tail, size_t tlen,
 	c->plen += tlen;
 }
 
-/* Destinations on read-only devices are refused (dlock held). */
-static int check_writable(struct kfs *fs, const struct kfs_cmd *cmds,
-			  unsigned int n, char *msg, size_t msglen)
-{
-	for (unsigned int i = 0; i < n; i++)
-		for (unsigned int j = 0; j < cmds[i].num_dests; j++) {
-			struct kfs_dev *d = fs->devs[cmds[i].dests[j].dev];
-
-			if (!d->ro)
-				continue;
-			snprintf(msg, msglen, "%sdevice '%s' is read-only",
-				 n > 1 ? "a command's " : "", d->name);
-			return -EROFS;
-		}
-	return 0;
-}
-
 /*
  * `wait ID`: the write is answered when the job ends, as a sync write is
  * (EIO if it failed), or at once if it has ended already.  This part
@@ -1264,15 +1604,17 @@ static int wait_register(fuse_req_t req, uint64_t id, size_t size,
 		return -ENOMEM;
 	}
 	r = kfs_table_wait(fs->table, id, w);
-	if (r > 0 || r < 0) {
-		/* The table will not call back: drop the job's reference. */
+	if (r) {
+		/* The table will not call back: drop the job's count. */
 		pth(pthread_mutex_lock(&w->lock));
 		w->pending--;
-		w->answered = r < 0;
+		if (r < 0)
+			w->req = NULL;	/* and nobody answers */
 		pth(pthread_mutex_unlock(&w->lock));
 	}
 	if (r < 0) {
-		waiter_put(w, false);	/* answered: frees it, no reply */
+		waiter_put(w, false);	/* the last count: frees it */
+		w = NULL;
 		if (r == -ENOENT)
 			snprintf(msg, msglen, "no job %llu",
 				 (unsigned long long)id);
@@ -1315,9 +1657,7 @@ static int run_admin(fuse_req_t req, struct control_fh *c,
 	if (!w) {
 		fuse_reply_write(req, size);
 	} else if (r == 0) {
-		/* If already interrupted, this answers EINTR at once. */
-		fuse_req_interrupt_func(req, waiter_interrupted, w);
-		waiter_put(w, false);
+		waiter_wait(w, req);
 	} else {
 		waiter_put(w, r == 2);
 	}
@@ -1336,7 +1676,9 @@ static void write_control(fuse_req_t req, struct control_fh *c,
 			  const char *buf, size_t size, off_t off)
 {
 	struct kfs *fs = fs_of(req);
-	struct kfs_devlookup dl = { .find = find_dev, .opaque = fs };
+	struct kfs_devlookup dl = {
+		.find = find_dev, .check = check_cmd, .opaque = fs,
+	};
 	/* A failed write leaves the file position where it was. */
 	uint64_t base = (uint64_t)off + size, failed_base = (uint64_t)off;
 	unsigned int max_cmds, n = 0, queued;
@@ -1351,9 +1693,25 @@ static void write_control(fuse_req_t req, struct control_fh *c,
 	char msg[640];
 	char *text;
 	size_t len;
-	int r;
+	int r = 0;
 
 	pth(pthread_mutex_lock(&c->wlock));
+	if (take_retry(c, req, buf, size, off, &w, &r)) {
+		pth(pthread_mutex_unlock(&c->wlock));
+		if (w)
+			waiter_wait(w, req);
+		else if (r)
+			fuse_reply_err(req, -r);
+		else
+			fuse_reply_write(req, size);
+		return;
+	}
+	drop_record(c);
+	if (kfs_is_stopping(fs)) {
+		snprintf(msg, sizeof(msg), "the daemon is stopping");
+		r = -ESHUTDOWN;
+		goto refuse;
+	}
 	if (size > KFS_MAX_WRITE) {
 		snprintf(msg, sizeof(msg), "write of %zu bytes is larger "
 			 "than %d", size, KFS_MAX_WRITE);
@@ -1395,8 +1753,6 @@ static void write_control(fuse_req_t req, struct control_fh *c,
 	dlocked = true;
 	r = kfs_parse_write(batch, blen, &dl, cmds, max_cmds, &n, msg,
 			    sizeof(msg));
-	if (!r)
-		r = check_writable(fs, cmds, n, msg, sizeof(msg));
 	if (r)
 		goto refuse;
 	if (new_waiter(req, cmds, n, size, &w)) {
@@ -1417,12 +1773,8 @@ static void write_control(fuse_req_t req, struct control_fh *c,
 			snprintf(msg, sizeof(msg),
 				 "the engine refused command %u (%u of %u "
 				 "queued before it)", queued + 1, queued, n);
-		if (w) {
+		if (w)
 			waiter_drop_unqueued(w, cmds, n, queued);
-			pthread_mutex_lock(&w->lock);
-			w->answered = true;
-			pthread_mutex_unlock(&w->lock);
-		}
 		pth(pthread_mutex_unlock(&c->wlock));
 		control_error(req, c, -r, msg, failed_base);
 		if (w)
@@ -1430,19 +1782,18 @@ static void write_control(fuse_req_t req, struct control_fh *c,
 		goto out;
 	}
 	keep_tail(c, tail, tlen, false);
+	if (w)
+		keep_record(c, w, buf, size, off);
 	pth(pthread_mutex_unlock(&c->wlock));
 
 	if (ids_text(ids, n, &text, &len))
 		set_reply(c, NULL, 0, base);
 	else
 		set_reply(c, text, len, base);
-	if (!w) {
+	if (w)
+		waiter_wait(w, req);
+	else
 		fuse_reply_write(req, size);
-	} else {
-		/* If already interrupted, this answers EINTR at once. */
-		fuse_req_interrupt_func(req, waiter_interrupted, w);
-		waiter_put(w, false);
-	}
 	goto out;
 
 refuse:
@@ -1533,6 +1884,30 @@ static void kfs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
 	fuse_reply_err(req, d ? -kcopyd_bdev_flush(d->bdev) : 0);
 }
 
+static void kfs_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
+		      struct fuse_file_info *fi)
+{
+	struct kfs_dev *d = dev_of(fs_of(req), ino);
+
+	if (!d) {
+		fuse_reply_err(req, ESPIPE);
+		return;
+	}
+	lseek_dev(req, d, off, whence);
+}
+
+static void kfs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode,
+			  off_t off, off_t len, struct fuse_file_info *fi)
+{
+	struct kfs_dev *d = dev_of(fs_of(req), ino);
+
+	if (!d) {
+		fuse_reply_err(req, EOPNOTSUPP);
+		return;
+	}
+	fallocate_dev(req, d, mode, off, len);
+}
+
 static void kfs_flush(fuse_req_t req, fuse_ino_t ino,
 		      struct fuse_file_info *fi)
 {
@@ -1600,4 +1975,6 @@ const struct fuse_lowlevel_ops kfs_ops = {
 	.release = kfs_release,
 	.fsync = kfs_fsync,
 	.poll = kfs_poll,
+	.lseek = kfs_lseek,
+	.fallocate = kfs_fallocate,
 };

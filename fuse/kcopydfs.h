@@ -47,7 +47,6 @@ struct kfs_dev {
 	int fd;
 	uint64_t size;			/* bytes, whole sectors */
 	fuse_ino_t ino;			/* never reused within a mount */
-	bool ro;			/* attached read-only */
 	bool attached;			/* listed in dev/ (dlock) */
 	unsigned int slot;		/* its index in fs->devs */
 	/* The listing and each open dev/NAME (atomic). */
@@ -122,14 +121,23 @@ struct kfs {
 	bool notifier_running;
 
 	/*
-	 * Set once the session loop has returned: a sync write finishing
-	 * later must not answer, as the session's fd is about to be closed
-	 * (and its number reused).  The kernel fails such a writer when the
-	 * connection ends.
+	 * Sync writes (struct waiter) whose jobs run, and the stop: once
+	 * `stopping`, new commands are refused and the stopper thread waits
+	 * (stop_cond) for the last sync job before it ends the session
+	 * loop; once `session_over`, no request is answered, as the
+	 * session's fd is about to be closed (and its number reused).
 	 */
 	pthread_mutex_t reply_lock;
+	struct list_head waiters;	/* (reply_lock) */
+	bool stopping;			/* (reply_lock) */
+	bool stopper_quit;		/* (reply_lock) */
 	bool session_over;		/* (reply_lock) */
-	struct waiter *waiters;		/* sync writes in flight (reply_lock) */
+	pthread_cond_t stop_cond;
+	atomic_bool stop_requested;	/* a stop signal came */
+	sem_t stop_sem;			/* posted by the first stop signal */
+	pthread_t stopper;
+	bool stopper_running;
+	pthread_t main_thread;
 
 	pthread_mutex_t hlock;
 	struct list_head open;		/* struct kfs_open (hlock) */
@@ -151,8 +159,20 @@ int kfs_notifier_start(struct kfs *fs);
 void kfs_notifier_stop(struct kfs *fs);
 
 /*
- * The session loop is over: sync writes still waiting are answered EINTR
- * (their jobs go on and are finished before exit), and no write is
+ * SIGTERM, SIGINT, SIGHUP: the first stops once every sync write has its
+ * jobs' outcome (new commands are then refused), a second at once.
+ * Install on the thread that runs the session loop, before it runs; the
+ * stopper thread does the waiting (start it after any fork, stop it
+ * before teardown).
+ */
+int kfs_signals_install(struct kfs *fs);
+void kfs_signals_remove(void);
+int kfs_stopper_start(struct kfs *fs);
+void kfs_stopper_stop(struct kfs *fs);
+
+/*
+ * The session is over: a sync write still waiting is answered ENOTCONN
+ * (its jobs go on and are finished before exit), and no request is
  * answered after this.
  */
 void kfs_session_over(struct kfs *fs);

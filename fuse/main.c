@@ -29,6 +29,7 @@
 struct dev_spec {
 	char *name;
 	char *path;
+	bool read_only;			/* NAME:ro=PATH */
 };
 
 struct fault_spec {
@@ -53,6 +54,7 @@ struct options {
 	bool fsname;			/* the user gave -o fsname= */
 	bool verbose;
 	bool no_passthrough;
+	bool read_only;			/* -o ro, -r: every image */
 	bool bad;
 };
 
@@ -76,6 +78,7 @@ enum {
 	KEY_VERBOSE,
 	KEY_DEFAULTS,
 	KEY_NO_PASSTHROUGH,
+	KEY_RO,
 };
 
 #define OPT3(name, key) \
@@ -101,6 +104,10 @@ static const struct fuse_opt opt_spec[] = {
 	FUSE_OPT_KEY("defaults", KEY_DEFAULTS),
 	FUSE_OPT_KEY("--no-passthrough", KEY_NO_PASSTHROUGH),
 	FUSE_OPT_KEY("no-passthrough", KEY_NO_PASSTHROUGH),
+	/* Not the kernel's ro: control must stay writable. */
+	FUSE_OPT_KEY("ro", KEY_RO),
+	FUSE_OPT_KEY("-r", KEY_RO),
+	FUSE_OPT_KEY("--read-only", KEY_RO),
 	FUSE_OPT_END
 };
 
@@ -118,7 +125,9 @@ static void usage(const char *prog)
 	       "Every file of IMAGE_DIR is a device; attach takes images\n"
 	       "from there.  Each --name VALUE is also -o name=VALUE.\n\n"
 	       "kcopydfs options:\n"
-	       "    --dev NAME=PATH        a device (repeatable)\n"
+	       "    --dev NAME[:ro]=PATH   a device (repeatable); :ro opens\n"
+	       "                           it read-only\n"
+	       "    -r, -o ro              every device read-only\n"
 	       "    --image-dir DIR        the image directory (as IMAGE_DIR)\n"
 	       "    --pages N              copy buffer pages of 4 KiB (1024)\n"
 	       "    --threads N            engine I/O threads (2)\n"
@@ -166,10 +175,14 @@ static int parse_uint(const char *s, unsigned int min, unsigned int max,
 static int add_dev(struct options *o, const char *spec)
 {
 	const char *eq = strchr(spec, '=');
+	size_t name_len = eq ? (size_t)(eq - spec) : 0;
+	bool ro = name_len > 3 && !memcmp(eq - 3, ":ro", 3);
 	struct dev_spec *n;
 
-	if (!eq || !kfs_valid_name(spec, (size_t)(eq - spec)) || !eq[1]) {
-		fprintf(stderr, "kcopydfs: dev '%s' is not NAME=PATH with "
+	if (ro)
+		name_len -= 3;
+	if (!eq || !kfs_valid_name(spec, name_len) || !eq[1]) {
+		fprintf(stderr, "kcopydfs: dev '%s' is not NAME[:ro]=PATH with "
 				"NAME of [A-Za-z0-9_.-]\n", spec);
 		return -EINVAL;
 	}
@@ -177,8 +190,9 @@ static int add_dev(struct options *o, const char *spec)
 	if (!n)
 		return -ENOMEM;
 	o->devs = n;
-	n[o->ndevs].name = strndup(spec, (size_t)(eq - spec));
+	n[o->ndevs].name = strndup(spec, name_len);
 	n[o->ndevs].path = strdup(eq + 1);
+	n[o->ndevs].read_only = ro;
 	if (!n[o->ndevs].name || !n[o->ndevs].path)
 		return -ENOMEM;
 	o->ndevs++;
@@ -251,6 +265,9 @@ static int opt_proc(void *data, const char *arg, int key,
 		return 0;
 	case KEY_NO_PASSTHROUGH:
 		o->no_passthrough = true;
+		return 0;
+	case KEY_RO:
+		o->read_only = true;
 		return 0;
 	case KEY_DEFAULTS:
 		return 0;
@@ -328,14 +345,14 @@ static int image_filter(const struct dirent *e)
 
 /* Make a device of path (or of fd, if >= 0) and attach it. */
 static int add_one(struct kfs *fs, const struct options *o, const char *name,
-		   const char *path, int fd)
+		   const char *path, int fd, bool ro)
 {
 	struct kfs_dev *d;
 	bool faults = false;
 	char msg[512];
 	int r;
 
-	r = kfs_dev_new(fs, name, path, fd, false, &d, msg, sizeof(msg));
+	r = kfs_dev_new(fs, name, path, fd, ro, &d, msg, sizeof(msg));
 	if (!r) {
 		for (unsigned int j = 0; j < o->nfaults; j++)
 			faults |= !strcmp(o->faults[j].name, d->name);
@@ -348,6 +365,22 @@ static int add_one(struct kfs *fs, const struct options *o, const char *name,
 	if (r)
 		fprintf(stderr, "kcopydfs: %s\n", msg);
 	return r;
+}
+
+/* An image found in the image directory, read-only if it must be. */
+static int open_scanned(struct kfs *fs, const char *name, bool ro,
+			char *msg, size_t msglen, bool *is_ro)
+{
+	int fd = kfs_open_image(fs, name, ro, msg, msglen);
+
+	if (!ro && (fd == -EACCES || fd == -EROFS || fd == -EPERM)) {
+		fprintf(stderr, "kcopydfs: %s: device %s is read-only\n", msg,
+			name);
+		ro = true;
+		fd = kfs_open_image(fs, name, true, msg, msglen);
+	}
+	*is_ro = ro;
+	return fd;
 }
 
 /*
@@ -370,6 +403,7 @@ static int add_image_dir(struct kfs *fs, const struct options *o)
 	for (int i = 0; i < n; i++) {
 		const char *name = list[i]->d_name;
 		char *path = NULL;
+		bool ro = false;
 		int fd = -1;
 
 		if (!r && !kfs_valid_name(name, strlen(name))) {
@@ -379,7 +413,8 @@ static int add_image_dir(struct kfs *fs, const struct options *o)
 			r = -EINVAL;
 		}
 		if (!r)
-			fd = kfs_open_image(fs, name, false, msg, sizeof(msg));
+			fd = open_scanned(fs, name, o->read_only, msg,
+					  sizeof(msg), &ro);
 		if (fd == -EXDEV)
 			fprintf(stderr, "kcopydfs: skipped: %s\n", msg);
 		else if (fd < 0 && fd != -EINVAL && fd != -EISDIR && !r) {
@@ -391,7 +426,7 @@ static int add_image_dir(struct kfs *fs, const struct options *o)
 			close(fd);
 			r = -ENOMEM;
 		} else if (fd >= 0) {
-			r = add_one(fs, o, name, path, fd);
+			r = add_one(fs, o, name, path, fd, ro);
 		}
 		free(path);
 		free(list[i]);
@@ -413,7 +448,8 @@ static int open_devs(struct kfs *fs, const struct options *o)
 		return r;
 	kfs_pt_setup(fs, o->no_passthrough);
 	for (unsigned int i = 0; i < o->ndevs && !r; i++)
-		r = add_one(fs, o, o->devs[i].name, o->devs[i].path, -1);
+		r = add_one(fs, o, o->devs[i].name, o->devs[i].path, -1,
+			    o->read_only || o->devs[i].read_only);
 	if (!r && fs->image_dir)
 		r = add_image_dir(fs, o);
 	if (r)
@@ -551,6 +587,8 @@ static int start_serving(struct kfs *fs, const struct options *o)
 	r = kfs_table_create(fs->kc, o->keep, o->max_queue, &tops, &fs->table);
 	if (!r)
 		r = kfs_notifier_start(fs);
+	if (!r)
+		r = kfs_stopper_start(fs);
 	if (!r && o->pidfile && write_pidfile(o->pidfile))
 		r = -EIO;
 	return r;
@@ -717,6 +755,9 @@ static int run(struct fuse_args *args, struct options *o)
 	list_init(&fs.pollers);
 	list_init(&fs.open);
 	list_init(&fs.forget);
+	list_init(&fs.waiters);
+	pth(pthread_cond_init(&fs.stop_cond, NULL));
+	pth(sem_init(&fs.stop_sem, 0, 0) ? errno : 0);
 
 	if (open_image_dir(&fs, o->image_dir) || open_devs(&fs, o) ||
 	    kfs_finished_create(o->keep, &fs.finished))
@@ -726,7 +767,7 @@ static int run(struct fuse_args *args, struct options *o)
 	fs.se = fuse_session_new(args, &kfs_ops, sizeof(kfs_ops), &fs);
 	if (!fs.se)
 		goto out_devs;
-	if (fuse_set_signal_handlers(fs.se))
+	if (kfs_signals_install(&fs))
 		goto out_session;
 	if (fuse_session_mount(fs.se, fo.mountpoint))
 		goto out_signals;
@@ -754,12 +795,13 @@ static int run(struct fuse_args *args, struct options *o)
 		fuse_loop_cfg_set_max_threads(cfg, fo.max_threads);
 		r = fuse_session_loop_mt(fs.se, cfg);
 	}
-	/* A positive value is the signal that ended the loop: a clean end. */
+	/* Ended by a signal or an unmount: a clean end. */
 	ret = r < 0 ? 1 : 0;
 	if (r < 0)
 		kfs_log(&fs, LOG_ERR, "session loop: %s", strerror(-r));
 
 out_unmount:
+	kfs_stopper_stop(&fs);
 	/* Nothing may write to the session's fd once unmount closes it. */
 	kfs_session_over(&fs);
 	kfs_notifier_stop(&fs);
@@ -771,7 +813,7 @@ out_unmount:
 	}
 	kfs_release_all(&fs);
 out_signals:
-	fuse_remove_signal_handlers(fs.se);
+	kfs_signals_remove();
 out_session:
 	fuse_session_destroy(fs.se);
 out_devs:
@@ -783,6 +825,8 @@ out_devs:
 	if (fs.image_dirfd > 0)
 		close(fs.image_dirfd);
 	pth(sem_destroy(&fs.kick) ? errno : 0);
+	pth(sem_destroy(&fs.stop_sem) ? errno : 0);
+	pth(pthread_cond_destroy(&fs.stop_cond));
 	pth(pthread_mutex_destroy(&fs.plock));
 	pth(pthread_mutex_destroy(&fs.reply_lock));
 	pth(pthread_mutex_destroy(&fs.hlock));

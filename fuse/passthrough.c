@@ -203,7 +203,7 @@ static void backing_close(fuse_req_t req, struct kfs *fs, int id);
 
 #ifdef HAVE_FUSE_PASSTHROUGH_API
 
-/* --- libfuse >= 3.16: the public API ------------------------------------- */
+/* --- libfuse >= 3.17: the public API ------------------------------------- */
 
 const char kfs_pt_method[] = "libfuse";
 
@@ -214,11 +214,11 @@ int kfs_pt_session(struct kfs *fs)
 
 void kfs_pt_init(struct kfs *fs, struct fuse_conn_info *conn)
 {
-	bool offered = conn->capable & FUSE_CAP_PASSTHROUGH;
+	bool offered = conn->capable_ext & FUSE_CAP_PASSTHROUGH;
 
 	store_bool(&fs->pt.offered, offered);
 	if (offered && !fs->pt.disabled && any_candidate(fs)) {
-		conn->want |= FUSE_CAP_PASSTHROUGH;
+		fuse_set_feature_flag(conn, FUSE_CAP_PASSTHROUGH);
 		/* libfuse sends the kernel one more (0 is "stacked under"). */
 		conn->max_backing_stack_depth = KFS_PT_STACK_DEPTH - 1;
 		store_bool(&fs->pt.requested, true);
@@ -254,7 +254,7 @@ static int reply_passthrough(fuse_req_t req, struct fuse_file_info *fi,
 
 #else
 
-/* --- libfuse < 3.16: a shim on the session's custom I/O ------------------ */
+/* --- libfuse < 3.17: a shim on the session's custom I/O ------------------ */
 
 const char kfs_pt_method[] = "compat";
 

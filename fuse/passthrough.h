@@ -3,7 +3,7 @@
  * FUSE passthrough for dev/NAME: the kernel reads and writes the image
  * itself, and the daemon sees only open, release, getattr and fsync.
  *
- * With libfuse >= 3.16 this uses its public API (FUSE_CAP_PASSTHROUGH,
+ * With libfuse >= 3.17 this uses its public API (FUSE_CAP_PASSTHROUGH,
  * fuse_passthrough_open); with older libfuse, a shim on the session's
  * custom I/O asks for passthrough in the INIT reply and sends the open
  * reply itself.  configure chooses (HAVE_FUSE_PASSTHROUGH_API).

@@ -970,12 +970,11 @@ static bool regions_overlap(const struct io_region *a,
  * A destination that overlaps the source must be copied in the one order
  * that reads every sector before it is overwritten, one chunk at a time:
  * from the end if it lies above the source, from the start if below.
- * Sets *up and *down; *culprit is the last destination found overlapping.
  */
 static void overlap_directions(const struct io_region *from,
 			       unsigned int num_dests,
 			       const struct io_region *dests, bool *up,
-			       bool *down, int *culprit)
+			       bool *down)
 {
 	*up = *down = false;
 	for (unsigned int i = 0; i < num_dests; i++) {
@@ -987,7 +986,6 @@ static void overlap_directions(const struct io_region *from,
 			*up = true;
 		else
 			*down = true;
-		*culprit = (int)i;
 	}
 }
 
@@ -1034,12 +1032,13 @@ static int check_copy(const struct io_region *from, unsigned int num_dests,
 	*culprit = -1;
 	if (!from)
 		return 0;
-	overlap_directions(from, num_dests, dests, &up, &down, culprit);
+	overlap_directions(from, num_dests, dests, &up, &down);
+	/* Not one destination's fault: the job as a whole has no order. */
+	*culprit = -1;
 	if (up && down)
 		return -EINVAL;
 	if (up && (flags & KCOPYD_WRITE_SEQ))
 		return -EINVAL;
-	*culprit = -1;
 	return 0;
 }
 
@@ -1104,8 +1103,7 @@ int kcopyd_copy_progress(struct kcopyd_client *kc, struct io_region *from,
 		if (dests[i].count > job->total)
 			job->total = dests[i].count;
 	if (from)
-		overlap_directions(from, num_dests, dests, &up, &down,
-				   &culprit);
+		overlap_directions(from, num_dests, dests, &up, &down);
 	if (up || down)
 		job->max_inflight = 1;
 	job->backward = up;

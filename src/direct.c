@@ -49,7 +49,7 @@
 
 struct dest {
 	struct operand op;
-	int fd;				/* our own: create, extend, fsync */
+	struct stat st;			/* identity, when prepared */
 	struct block_device *bdev;	/* may be shared, see open_bdevs() */
 	bool created;
 	bool extended;
@@ -82,6 +82,8 @@ struct copy {
 	sector_t total;			/* sectors of the longest region */
 	bool backward;			/* jobs from the end (overlap) */
 	unsigned int window;		/* jobs in flight at most */
+	unsigned int flags;		/* KCOPYD_* of every job */
+	struct kcopyd_stats stats;	/* the engine's, at the end */
 
 	struct kcopyd_client *kc;
 	struct progress prog;
@@ -202,48 +204,60 @@ static int zero_rest(struct dest *d, sector_t size)
 	return 0;
 }
 
+static int size_dest(struct copy *c, struct dest *d, int fd);
+
 /*
- * Open a destination with our own descriptor, creating it if missing and
- * growing a regular file that is too small.  Block devices are checked
- * for size when the engine opens them.
+ * Create a destination if missing (sparse: all holes) and grow a regular
+ * file that is too small; the descriptor is closed again, as all I/O
+ * goes through the engine's device.  Block devices are checked for size
+ * when the engine opens them.
  */
 static int prepare_dest(struct copy *c, struct dest *d)
 {
-	struct stat st;
-	off_t need;
-	int r;
+	int fd, r;
 
 	/* O_NONBLOCK: a FIFO put in its place since check_operand(). */
-	d->fd = open(d->op.path, O_RDWR | O_NONBLOCK | O_CLOEXEC);
-	if (d->fd == -1 && errno == ENOENT) {
+	fd = open(d->op.path, O_RDWR | O_NONBLOCK | O_CLOEXEC);
+	if (fd == -1 && errno == ENOENT) {
 		if (c->zero && !d->op.has_count) {
 			say("%s: %s does not exist: give a COUNT to create it",
 			    d->op.token, d->op.path);
 			return -ENOENT;
 		}
-		d->fd = open(d->op.path, O_RDWR | O_CREAT | O_EXCL |
-					 O_NONBLOCK | O_CLOEXEC, 0666);
-		d->created = d->fd != -1;
+		fd = open(d->op.path, O_RDWR | O_CREAT | O_EXCL |
+				      O_NONBLOCK | O_CLOEXEC, 0666);
+		d->created = fd != -1;
 	}
-	if (d->fd == -1) {
+	if (fd == -1) {
 		r = -errno;
 		say("%s: %s", d->op.path, strerror(errno));
 		return r;
 	}
-	if (fstat(d->fd, &st) == -1) {
+	r = size_dest(c, d, fd);
+	close(fd);
+	return r;
+}
+
+static int size_dest(struct copy *c, struct dest *d, int fd)
+{
+	struct stat *st = &d->st;
+	off_t need;
+	int r;
+
+	if (fstat(fd, st) == -1) {
 		r = -errno;
 		say("%s: %s", d->op.path, strerror(errno));
 		return r;
 	}
-	r = check_kind(&d->op, &st);
+	r = check_kind(&d->op, st);
 	if (r)
 		return r;
 	if (c->zero)
 		d->count = d->op.count;
-	if (!S_ISREG(st.st_mode))
+	if (!S_ISREG(st->st_mode))
 		return 0;
 	if (c->zero && !d->op.has_count)
-		return zero_rest(d, (sector_t)st.st_size >>
+		return zero_rest(d, (sector_t)st->st_size >>
 					    KCOPYD_SECTOR_SHIFT);
 	if (d->op.start + d->count > MAX_FILE_SECTORS) {
 		say("%s: the region ends at sector %llu, past the largest "
@@ -253,15 +267,15 @@ static int prepare_dest(struct copy *c, struct dest *d)
 		return -EFBIG;
 	}
 	need = (off_t)((d->op.start + d->count) << KCOPYD_SECTOR_SHIFT);
-	if (st.st_size >= need)
+	if (st->st_size >= need)
 		return 0;
-	if (ftruncate(d->fd, need) == -1) {
+	if (ftruncate(fd, need) == -1) {
 		r = -errno;
 		say("%s: cannot extend to %lld bytes: %s", d->op.path,
 		    (long long)need, strerror(errno));
 		return r;
 	}
-	d->old_size = st.st_size;
+	d->old_size = st->st_size;
 	d->extended = !d->created;
 	if (c->o->verbose > 0)
 		say("%s: %s at %lld bytes", d->op.path,
@@ -277,7 +291,7 @@ static void unprepare_dests(struct copy *c)
 
 		if (d->created)
 			unlink(d->op.path);
-		else if (d->extended && ftruncate(d->fd, d->old_size) == -1)
+		else if (d->extended && truncate(d->op.path, d->old_size) == -1)
 			say("%s: cannot shrink back to %lld bytes: %s",
 			    d->op.path, (long long)d->old_size,
 			    strerror(errno));
@@ -298,13 +312,10 @@ static bool same_file(const struct stat *a, const struct stat *b)
  */
 static int open_bdevs(struct copy *c)
 {
-	struct stat sst = { 0 }, st[KCOPYD_MAX_DESTS];
+	struct stat sst = { 0 };
 	bool src_is_dest = false;
 	int r;
 
-	for (unsigned int i = 0; i < c->nr_dests; i++)
-		if (fstat(c->dests[i].fd, &st[i]) == -1)
-			return -errno;
 	if (!c->zero) {
 		if (stat(c->src.path, &sst) == -1) {
 			r = -errno;
@@ -312,7 +323,7 @@ static int open_bdevs(struct copy *c)
 			return r;
 		}
 		for (unsigned int i = 0; i < c->nr_dests; i++)
-			if (same_file(&sst, &st[i]))
+			if (same_file(&sst, &c->dests[i].st))
 				src_is_dest = true;
 		r = kcopyd_bdev_open(c->src.path,
 				     bdev_flags(c, src_is_dest ? O_RDWR :
@@ -327,10 +338,10 @@ static int open_bdevs(struct copy *c)
 	for (unsigned int i = 0; i < c->nr_dests; i++) {
 		struct dest *d = &c->dests[i];
 
-		if (!c->zero && same_file(&sst, &st[i]))
+		if (!c->zero && same_file(&sst, &d->st))
 			d->bdev = c->src_bdev;
 		for (unsigned int j = 0; j < i && !d->bdev; j++)
-			if (same_file(&st[j], &st[i]))
+			if (same_file(&c->dests[j].st, &d->st))
 				d->bdev = c->dests[j].bdev;
 		if (d->bdev)
 			continue;
@@ -355,7 +366,8 @@ static void close_bdevs(struct copy *c)
 static bool overlap(struct block_device *a, sector_t as, sector_t an,
 		    struct block_device *b, sector_t bs, sector_t bn)
 {
-	return a == b && an && bn && as < bs + bn && bs < as + an;
+	return kcopyd_bdev_same(a, b) && an && bn && as < bs + bn &&
+	       bs < as + an;
 }
 
 /*
@@ -435,10 +447,43 @@ static int check_direct(const struct copy *c)
 	return 0;
 }
 
-/* Check sizes and overlaps, and choose the order of the jobs. */
+/* Say why the engine refuses the copy, naming the operand at fault. */
+static void say_refusal(const struct copy *c, const struct io_region *from,
+			const struct io_region *to, int r, int culprit)
+{
+	const struct dest *d = culprit >= 0 ? &c->dests[culprit] : NULL;
+
+	if (r == -ERANGE && d)
+		say("%s: the device has %llu sectors, the copy needs %llu",
+		    d->op.token,
+		    (unsigned long long)kcopyd_bdev_sectors(d->bdev),
+		    (unsigned long long)(d->op.start + d->count));
+	else if (r == -EROFS && d)
+		say("%s: %s is read-only", d->op.token, d->op.path);
+	else if (r == -EINVAL && d)
+		say("%s overlaps another destination", d->op.token);
+	else if (r == -EINVAL && (c->flags & KCOPYD_WRITE_SEQ) &&
+		 !kcopyd_check_copy(from, c->nr_dests, to,
+				    c->flags & ~KCOPYD_WRITE_SEQ, NULL))
+		say("--write-seq cannot copy to an overlapping region above "
+		    "the source");
+	else if (r == -EINVAL)
+		say("destinations overlap the source both above and below: "
+		    "no copy order can satisfy both");
+	else
+		say("%s: %s", c->zero ? "zero" : c->src.token, strerror(-r));
+}
+
+/*
+ * Check the whole copy as the engine will check each of its jobs, and
+ * choose the order of the jobs: from the end when a destination overlaps
+ * the source above it, one at a time whenever one overlaps at all.
+ */
 static int check_regions(struct copy *c)
 {
+	struct io_region from, to[KCOPYD_MAX_DESTS];
 	bool up = false, down = false;
+	int culprit, r;
 
 	for (unsigned int i = 0; i < c->nr_dests; i++) {
 		struct dest *d = &c->dests[i];
@@ -448,25 +493,9 @@ static int check_regions(struct copy *c)
 			return -ERANGE;
 		if (c->zero && d->count > c->total)
 			c->total = d->count;
-		if (d->op.start + d->count > size) {
-			say("%s: the device has %llu sectors, the copy needs "
-			    "%llu", d->op.token, (unsigned long long)size,
-			    (unsigned long long)(d->op.start + d->count));
-			return -ERANGE;
-		}
-		if (c->zero)
-			continue;
-		for (unsigned int j = 0; j < i; j++) {
-			struct dest *e = &c->dests[j];
-
-			if (overlap(d->bdev, d->op.start, d->count, e->bdev,
-				    e->op.start, e->count)) {
-				say("%s and %s overlap", e->op.token,
-				    d->op.token);
-				return -EINVAL;
-			}
-		}
-		if (overlap(d->bdev, d->op.start, d->count, c->src_bdev,
+		to[i] = (struct io_region){ d->bdev, d->op.start, d->count };
+		if (!c->zero &&
+		    overlap(d->bdev, d->op.start, d->count, c->src_bdev,
 			    c->src.start, c->src.count) &&
 		    d->op.start != c->src.start) {
 			if (d->op.start > c->src.start)
@@ -475,15 +504,12 @@ static int check_regions(struct copy *c)
 				down = true;
 		}
 	}
-	if (up && down) {
-		say("destinations overlap the source both above and below: "
-		    "no copy order can satisfy both");
-		return -EINVAL;
-	}
-	if (up && c->o->write_seq) {
-		say("--write-seq cannot copy to an overlapping region above "
-		    "the source");
-		return -EINVAL;
+	from = (struct io_region){ c->src_bdev, c->src.start, c->src.count };
+	r = kcopyd_check_copy(c->zero ? NULL : &from, c->nr_dests, to,
+			      c->flags, &culprit);
+	if (r) {
+		say_refusal(c, &from, to, r, culprit);
+		return r;
 	}
 	c->backward = up;
 	c->window = up || down || c->o->write_seq ? 1 : 2;
@@ -522,7 +548,7 @@ static int submit_next(struct copy *c)
 {
 	struct io_region from, to[KCOPYD_MAX_DESTS];
 	sector_t n = c->total - c->submitted, off;
-	unsigned int flags = 0;
+	unsigned int flags;
 	struct job *j;
 	int r;
 
@@ -551,10 +577,7 @@ static int submit_next(struct copy *c)
 	from.bdev = c->src_bdev;
 	from.sector = c->src.start + off;
 	from.count = n;
-	if (c->o->ignore_errors)
-		flags |= KCOPYD_IGNORE_ERROR;
-	if (c->o->write_seq)
-		flags |= KCOPYD_WRITE_SEQ;
+	flags = c->flags;
 	r = kcopyd_copy_progress(c->kc, c->zero ? NULL : &from, j->nr_dests,
 				 to, flags, job_done, copy_progress, j);
 	if (r) {
@@ -652,10 +675,11 @@ static void sync_dests(struct copy *c)
 	for (unsigned int i = 0; i < c->nr_dests; i++) {
 		struct dest *d = &c->dests[i];
 		char *dir, *slash;
-		int fd;
+		int fd, r;
 
-		if (fsync(d->fd) == -1) {
-			d->fsync_err = errno;
+		r = kcopyd_bdev_flush(d->bdev);
+		if (r) {
+			d->fsync_err = -r;
 			continue;
 		}
 		if (!d->created)
@@ -771,7 +795,7 @@ static void say_summary(struct copy *c)
 {
 	double t = progress_elapsed(&c->prog);
 	uint64_t bytes = (uint64_t)c->completed << KCOPYD_SECTOR_SHIFT;
-	char sbytes[32], srate[32];
+	char sbytes[32], srate[32], zbytes[32];
 
 	say("%s %s to %u destination%s in %.2f s (%s/s)",
 	    c->zero ? "zeroed" : "copied",
@@ -779,6 +803,14 @@ static void say_summary(struct copy *c)
 	    c->nr_dests == 1 ? "" : "s", t,
 	    format_bytes(t > 0 ? (uint64_t)((double)bytes / t) : bytes, srate,
 			 sizeof(srate)));
+	if (c->zero)
+		return;
+	/* Holes and zeros are done work, but not data moved. */
+	say("  %s of data written, %s of holes not read, %s of zeros "
+	    "found in the data",
+	    format_bytes(c->stats.bytes_written, sbytes, sizeof(sbytes)),
+	    format_bytes(c->stats.bytes_holes, srate, sizeof(srate)),
+	    format_bytes(c->stats.bytes_zero_data, zbytes, sizeof(zbytes)));
 }
 
 /* --- Setup -------------------------------------------------------------- */
@@ -803,7 +835,6 @@ static int parse_operands(struct copy *c, int argc, char **argv)
 	for (int i = first; i < argc; i++) {
 		struct dest *d = &c->dests[c->nr_dests];
 
-		d->fd = -1;
 		if (parse_operand(argv[i], &d->op))
 			return -EINVAL;
 		c->nr_dests++;
@@ -823,8 +854,15 @@ static int setup(struct copy *c)
 	struct kcopyd_options ko = {
 		.threads = c->o->threads,
 		.subjob_size = c->o->subjob_size,
+		.sparse_size = c->o->sparse_size,
+		.flags = c->o->no_zero_detect ? KCOPYD_OPT_NO_ZERO_DETECT : 0,
 	};
 	int r;
+
+	c->flags = (c->o->ignore_errors ? KCOPYD_IGNORE_ERROR : 0) |
+		   (c->o->write_seq ? KCOPYD_WRITE_SEQ : 0) |
+		   (c->o->allocated ? KCOPYD_ALLOCATED : 0) |
+		   (c->o->target_zero ? KCOPYD_TARGET_ZERO : 0);
 
 	if (!c->zero) {
 		r = probe_source(c);
@@ -900,6 +938,7 @@ int direct_main(const struct options *o, int argc, char **argv)
 
 	progress_init(&c->prog, o, (uint64_t)c->total << KCOPYD_SECTOR_SHIFT);
 	run(c);
+	kcopyd_client_get_stats(c->kc, &c->stats);
 	kcopyd_client_destroy(c->kc);
 	/*
 	 * The engine's threads are gone: nothing needs the mask now, and a
@@ -918,11 +957,8 @@ int direct_main(const struct options *o, int argc, char **argv)
 		say_summary(c);
 	close_bdevs(c);
 out:
-	for (unsigned int i = 0; i < c->nr_dests; i++) {
-		if (c->dests[i].fd != -1)
-			close(c->dests[i].fd);
+	for (unsigned int i = 0; i < c->nr_dests; i++)
 		free(c->dests[i].op.path);
-	}
 	free(c->src.path);
 	if (c->evfd != -1)
 		close(c->evfd);

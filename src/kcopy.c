@@ -31,13 +31,18 @@ static const char usage_text[] =
 "\n"
 "Copy a region of SRC to every DST with one read, or write zeros.\n"
 "START and COUNT are 512-byte sectors, or carry a unit: s (sectors),\n"
-"B (bytes), K, M, G, T or KiB, MiB, GiB, TiB (powers of 1024 bytes);\n"
+"B (bytes), k, K, M, G, T or KiB, MiB, GiB, TiB (powers of 1024 bytes);\n"
 "byte values must be multiples of 512.\n"
+"Holes in SRC are not read, and zeros are punched, not written.\n"
 "COUNT defaults to the rest of SRC (of DST with --zero).\n"
 "\n"
 "  -p, --pages N          copy buffer of N 4 KiB pages (default 1024)\n"
 "  -t, --threads N        I/O threads (default 2)\n"
-"      --subjob-size SIZE bytes per sub-job, K or M suffix (default 512K)\n"
+"      --subjob-size SIZE bytes per sub-job (default 512K)\n"
+"      --sparse=SIZE      zero detection in pieces of SIZE bytes\n"
+"                         (default 4K; 0: none, every byte written)\n"
+"      --allocated        keep every block of the destinations allocated\n"
+"      --target-is-zero   the destinations read as zeros already\n"
 "  -i, --ignore-errors    go on to the end after I/O errors\n"
 "      --write-seq        write each destination in offset order\n"
 "      --direct           open every device with O_DIRECT\n"
@@ -60,6 +65,9 @@ enum {
 	OPT_DIRECT,
 	OPT_FSYNC,
 	OPT_ZERO,
+	OPT_SPARSE,
+	OPT_ALLOCATED,
+	OPT_TARGET_ZERO,
 };
 
 static const struct option long_options[] = {
@@ -71,6 +79,9 @@ static const struct option long_options[] = {
 	{ "direct", no_argument, NULL, OPT_DIRECT },
 	{ "fsync", no_argument, NULL, OPT_FSYNC },
 	{ "zero", no_argument, NULL, OPT_ZERO },
+	{ "sparse", required_argument, NULL, OPT_SPARSE },
+	{ "allocated", no_argument, NULL, OPT_ALLOCATED },
+	{ "target-is-zero", no_argument, NULL, OPT_TARGET_ZERO },
 	{ "mount", required_argument, NULL, 'm' },
 	{ "progress", optional_argument, NULL, 'P' },
 	{ "quiet", no_argument, NULL, 'q' },
@@ -144,13 +155,31 @@ static int parse_subjob_size(const char *s, unsigned int *out)
 {
 	uint64_t bytes;
 
-	if (parse_size(s, 1, &bytes) || bytes == 0 ||
+	if (size_parse(s, 1, &bytes) || bytes == 0 ||
 	    bytes % KCOPYD_PAGE_SIZE || bytes > 16u * 1024 * 1024) {
 		say("--subjob-size '%s': expected a multiple of 4K "
 		    "from 4K to 16M", s);
 		return -EINVAL;
 	}
 	*out = (unsigned int)bytes;
+	return 0;
+}
+
+/* The engine takes a divisor or a multiple of 4096 that is whole sectors. */
+static int parse_sparse(const char *s, struct options *o)
+{
+	uint64_t bytes;
+
+	if (size_parse(s, 1, &bytes) ||
+	    (bytes && (bytes % KCOPYD_SECTOR_SIZE ||
+		       (KCOPYD_PAGE_SIZE % bytes && bytes % KCOPYD_PAGE_SIZE) ||
+		       bytes > 16u * 1024 * 1024))) {
+		say("--sparse '%s': expected 0, 512, 1K, 2K, or a multiple "
+		    "of 4K up to 16M", s);
+		return -EINVAL;
+	}
+	o->sparse_size = (unsigned int)bytes;
+	o->no_zero_detect = bytes == 0;
 	return 0;
 }
 
@@ -207,6 +236,16 @@ static int parse_options(int argc, char **argv, struct options *o)
 		case OPT_ZERO:
 			o->zero = true;
 			break;
+		case OPT_SPARSE:
+			if (parse_sparse(optarg, o))
+				return -EINVAL;
+			break;
+		case OPT_ALLOCATED:
+			o->allocated = true;
+			break;
+		case OPT_TARGET_ZERO:
+			o->target_zero = true;
+			break;
 		case 'm':
 			o->mount = optarg;
 			break;
@@ -241,7 +280,8 @@ static int check_mount_options(const struct options *o)
 {
 	if (o->pages != DEFAULT_PAGES || o->threads || o->subjob_size ||
 	    o->ignore_errors || o->write_seq || o->direct || o->fsync ||
-	    o->zero) {
+	    o->zero || o->sparse_size || o->no_zero_detect || o->allocated ||
+	    o->target_zero) {
 		say("--mount takes only -q, -v and --progress; engine options "
 		    "belong to kcopydfs, flags to the command words");
 		return -EINVAL;

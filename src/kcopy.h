@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "kcopyd.h"
+#include "size.h"
 
 /* Exit statuses, as kcopy(1) documents them. */
 #define EXIT_USAGE		1
@@ -31,6 +32,10 @@ struct options {
 	bool direct;			/* O_DIRECT on every device */
 	bool fsync;			/* fsync every destination at the end */
 	bool zero;
+	unsigned int sparse_size;	/* zero detection; 0: the default */
+	bool no_zero_detect;		/* --sparse=0 */
+	bool allocated;			/* --allocated */
+	bool target_zero;		/* --target-is-zero */
 	int verbose;			/* -1 with -q, 1 with -v */
 	double progress_interval;	/* --progress seconds; 0: not asked */
 	const char *mount;		/* mount mode when non-NULL */
@@ -41,15 +46,8 @@ void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* --- Numbers and ranges (spec.c) ------------------------------------------ */
 
-/*
- * Parse a size: digits with an optional unit, B (bytes), s (sectors), or
- * K, M, G, T and KiB ... TiB (bytes, powers of 1024).  A bare number counts
- * `bare_unit` bytes (512 for sectors, 1 for bytes).  Sets *bytes.
- * Returns 0 or -EINVAL (syntax, unknown unit) or -ERANGE (overflow).
- */
-int parse_size(const char *s, uint64_t bare_unit, uint64_t *bytes);
-
-/* As parse_size(), in whole sectors: -EDOM if not a multiple of 512. */
+/* As size_parse() (size.h), in whole sectors: -EDOM if not a multiple
+ * of 512. */
 int parse_sectors(const char *s, sector_t *sectors);
 
 /* A command-line operand PATH[:START[+COUNT]]. */

@@ -14,55 +14,10 @@
 
 #include "kcopy.h"
 
-struct unit {
-	const char *name;
-	uint64_t bytes;
-};
-
-/* Units are case-sensitive. */
-static const struct unit units[] = {
-	{ "B", 1 },
-	{ "s", 512 },
-	{ "K", 1ull << 10 }, { "KiB", 1ull << 10 },
-	{ "M", 1ull << 20 }, { "MiB", 1ull << 20 },
-	{ "G", 1ull << 30 }, { "GiB", 1ull << 30 },
-	{ "T", 1ull << 40 }, { "TiB", 1ull << 40 },
-};
-
-int parse_size(const char *s, uint64_t bare_unit, uint64_t *bytes)
-{
-	uint64_t n = 0, mult = bare_unit;
-	const char *p = s;
-
-	if (!isdigit((unsigned char)*p))
-		return -EINVAL;
-	for (; isdigit((unsigned char)*p); p++) {
-		unsigned int d = (unsigned int)(*p - '0');
-
-		if (n > (UINT64_MAX - d) / 10)
-			return -ERANGE;
-		n = n * 10 + d;
-	}
-	if (*p) {
-		size_t i;
-
-		for (i = 0; i < sizeof(units) / sizeof(units[0]); i++)
-			if (!strcmp(p, units[i].name))
-				break;
-		if (i == sizeof(units) / sizeof(units[0]))
-			return -EINVAL;
-		mult = units[i].bytes;
-	}
-	if (n && mult > UINT64_MAX / n)
-		return -ERANGE;
-	*bytes = n * mult;
-	return 0;
-}
-
 int parse_sectors(const char *s, sector_t *sectors)
 {
 	uint64_t bytes;
-	int r = parse_size(s, KCOPYD_SECTOR_SIZE, &bytes);
+	int r = size_parse(s, KCOPYD_SECTOR_SIZE, &bytes);
 
 	if (r)
 		return r;
