@@ -7,7 +7,8 @@
  * ------------
  * Threads that enter here:
  *   - FUSE worker threads: kfs_table_submit (a control write),
- *     kfs_table_read (reading results) and kfs_table_counts (stats);
+ *     kfs_table_wait (`wait ID`), kfs_table_read (reading results) and
+ *     kfs_table_counts (stats);
  *   - the engine's worker threads: job_progress, which touches only the
  *     job's atomic `done` counter and so takes no lock;
  *   - the engine's callback thread: job_finished;
@@ -16,8 +17,11 @@
  * handed to the engine with t->lock held, so the ids of one write are
  * consecutive and the queue bound is checked and taken at once; this is
  * safe because the engine calls back with none of its locks held, and the
- * lock order is always t->lock, then the engine's.  ops->changed and
- * ops->finished are called with no table lock held.
+ * lock order is always t->lock, then the engine's.  ops->hold runs with
+ * t->lock held (a job takes its devices before the engine sees it);
+ * ops->unhold, ops->ended, ops->finished and ops->changed run with no
+ * table lock held, in that order when a job ends, so a writer answered
+ * for a job finds its devices free.
  */
 #include <config.h>
 

@@ -9,11 +9,13 @@
  *     None of them ever blocks on a job: a `sync` write keeps its request
  *     in a struct waiter and returns; the answer comes later.
  *   - the engine's callback thread: kfs_sync_finished answers a waiting
- *     write; kfs_changed.
+ *     write (or `wait ID`); kfs_job_ended logs a job and appends it to
+ *     MNT/finished; kfs_changed.
  *   - the engine's worker threads: kfs_changed (first progress of a job),
  *     which takes no lock: an atomic count and a semaphore post.
- *   - the notifier thread: sends poll notifications.  It is the only
- *     thread that notifies, so no FUSE request handler ever writes a
+ *   - the notifier thread: sends poll notifications, and drops the
+ *     kernel's entries of detached devices.  It is the only thread that
+ *     notifies, so no FUSE request handler ever writes a
  *     notification, and stopping it before the session is destroyed
  *     guarantees none is sent afterwards.
  *   - the stopper thread: after a stop signal, waits for the sync jobs,
@@ -24,6 +26,9 @@
  *     record of the last sync write; held while a write is parsed and
  *     queued (the job table's lock nests inside), never in a libfuse
  *     call.
+ *   fs->dlock (devices.c): the set of devices; read-held from the parse
+ *     of a write to its queueing, and by lookups; write-held by attach,
+ *     detach and the freeing of a device.  Never in a libfuse call.
  *   fs->reply_lock: the list of sync waiters and the stop flags; held
  *     while a sync write is answered (fuse_reply_write/_err and clearing
  *     its interrupt callback), so no answer races with the session's end.
@@ -31,7 +36,8 @@
  * and, each alone and never in a libfuse call: fs->plock (the poll
  * handles waiting; the notifier takes them, then notifies without it),
  * control_fh.lock (a read-back), kfs_poller.lock (a status handle's place
- * or text), fs->hlock (the list of open handles).
+ * or text; MNT/finished's lock nests inside), fs->hlock (the list of open
+ * handles).
  * libfuse runs the interrupt callback (waiter_interrupted, which answers
  * EINTR) with the request's lock held; it takes only waiter.lock, which
  * is therefore never held while calling fuse_req_interrupt_func().
