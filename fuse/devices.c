@@ -67,8 +67,9 @@ void kfs_devs_free(struct kfs *fs)
 	pth(pthread_rwlock_destroy(&fs->dlock));
 }
 
-int kfs_dev_new(struct kfs *fs, const char *name, const char *path, int fd,
-		bool ro, struct kfs_dev **result, char *msg, size_t msglen)
+int kfs_dev_new(struct kfs *fs, const char *name, const char *path,
+		const char *open_path, int fd, bool ro,
+		struct kfs_dev **result, char *msg, size_t msglen)
 {
 	struct kfs_dev *d = calloc(1, sizeof(*d));
 	char proc[64];
@@ -82,13 +83,15 @@ int kfs_dev_new(struct kfs *fs, const char *name, const char *path, int fd,
 		return -ENOMEM;
 	}
 	snprintf(d->name, sizeof(d->name), "%s", name);
+	if (!open_path)
+		open_path = path;
 	d->fd = fd;
 	if (fd < 0 && !ro) {
 		/*
 		 * A write-protected image (the classic source of a rescue
 		 * copy) serves reads and copies from it, and refuses writes.
 		 */
-		d->fd = open(path, O_RDWR | O_CLOEXEC);
+		d->fd = open(open_path, O_RDWR | O_CLOEXEC);
 		if (d->fd < 0 && (errno == EACCES || errno == EROFS ||
 				  errno == EPERM)) {
 			fprintf(stderr, "kcopydfs: %s: %s: device %s is "
@@ -97,7 +100,7 @@ int kfs_dev_new(struct kfs *fs, const char *name, const char *path, int fd,
 		}
 	}
 	if (d->fd < 0 && ro)
-		d->fd = open(path, O_RDONLY | O_CLOEXEC);
+		d->fd = open(open_path, O_RDONLY | O_CLOEXEC);
 	if (d->fd < 0) {
 		r = -errno;
 		goto fail;
@@ -270,7 +273,7 @@ int kfs_attach(struct kfs *fs, const char *name, const char *path, bool ro,
 	fd = kfs_open_image(fs, path, ro, msg, msglen);
 	if (fd < 0)
 		return fd == -EXDEV ? -EACCES : fd;
-	r = kfs_dev_new(fs, name, path, fd, ro, &d, msg, msglen);
+	r = kfs_dev_new(fs, name, path, NULL, fd, ro, &d, msg, msglen);
 	if (r)
 		return r;
 	kfs_pt_dev_attach(fs, d);

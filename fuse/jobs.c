@@ -231,7 +231,7 @@ static int job_errno(const struct kfs_job *j, int read_err,
 	else
 		while (i + 1 < j->ndevs && !(write_err & (1u << i)))
 			i++;
-	kcopyd_bdev_get_stats(j->bdevs[i], &st);
+	kcopyd_bdev_get_stats2(j->bdevs[i], &st, sizeof(st));
 	return st.last_error ? st.last_error : EIO;
 }
 

@@ -178,15 +178,17 @@ void kfs_stopper_stop(struct kfs *fs);
 void kfs_session_over(struct kfs *fs);
 
 /*
- * Devices (devices.c).  kfs_dev_new opens PATH (or takes fd, if >= 0)
+ * Devices (devices.c).  kfs_dev_new opens open_path (if not NULL) or
+ * path, falling back to read-only if it must (or takes fd, if >= 0)
  * and makes a device of it, not yet attached; kfs_dev_attach lists it in
  * dev/.  Both return 0 or -errno with a message.  kfs_dev_find and
  * kfs_dev_by_ino want dlock held; kfs_dev_get and kfs_dev_put count the
  * open files of a device, the last put of a detached one frees it.
  */
 int kfs_devs_init(struct kfs *fs);
-int kfs_dev_new(struct kfs *fs, const char *name, const char *path, int fd,
-		bool ro, struct kfs_dev **result, char *msg, size_t msglen);
+int kfs_dev_new(struct kfs *fs, const char *name, const char *path,
+		const char *open_path, int fd, bool ro,
+		struct kfs_dev **result, char *msg, size_t msglen);
 int kfs_dev_attach(struct kfs *fs, struct kfs_dev *d, char *msg,
 		   size_t msglen);
 void kfs_dev_free(struct kfs_dev *d);

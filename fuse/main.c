@@ -19,7 +19,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/openat2.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <syslog.h>
 #include <time.h>
 #include <unistd.h>
@@ -29,6 +31,8 @@
 struct dev_spec {
 	char *name;
 	char *path;
+	int fd;			/* an O_PATH fd of an image directory's file,
+				   or -1 */
 	bool read_only;			/* NAME:ro=PATH */
 };
 
@@ -172,31 +176,40 @@ static int parse_uint(const char *s, unsigned int min, unsigned int max,
 	return 0;
 }
 
+static int add_dev_spec(struct options *o, const char *name, size_t len,
+			const char *path, int fd, bool ro)
+{
+	struct dev_spec *n;
+
+	n = realloc(o->devs, sizeof(*n) * (o->ndevs + 1));
+	if (!n)
+		return -ENOMEM;
+	o->devs = n;
+	n[o->ndevs].name = strndup(name, len);
+	n[o->ndevs].path = strdup(path);
+	n[o->ndevs].fd = fd;
+	n[o->ndevs].read_only = ro;
+	o->ndevs++;
+	if (!n[o->ndevs - 1].name || !n[o->ndevs - 1].path)
+		return -ENOMEM;
+	return 0;
+}
+
 static int add_dev(struct options *o, const char *spec)
 {
 	const char *eq = strchr(spec, '=');
 	size_t name_len = eq ? (size_t)(eq - spec) : 0;
 	bool ro = name_len > 3 && !memcmp(eq - 3, ":ro", 3);
-	struct dev_spec *n;
 
 	if (ro)
 		name_len -= 3;
 	if (!eq || !kfs_valid_name(spec, name_len) || !eq[1]) {
 		fprintf(stderr, "kcopydfs: dev '%s' is not NAME[:ro]=PATH with "
-				"NAME of [A-Za-z0-9_.-]\n", spec);
+				"NAME 1 to %d of [A-Za-z0-9_.-], not . or ..\n",
+			spec, KFS_MAX_NAME);
 		return -EINVAL;
 	}
-	n = realloc(o->devs, sizeof(*n) * (o->ndevs + 1));
-	if (!n)
-		return -ENOMEM;
-	o->devs = n;
-	n[o->ndevs].name = strndup(spec, name_len);
-	n[o->ndevs].path = strdup(eq + 1);
-	n[o->ndevs].read_only = ro;
-	if (!n[o->ndevs].name || !n[o->ndevs].path)
-		return -ENOMEM;
-	o->ndevs++;
-	return 0;
+	return add_dev_spec(o, spec, name_len, eq + 1, -1, ro);
 }
 
 static int add_fault(struct options *o, const char *spec)
@@ -343,16 +356,22 @@ static int image_filter(const struct dirent *e)
 	return e->d_name[0] != '.';
 }
 
-/* Make a device of path (or of fd, if >= 0) and attach it. */
-static int add_one(struct kfs *fs, const struct options *o, const char *name,
-		   const char *path, int fd, bool ro)
+/* Make a device of a spec and attach it. */
+static int add_one(struct kfs *fs, const struct options *o,
+		   const struct dev_spec *spec)
 {
+	const char *name = spec->name;
 	struct kfs_dev *d;
 	bool faults = false;
-	char msg[512];
+	char msg[512], proc[64];
 	int r;
 
-	r = kfs_dev_new(fs, name, path, fd, ro, &d, msg, sizeof(msg));
+	/* An image directory's file: the very file checked there. */
+	if (spec->fd >= 0)
+		snprintf(proc, sizeof(proc), "/proc/self/fd/%d", spec->fd);
+	r = kfs_dev_new(fs, name, spec->path, spec->fd >= 0 ? proc : NULL,
+			-1, o->read_only || spec->read_only, &d, msg,
+			sizeof(msg));
 	if (!r) {
 		for (unsigned int j = 0; j < o->nfaults; j++)
 			faults |= !strcmp(o->faults[j].name, d->name);
@@ -367,71 +386,97 @@ static int add_one(struct kfs *fs, const struct options *o, const char *name,
 	return r;
 }
 
-/* An image found in the image directory, read-only if it must be. */
-static int open_scanned(struct kfs *fs, const char *name, bool ro,
-			char *msg, size_t msglen, bool *is_ro)
+/*
+ * name in the directory dfd, as an O_PATH fd, never by a path that leaves
+ * the directory: a symbolic link may point at another file of it, not at
+ * /etc/passwd (which a root daemon would then serve, writable).  Without
+ * openat2(2), no symbolic link is followed at all.
+ */
+static int open_beneath(int dfd, const char *name)
 {
-	int fd = kfs_open_image(fs, name, ro, msg, msglen);
+	struct open_how how = {
+		.flags = O_PATH | O_CLOEXEC,
+		.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS,
+	};
+	long fd = syscall(SYS_openat2, dfd, name, &how, sizeof(how));
 
-	if (!ro && (fd == -EACCES || fd == -EROFS || fd == -EPERM)) {
-		fprintf(stderr, "kcopydfs: %s: device %s is read-only\n", msg,
-			name);
-		ro = true;
-		fd = kfs_open_image(fs, name, true, msg, msglen);
-	}
-	*is_ro = ro;
-	return fd;
+	if (fd < 0 && (errno == ENOSYS || errno == EPERM))
+		fd = openat(dfd, name, O_PATH | O_CLOEXEC | O_NOFOLLOW);
+	return fd < 0 ? -errno : (int)fd;
+}
+
+static void skip_image(const char *dir, const char *name, const char *why)
+{
+	fprintf(stderr, "kcopydfs: image directory %s: skipping '%s': %s\n",
+		dir, name, why);
 }
 
 /*
- * Every regular file (or block device) of the image directory, in name
- * order, hidden ones excepted; opened as attach opens them, so that a
- * symbolic link out of the directory is skipped.
+ * One entry of the image directory: a device if it is a regular file,
+ * inside the directory, with a usable name; anything else is skipped,
+ * with a warning when it looks meant to be an image.
  */
-static int add_image_dir(struct kfs *fs, const struct options *o)
+static int add_image(struct options *o, const char *dir, int dfd,
+		     const char *name)
+{
+	char *path;
+	struct stat st;
+	int fd, r;
+
+	if (!kfs_valid_name(name, strlen(name))) {
+		skip_image(dir, name, "not a device name (1 to 64 of "
+			   "[A-Za-z0-9_.-])");
+		return 0;
+	}
+	fd = open_beneath(dfd, name);
+	if (fd == -EXDEV || fd == -ELOOP) {
+		skip_image(dir, name, "a symbolic link out of the directory");
+		return 0;
+	}
+	if (fd < 0) {
+		skip_image(dir, name, strerror(-fd));
+		return 0;
+	}
+	if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
+		if (S_ISLNK(st.st_mode))
+			skip_image(dir, name, "a symbolic link");
+		close(fd);
+		return 0;
+	}
+	if (asprintf(&path, "%s/%s", dir, name) < 0) {
+		close(fd);
+		return -ENOMEM;
+	}
+	r = add_dev_spec(o, name, strlen(name), path, fd, false);
+	free(path);
+	if (r)
+		close(fd);
+	return r;
+}
+
+/* Every regular file of the directory, in name order. */
+static int add_image_dir(struct options *o, const char *dir)
 {
 	struct dirent **list;
-	int n = scandir(fs->image_dir, &list, image_filter, alphasort);
-	char msg[512];
-	int r = 0;
+	int dfd, n, r = 0;
 
+	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	n = dfd < 0 ? -1 : scandir(dir, &list, image_filter, alphasort);
 	if (n < 0) {
-		fprintf(stderr, "kcopydfs: image directory %s: %s\n",
-			fs->image_dir, strerror(errno));
-		return -errno;
+		r = -errno;
+		fprintf(stderr, "kcopydfs: image directory %s: %s\n", dir,
+			strerror(errno));
+		if (dfd >= 0)
+			close(dfd);
+		return r;
 	}
 	for (int i = 0; i < n; i++) {
-		const char *name = list[i]->d_name;
-		char *path = NULL;
-		bool ro = false;
-		int fd = -1;
-
-		if (!r && !kfs_valid_name(name, strlen(name))) {
-			fprintf(stderr, "kcopydfs: image directory: '%s' is "
-				"not a device name ([A-Za-z0-9_.-], at most "
-				"%d)\n", name, KFS_MAX_NAME);
-			r = -EINVAL;
-		}
 		if (!r)
-			fd = open_scanned(fs, name, o->read_only, msg,
-					  sizeof(msg), &ro);
-		if (fd == -EXDEV)
-			fprintf(stderr, "kcopydfs: skipped: %s\n", msg);
-		else if (fd < 0 && fd != -EINVAL && fd != -EISDIR && !r) {
-			fprintf(stderr, "kcopydfs: %s\n", msg);
-			r = fd;
-		}
-		if (fd >= 0 && asprintf(&path, "%s/%s", fs->image_dir,
-					name) < 0) {
-			close(fd);
-			r = -ENOMEM;
-		} else if (fd >= 0) {
-			r = add_one(fs, o, name, path, fd, ro);
-		}
-		free(path);
+			r = add_image(o, dir, dfd, list[i]->d_name);
 		free(list[i]);
 	}
 	free(list);
+	close(dfd);
 	return r;
 }
 
@@ -448,10 +493,7 @@ static int open_devs(struct kfs *fs, const struct options *o)
 		return r;
 	kfs_pt_setup(fs, o->no_passthrough);
 	for (unsigned int i = 0; i < o->ndevs && !r; i++)
-		r = add_one(fs, o, o->devs[i].name, o->devs[i].path, -1,
-			    o->read_only || o->devs[i].read_only);
-	if (!r && fs->image_dir)
-		r = add_image_dir(fs, o);
+		r = add_one(fs, o, &o->devs[i]);
 	if (r)
 		return r;
 	if (!fs->ndevs && !fs->image_dir) {
@@ -735,7 +777,8 @@ static int run(struct fuse_args *args, struct options *o)
 				"MOUNTPOINT (--help for more)\n");
 		goto out_opts;
 	}
-	if (o->image_dir && real_path(&o->image_dir))
+	if (o->image_dir && (real_path(&o->image_dir) ||
+			     add_image_dir(o, o->image_dir)))
 		goto out_opts;
 	if (o->pidfile && absolute_path(&o->pidfile))
 		goto out_opts;
@@ -855,6 +898,8 @@ int main(int argc, char *argv[])
 	for (unsigned int i = 0; i < o.ndevs; i++) {
 		free(o.devs[i].name);
 		free(o.devs[i].path);
+		if (o.devs[i].fd >= 0)
+			close(o.devs[i].fd);
 	}
 	free(o.devs);
 	free(o.faults);
