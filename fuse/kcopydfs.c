@@ -879,12 +879,12 @@ struct waiter {
 static void set_reply(struct control_fh *c, char *text, size_t len,
 		      uint64_t base)
 {
-	pthread_mutex_lock(&c->lock);
+	pth(pthread_mutex_lock(&c->lock));
 	free(c->reply);
 	c->reply = text;
 	c->len = len;
 	c->base = base;
-	pthread_mutex_unlock(&c->lock);
+	pth(pthread_mutex_unlock(&c->lock));
 }
 
 static void drop_record(struct control_fh *c);
@@ -899,7 +899,7 @@ static void release_control(struct kfs *fs, struct control_fh *c)
 			c->plen);
 	drop_record(c);
 	pth(pthread_mutex_destroy(&c->wlock));
-	pthread_mutex_destroy(&c->lock);
+	pth(pthread_mutex_destroy(&c->lock));
 	free(c->reply);
 	free(c);
 }
@@ -925,7 +925,7 @@ static void open_control(fuse_req_t req, struct fuse_file_info *fi)
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	pthread_mutex_init(&c->lock, NULL);
+	pth(pthread_mutex_init(&c->lock, NULL));
 	pth(pthread_mutex_init(&c->wlock, NULL));
 	fi->fh = (uint64_t)(uintptr_t)c;
 	fi->direct_io = 1;

@@ -19,7 +19,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/openat2.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <syslog.h>
 #include <time.h>
 #include <unistd.h>
@@ -29,6 +31,8 @@
 struct dev_spec {
 	char *name;
 	char *path;
+	int fd;			/* an O_PATH fd of an image directory's file,
+				   or -1 */
 	bool read_only;			/* NAME:ro=PATH */
 };
 
@@ -171,31 +175,40 @@ static int parse_uint(const char *s, unsigned int min, unsigned int max,
 	return 0;
 }
 
+static int add_dev_spec(struct options *o, const char *name, size_t len,
+			const char *path, int fd, bool ro)
+{
+	struct dev_spec *n;
+
+	n = realloc(o->devs, sizeof(*n) * (o->ndevs + 1));
+	if (!n)
+		return -ENOMEM;
+	o->devs = n;
+	n[o->ndevs].name = strndup(name, len);
+	n[o->ndevs].path = strdup(path);
+	n[o->ndevs].fd = fd;
+	n[o->ndevs].read_only = ro;
+	o->ndevs++;
+	if (!n[o->ndevs - 1].name || !n[o->ndevs - 1].path)
+		return -ENOMEM;
+	return 0;
+}
+
 static int add_dev(struct options *o, const char *spec)
 {
 	const char *eq = strchr(spec, '=');
 	size_t name_len = eq ? (size_t)(eq - spec) : 0;
 	bool ro = name_len > 3 && !memcmp(eq - 3, ":ro", 3);
-	struct dev_spec *n;
 
 	if (ro)
 		name_len -= 3;
 	if (!eq || !kfs_valid_name(spec, name_len) || !eq[1]) {
 		fprintf(stderr, "kcopydfs: dev '%s' is not NAME[:ro]=PATH with "
-				"NAME of [A-Za-z0-9_.-]\n", spec);
+				"NAME 1 to %d of [A-Za-z0-9_.-], not . or ..\n",
+			spec, KFS_MAX_NAME);
 		return -EINVAL;
 	}
-	n = realloc(o->devs, sizeof(*n) * (o->ndevs + 1));
-	if (!n)
-		return -ENOMEM;
-	o->devs = n;
-	n[o->ndevs].name = strndup(spec, name_len);
-	n[o->ndevs].path = strdup(eq + 1);
-	n[o->ndevs].read_only = ro;
-	if (!n[o->ndevs].name || !n[o->ndevs].path)
-		return -ENOMEM;
-	o->ndevs++;
-	return 0;
+	return add_dev_spec(o, spec, name_len, eq + 1, -1, ro);
 }
 
 static int add_fault(struct options *o, const char *spec)
@@ -342,32 +355,97 @@ static int image_filter(const struct dirent *e)
 	return e->d_name[0] != '.';
 }
 
+/*
+ * name in the directory dfd, as an O_PATH fd, never by a path that leaves
+ * the directory: a symbolic link may point at another file of it, not at
+ * /etc/passwd (which a root daemon would then serve, writable).  Without
+ * openat2(2), no symbolic link is followed at all.
+ */
+static int open_beneath(int dfd, const char *name)
+{
+	struct open_how how = {
+		.flags = O_PATH | O_CLOEXEC,
+		.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS,
+	};
+	long fd = syscall(SYS_openat2, dfd, name, &how, sizeof(how));
+
+	if (fd < 0 && (errno == ENOSYS || errno == EPERM))
+		fd = openat(dfd, name, O_PATH | O_CLOEXEC | O_NOFOLLOW);
+	return fd < 0 ? -errno : (int)fd;
+}
+
+static void skip_image(const char *dir, const char *name, const char *why)
+{
+	fprintf(stderr, "kcopydfs: image directory %s: skipping '%s': %s\n",
+		dir, name, why);
+}
+
+/*
+ * One entry of the image directory: a device if it is a regular file,
+ * inside the directory, with a usable name; anything else is skipped,
+ * with a warning when it looks meant to be an image.
+ */
+static int add_image(struct options *o, const char *dir, int dfd,
+		     const char *name)
+{
+	char *path;
+	struct stat st;
+	int fd, r;
+
+	if (!kfs_valid_name(name, strlen(name))) {
+		skip_image(dir, name, "not a device name (1 to 64 of "
+			   "[A-Za-z0-9_.-])");
+		return 0;
+	}
+	fd = open_beneath(dfd, name);
+	if (fd == -EXDEV || fd == -ELOOP) {
+		skip_image(dir, name, "a symbolic link out of the directory");
+		return 0;
+	}
+	if (fd < 0) {
+		skip_image(dir, name, strerror(-fd));
+		return 0;
+	}
+	if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
+		if (S_ISLNK(st.st_mode))
+			skip_image(dir, name, "a symbolic link");
+		close(fd);
+		return 0;
+	}
+	if (asprintf(&path, "%s/%s", dir, name) < 0) {
+		close(fd);
+		return -ENOMEM;
+	}
+	r = add_dev_spec(o, name, strlen(name), path, fd, false);
+	free(path);
+	if (r)
+		close(fd);
+	return r;
+}
+
 /* Every regular file of the directory, in name order. */
 static int add_image_dir(struct options *o, const char *dir)
 {
 	struct dirent **list;
-	int n = scandir(dir, &list, image_filter, alphasort);
-	int r = 0;
+	int dfd, n, r = 0;
 
+	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	n = dfd < 0 ? -1 : scandir(dir, &list, image_filter, alphasort);
 	if (n < 0) {
+		r = -errno;
 		fprintf(stderr, "kcopydfs: image directory %s: %s\n", dir,
 			strerror(errno));
-		return -errno;
+		if (dfd >= 0)
+			close(dfd);
+		return r;
 	}
 	for (int i = 0; i < n; i++) {
-		char *spec = NULL;
-		struct stat st;
-
-		if (!r && asprintf(&spec, "%s=%s/%s", list[i]->d_name, dir,
-				   list[i]->d_name) < 0)
-			r = -ENOMEM;
-		if (!r && stat(spec + strlen(list[i]->d_name) + 1, &st) == 0 &&
-		    S_ISREG(st.st_mode))
-			r = add_dev(o, spec);
-		free(spec);
+		if (!r)
+			r = add_image(o, dir, dfd, list[i]->d_name);
 		free(list[i]);
 	}
 	free(list);
+	close(dfd);
 	return r;
 }
 
@@ -399,19 +477,20 @@ static int dev_index(const struct kfs *fs, const char *name)
  * a rescue copy): then it serves reads and copies from it, and refuses
  * writes with EROFS.
  */
-static int open_image(struct kfs *fs, struct kfs_dev *d, bool read_only)
+static int open_image(struct kfs *fs, struct kfs_dev *d, const char *path,
+		      bool read_only)
 {
 	int r = -EROFS;
 
 	if (!read_only) {
-		r = kcopyd_bdev_open(d->path, O_RDWR, &d->bdev);
+		r = kcopyd_bdev_open(path, O_RDWR, &d->bdev);
 		if (r == -EACCES || r == -EROFS || r == -EPERM)
 			fprintf(stderr, "kcopydfs: %s: %s: device %s is "
 				"read-only\n", d->path, strerror(-r),
 				d->name);
 	}
 	if (r == -EACCES || r == -EROFS || r == -EPERM)
-		r = kcopyd_bdev_open(d->path, O_RDONLY, &d->bdev);
+		r = kcopyd_bdev_open(path, O_RDONLY, &d->bdev);
 	if (r)
 		fprintf(stderr, "kcopydfs: %s: %s\n", d->path, strerror(-r));
 	return r;
@@ -425,6 +504,7 @@ static int open_devs(struct kfs *fs, const struct options *o)
 		return -ENOMEM;
 	for (unsigned int i = 0; i < o->ndevs; i++) {
 		struct kfs_dev *d = &fs->devs[i];
+		char proc[PATH_MAX];
 		int r;
 
 		d->fd = -1;
@@ -437,11 +517,18 @@ static int open_devs(struct kfs *fs, const struct options *o)
 		fs->ndevs++;
 		snprintf(d->name, sizeof(d->name), "%s", o->devs[i].name);
 		d->path = o->devs[i].path;
-		r = open_image(fs, d, o->read_only || o->devs[i].read_only);
+		/* An image directory's file: the very file checked there. */
+		if (o->devs[i].fd >= 0)
+			snprintf(proc, sizeof(proc), "/proc/self/fd/%d",
+				 o->devs[i].fd);
+		else
+			snprintf(proc, sizeof(proc), "%s", d->path);
+		r = open_image(fs, d, proc,
+			       o->read_only || o->devs[i].read_only);
 		if (r)
 			return r;
-		d->fd = open(d->path, (kcopyd_bdev_is_read_only(d->bdev) ?
-				       O_RDONLY : O_RDWR) | O_CLOEXEC);
+		d->fd = open(proc, (kcopyd_bdev_is_read_only(d->bdev) ?
+				    O_RDONLY : O_RDWR) | O_CLOEXEC);
 		if (d->fd < 0) {
 			fprintf(stderr, "kcopydfs: %s: %s\n", d->path,
 				strerror(errno));
@@ -804,6 +891,8 @@ int main(int argc, char *argv[])
 	for (unsigned int i = 0; i < o.ndevs; i++) {
 		free(o.devs[i].name);
 		free(o.devs[i].path);
+		if (o.devs[i].fd >= 0)
+			close(o.devs[i].fd);
 	}
 	free(o.devs);
 	free(o.faults);
