@@ -4,7 +4,8 @@
 /* Define to 1 if you have the <dlfcn.h> header file. */
 #define HAVE_DLFCN_H 1
 
-/* Define if libfuse has FUSE_CAP_PASSTHROUGH and fuse_passthrough_open. */
+/* Define if libfuse has FUSE_CAP_PASSTHROUGH, capable_ext and
+   fuse_passthrough_open. */
 /* #undef HAVE_FUSE_PASSTHROUGH_API */
 
 /* Define to 1 if you have the <inttypes.h> header file. */

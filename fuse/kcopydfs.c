@@ -1463,7 +1463,7 @@ void kfs_signals_remove(void)
 static void *stopper_main(void *arg)
 {
 	struct kfs *fs = arg;
-	bool logged = false;
+	bool logged = false, quit;
 
 	while (sem_wait(&fs->stop_sem))
 		pth(errno == EINTR ? 0 : errno);
@@ -1483,8 +1483,9 @@ static void *stopper_main(void *arg)
 		}
 		pth(pthread_cond_wait(&fs->stop_cond, &fs->reply_lock));
 	}
+	quit = fs->stopper_quit;	/* (reply_lock) */
 	pth(pthread_mutex_unlock(&fs->reply_lock));
-	if (!fs->stopper_quit) {
+	if (!quit) {
 		/* The signal wakes the loop's wait on the main thread. */
 		fuse_session_exit(fs->se);
 		pth(pthread_kill(fs->main_thread, SIGTERM));
