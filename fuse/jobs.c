@@ -52,7 +52,7 @@ static const char *const state_names[] = {
 };
 
 struct job_wait {
-	struct job_wait *next;
+	struct list_head link;		/* on its job's waits (lock) */
 	void *waiter;
 };
 
@@ -71,7 +71,7 @@ struct kfs_job {
 	unsigned int ndevs;
 
 	/* More waiters, from `wait ID` (lock). */
-	struct job_wait *waits;
+	struct list_head waits;
 
 	atomic_uint_fast64_t done;	/* sectors so far */
 	bool finished;			/* (lock) */
@@ -239,7 +239,7 @@ static void job_finished(const struct kcopyd_completion *c, void *context)
 	bool failed = read_err || write_err;
 	int devs[1 + KFS_MAX_DESTS];
 	unsigned int ndevs = j->ndevs;
-	struct job_wait *waits, *next;
+	struct list_head waits;
 	char line[512] = "";
 	int err = failed ? job_errno(c) : 0;
 
@@ -250,8 +250,8 @@ static void job_finished(const struct kcopyd_completion *c, void *context)
 	j->write_err = write_err;
 	j->usec = usec_since(&j->queued_at);
 	freeze_line(j, line, sizeof(line));
-	waits = j->waits;
-	j->waits = NULL;
+	list_init(&waits);
+	list_splice_tail_init(&j->waits, &waits);
 	t->nr_unfinished--;
 	t->nr_finished++;
 	if (failed)
@@ -267,10 +267,13 @@ static void job_finished(const struct kcopyd_completion *c, void *context)
 	t->ops.ended(failed, err, line, t->ops.opaque);
 	if (waiter)
 		t->ops.finished(waiter, failed, t->ops.opaque);
-	for (; waits; waits = next) {
-		next = waits->next;
-		t->ops.finished(waits->waiter, failed, t->ops.opaque);
-		free(waits);
+	while (!list_empty(&waits)) {
+		struct job_wait *w = list_first_entry(&waits, struct job_wait,
+						      link);
+
+		list_del_init(&w->link);
+		t->ops.finished(w->waiter, failed, t->ops.opaque);
+		free(w);
 	}
 	t->ops.changed(t->ops.opaque);
 }
@@ -364,6 +367,7 @@ static struct kfs_job *new_job(struct kfs_table *t, const struct kfs_cmd *c,
 
 	if (!j)
 		return NULL;
+	list_init(&j->waits);
 	j->t = t;
 	j->op = c->op;
 	memcpy(j->tag, c->tag, sizeof(j->tag));
@@ -437,8 +441,7 @@ int kfs_table_wait(struct kfs_table *t, uint64_t id, void *waiter)
 			r = j->read_err || j->write_err ? 2 : 1;
 		} else {
 			w->waiter = waiter;
-			w->next = j->waits;
-			j->waits = w;
+			list_add_tail(&w->link, &j->waits);
 			w = NULL;
 			r = 0;
 		}
