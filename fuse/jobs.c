@@ -67,9 +67,7 @@ struct kfs_job {
 	uint64_t sectors;
 	struct timespec queued_at;
 	void *waiter;
-	/* Held devices (see ops->hold): the destinations, then the source. */
-	int devs[1 + KFS_MAX_DESTS];
-	struct block_device *bdevs[1 + KFS_MAX_DESTS];
+	int devs[1 + KFS_MAX_DESTS];	/* held devices, see ops->hold */
 	unsigned int ndevs;
 	bool verify;			/* the verify word */
 
@@ -225,20 +223,19 @@ static void freeze_line(struct kfs_job *j, char *buf, size_t len)
 	}
 }
 
-/* The errno behind a failure: the failed device's last error. */
-static int job_errno(const struct kfs_job *j, int read_err,
-		     unsigned int write_err)
+/* The errno behind a failure: the failed read's, or the first failed
+ * destination's. */
+static int job_errno(const struct kcopyd_completion *c)
 {
-	struct kcopyd_bdev_stats st;
-	unsigned int i = 0;
-
-	if (read_err)
-		i = j->ndevs - 1;
-	else
-		while (i + 1 < j->ndevs && !(write_err & (1u << i)))
-			i++;
-	kcopyd_bdev_get_stats2(j->bdevs[i], &st, sizeof(st));
-	return st.last_error ? st.last_error : EIO;
+	if (c->read_err && c->read_error)
+		return c->read_error;
+	for (unsigned int i = 0; i < c->num_dests; i++)
+		if ((c->write_err & (1u << i)) && c->dests[i].error)
+			return c->dests[i].error;
+	/* A verify error: what was read back is not what was written. */
+	if (c->verify_err)
+		return EILSEQ;
+	return c->cancelled ? ECANCELED : EIO;
 }
 
 static void job_finished(const struct kcopyd_completion *c, void *context)
@@ -251,13 +248,8 @@ static void job_finished(const struct kcopyd_completion *c, void *context)
 	unsigned int ndevs = j->ndevs;
 	struct list_head waits;
 	char line[512] = "";
-	int err = 0;
+	int err = failed ? job_errno(c) : 0;
 
-	/* A verify error alone: the data read back was not what was sent. */
-	if (c->read_err || c->write_err)
-		err = job_errno(j, c->read_err, c->write_err);
-	else if (failed)
-		err = EILSEQ;
 	memcpy(devs, j->devs, sizeof(devs));
 	/*
 	 * The name, while the device is held (the destinations are held
@@ -309,9 +301,8 @@ static void job_finished(const struct kcopyd_completion *c, void *context)
 static struct block_device *hold(struct kfs_table *t, struct kfs_job *j,
 				 int dev)
 {
-	j->devs[j->ndevs] = dev;
-	j->bdevs[j->ndevs] = t->ops.hold(t->ops.opaque, dev);
-	return j->bdevs[j->ndevs++];
+	j->devs[j->ndevs++] = dev;
+	return t->ops.hold(t->ops.opaque, dev);
 }
 
 static void unhold_all(struct kfs_table *t, struct kfs_job *j)
@@ -358,6 +349,7 @@ static int submit_one(struct kfs_table *t, const struct kfs_cmd *c,
 		      struct kfs_job *j)
 {
 	struct io_region src, dests[KFS_MAX_DESTS];
+	/* The completion tells the errno behind a failure, for the log. */
 	struct kcopyd_job_desc d = {
 		.size = sizeof(d),
 		.op = c->op == KFS_OP_COPY ? KCOPYD_OP_COPY : KCOPYD_OP_ZERO,
