@@ -22,6 +22,7 @@
 #include "jobs.h"
 #include "parse.h"
 #include "passthrough.h"
+#include "clone.h"
 
 /* Largest read or write one FUSE request carries (mount option too). */
 #define KFS_MAX_READ	(1024 * 1024)
@@ -43,6 +44,12 @@ struct kfs_dev {
 	atomic_uint_fast64_t reads, writes, bytes_read, bytes_written, errors;
 	struct kfs_pt_dev pt;		/* passthrough or direct I/O */
 	bool pt_ready;			/* pt set up (main thread) */
+	/*
+	 * A clone device (bdev is its DEST's, not its own), or a device
+	 * under one: set at mount, read-only after.
+	 */
+	struct kfs_clone *clone;
+	bool under_clone;
 };
 
 struct kfs;

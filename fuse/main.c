@@ -46,6 +46,8 @@ struct options {
 	unsigned int ndevs;
 	struct fault_spec *faults;
 	unsigned int nfaults;
+	struct kfs_clone_spec *clones;
+	unsigned int nclones;
 	char *image_dir;
 	char *pidfile;
 	char *args[2];			/* [IMAGE_DIR] MOUNTPOINT */
@@ -76,6 +78,7 @@ enum {
 	KEY_MAX_QUEUE,
 	KEY_FAULT,
 	KEY_PIDFILE,
+	KEY_CLONE,
 	KEY_VALUED_END,
 	KEY_ALLOW_OTHER = KEY_VALUED_END,
 	KEY_FSNAME,
@@ -98,6 +101,7 @@ static const struct fuse_opt opt_spec[] = {
 	OPT3("keep", KEY_KEEP),
 	OPT3("max-queue", KEY_MAX_QUEUE),
 	OPT3("fault", KEY_FAULT),
+	OPT3("clone", KEY_CLONE),
 	OPT3("pidfile", KEY_PIDFILE),
 	FUSE_OPT_KEY("-P ", KEY_PIDFILE),
 	FUSE_OPT_KEY("allow_other", KEY_ALLOW_OTHER),
@@ -120,7 +124,7 @@ static const char *const opt_names[] = {
 	[KEY_PAGES] = "pages", [KEY_THREADS] = "threads",
 	[KEY_SUBJOB] = "subjob-size", [KEY_KEEP] = "keep",
 	[KEY_MAX_QUEUE] = "max-queue", [KEY_FAULT] = "fault",
-	[KEY_PIDFILE] = "pidfile",
+	[KEY_PIDFILE] = "pidfile", [KEY_CLONE] = "clone",
 };
 
 static void usage(const char *prog)
@@ -141,6 +145,10 @@ static void usage(const char *prog)
 	       "    --fault NAME:OP:START+COUNT[:KIND]\n"
 	       "                           OP read|write|rw; KIND an errno,\n"
 	       "                           short or delay=USEC (EIO)\n"
+	       "    --clone NAME=SOURCE:DEST:META[:region=SIZE][:paused]\n"
+	       "                           dev/NAME reads as SOURCE at once,\n"
+	       "                           hydrated onto DEST in the\n"
+	       "                           background; META holds its map\n"
 	       "    --no-passthrough       dev/NAME I/O through the daemon\n"
 	       "    -P, --pidfile PIDFILE  write the pid once serving\n"
 	       "    --verbose              log every job, not only failures\n\n",
@@ -227,6 +235,23 @@ static int add_fault(struct options *o, const char *spec)
 		return -EINVAL;
 	}
 	o->nfaults++;
+	return 0;
+}
+
+static int add_clone(struct options *o, const char *spec)
+{
+	struct kfs_clone_spec *n;
+	char msg[256];
+
+	n = realloc(o->clones, sizeof(*n) * (o->nclones + 1));
+	if (!n)
+		return -ENOMEM;
+	o->clones = n;
+	if (kfs_clone_parse(spec, &n[o->nclones], msg, sizeof(msg))) {
+		fprintf(stderr, "kcopydfs: %s\n", msg);
+		return -EINVAL;
+	}
+	o->nclones++;
 	return 0;
 }
 
@@ -319,9 +344,12 @@ static int opt_proc(void *data, const char *arg, int key,
 	case KEY_PIDFILE:
 		r = set_string(&o->pidfile, v);
 		break;
+	case KEY_CLONE:
+		r = add_clone(o, v);
+		break;
 	}
 	if (r) {
-		if (key != KEY_DEV && key != KEY_FAULT)
+		if (key != KEY_DEV && key != KEY_FAULT && key != KEY_CLONE)
 			fprintf(stderr, "kcopydfs: bad value '%s' for %s\n", v,
 				opt_names[key]);
 		o->bad = true;
@@ -451,8 +479,10 @@ static int add_image_dir(struct options *o, const char *dir)
 
 static void close_devs(struct kfs *fs)
 {
+	for (unsigned int i = 0; i < fs->ndevs; i++)
+		kfs_clone_close(fs->devs[i].clone);
 	for (unsigned int i = 0; i < fs->ndevs; i++) {
-		if (fs->devs[i].bdev)
+		if (fs->devs[i].bdev && !fs->devs[i].clone)
 			kcopyd_bdev_close(fs->devs[i].bdev);
 		if (fs->devs[i].fd >= 0)
 			close(fs->devs[i].fd);
@@ -498,8 +528,8 @@ static int open_image(struct kfs *fs, struct kfs_dev *d, const char *path,
 
 static int open_devs(struct kfs *fs, const struct options *o)
 {
-	fs->devs = calloc(o->ndevs, sizeof(*fs->devs));
-	fs->bdevs = calloc(o->ndevs, sizeof(*fs->bdevs));
+	fs->devs = calloc(o->ndevs + o->nclones, sizeof(*fs->devs));
+	fs->bdevs = calloc(o->ndevs + o->nclones, sizeof(*fs->bdevs));
 	if (!fs->devs || !fs->bdevs)
 		return -ENOMEM;
 	for (unsigned int i = 0; i < o->ndevs; i++) {
@@ -553,6 +583,23 @@ static int open_devs(struct kfs *fs, const struct options *o)
 				strerror(-r));
 			return r;
 		}
+	}
+	for (unsigned int i = 0; i < o->nclones; i++) {
+		struct kfs_dev *d = &fs->devs[fs->ndevs];
+		int r;
+
+		if (dev_index(fs, o->clones[i].name) >= 0) {
+			fprintf(stderr, "kcopydfs: clone %s: a device has "
+				"that name\n", o->clones[i].name);
+			return -EINVAL;
+		}
+		d->fd = -1;
+		snprintf(d->name, sizeof(d->name), "%s", o->clones[i].name);
+		r = kfs_clone_open(fs, d, &o->clones[i]);
+		if (r)
+			return r;
+		fs->bdevs[fs->ndevs] = d->bdev;
+		fs->ndevs++;
 	}
 	kfs_pt_setup(fs, o->no_passthrough);
 	for (unsigned int i = 0; i < fs->ndevs; i++) {
@@ -654,6 +701,9 @@ static int start_serving(struct kfs *fs, const struct options *o)
 	}
 	r = kfs_table_create(fs->kc, fs->bdevs, o->keep, o->max_queue, &tops,
 			     &fs->table);
+	for (unsigned int i = 0; !r && i < fs->ndevs; i++)
+		if (fs->devs[i].clone)
+			r = kfs_clone_start(fs->devs[i].clone);
 	if (!r)
 		r = kfs_notifier_start(fs);
 	if (!r)
@@ -848,6 +898,9 @@ out_unmount:
 	kfs_notifier_stop(&fs);
 	if (mounted)
 		fuse_session_unmount(fs.se);
+	for (unsigned int i = 0; i < fs.ndevs; i++)
+		if (fs.devs[i].clone)
+			kfs_clone_quiesce(fs.devs[i].clone);
 	if (fs.kc && fs.table)
 		finish_jobs(&fs);
 	kfs_release_all(&fs);
@@ -856,6 +909,9 @@ out_signals:
 out_session:
 	fuse_session_destroy(fs.se);
 out_devs:
+	for (unsigned int i = 0; i < fs.ndevs; i++)
+		if (fs.devs[i].clone)
+			kfs_clone_quiesce(fs.devs[i].clone);
 	if (fs.kc)
 		kcopyd_client_destroy(fs.kc);
 	kfs_table_free(fs.table);
@@ -896,6 +952,7 @@ int main(int argc, char *argv[])
 	}
 	free(o.devs);
 	free(o.faults);
+	free(o.clones);
 	free(o.image_dir);
 	free(o.pidfile);
 	free(o.args[0]);
