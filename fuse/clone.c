@@ -612,6 +612,19 @@ static bool sweep_next(struct kfs_clone *c, uint64_t *r)
 	return false;
 }
 
+/* Paused: only a region a write waits for is hydrated (lock). */
+static bool waited_region(struct kfs_clone *c, uint64_t *r)
+{
+	struct clone_op *op;
+
+	list_for_each_entry(op, &c->waiting, link)
+		if (c->state[op->wait] == R_UNHYD) {
+			*r = op->wait;
+			return true;
+		}
+	return false;
+}
+
 /* Log the end of hydration once nothing is left to do (lock). */
 static void check_end(struct kfs_clone *c)
 {
@@ -648,8 +661,8 @@ static void check_end(struct kfs_clone *c)
 
 /*
  * Submit hydration jobs up to the in-flight limit: regions asked for
- * first, then (unless paused) the sweep; contiguous regions in one job
- * (lock).
+ * first, then the sweep; contiguous regions in one job.  Paused, only
+ * the regions waiting writes need (lock).
  */
 static void pump(struct kfs_clone *c)
 {
@@ -661,19 +674,25 @@ static void pump(struct kfs_clone *c)
 		bool found = false;
 		int err;
 
-		while (prio_pop(c, &r))
-			if (c->state[r] == R_UNHYD) {
-				found = true;
-				break;
-			}
+		if (c->paused)
+			found = waited_region(c, &r);
+		else
+			while (prio_pop(c, &r))
+				if (c->state[r] == R_UNHYD) {
+					found = true;
+					break;
+				}
 		if (!found && (c->paused || !sweep_next(c, &r)))
 			break;
 		room = c->max_inflight - c->inflight;
 		if (room > c->max_batch)
 			room = c->max_batch;
-		/* A region that failed goes alone, so faults stay apart. */
+		/*
+		 * A region that failed goes alone, so faults stay apart; so
+		 * does one a write needs while paused.
+		 */
 		n = 1;
-		while (!c->tries[r] && n < room && r + n < c->nr &&
+		while (!c->paused && !c->tries[r] && n < room && r + n < c->nr &&
 		       c->state[r + n] == R_UNHYD && !c->tries[r + n])
 			n++;
 		j = malloc(sizeof(*j));
@@ -698,7 +717,7 @@ static void pump(struct kfs_clone *c)
 		if (err) {
 			/* The queue is full: clone_main asks again. */
 			free(j);
-			if (found)
+			if (found && !c->paused)
 				prio_push(c, r);
 			break;
 		}
@@ -950,7 +969,7 @@ void kfs_clone_read(struct kfs_clone *c, fuse_req_t req, size_t size,
 		valid = c->state[rg] == R_VALID;
 		while (n + 1 <= last && (c->state[n + 1] == R_VALID) == valid)
 			n++;
-		if (!valid) {
+		if (!valid && !c->paused) {
 			for (uint64_t x = n + 1; x-- > rg; )
 				if (c->state[x] == R_UNHYD)
 					prio_push(c, x);
