@@ -17,7 +17,7 @@
  *     them (bounded I/O on DEST; it blocks no other clone's progress for
  *     longer than that).
  *   - one thread per clone (clone_main): commits the bitmap every
- *     KFS_CLONE_COMMIT_MS when it changed, and asks again for the
+ *     `commit` seconds (1 by default) when it changed, and asks again for the
  *     hydration of regions a waiting write needs, should the queue have
  *     been full when it was asked for.
  *   - the main thread: open, start, quiesce and close.
@@ -61,9 +61,13 @@
 #define KFS_CLONE_VERSION	1u
 #define KFS_CLONE_HDR		4096u	/* header; the bitmap follows */
 #define KFS_CLONE_TRIES		3	/* hydrations of a region, at most */
-#define KFS_CLONE_COMMIT_MS	1000	/* the bound on an uncommitted map */
-#define KFS_CLONE_INFLIGHT	(16u << 20)	/* bytes hydrating at once */
-#define KFS_CLONE_BATCH		(2u << 20)	/* bytes of one job */
+/*
+ * Bytes hydrating at once, and in one job: little, so that a region a
+ * read or write asks for waits behind little background work (dm-clone's
+ * hydration threshold is 1 MiB too).
+ */
+#define KFS_CLONE_INFLIGHT	(1u << 20)
+#define KFS_CLONE_BATCH		(256u << 10)
 #define KFS_CLONE_FP_BYTES	65536u	/* SOURCE bytes in its fingerprint */
 
 enum region_state {
@@ -122,6 +126,7 @@ struct kfs_clone {
 	struct timespec started, finished;
 	int commit_err;			/* last commit's error (lock) */
 
+	unsigned int interval;		/* seconds between commits */
 	pthread_t thread;
 	bool thread_running;
 };
@@ -178,7 +183,8 @@ int kfs_clone_parse(const char *spec, struct kfs_clone_spec *out,
 	memset(out, 0, sizeof(*out));
 	if (!eq) {
 		snprintf(errmsg, errlen, "clone: '%s': expected "
-			 "NAME=SOURCE:DEST:META[:region=SIZE][:paused]", spec);
+			 "NAME=SOURCE:DEST:META[:region=SIZE][:commit=SECONDS]"
+			 "[:paused]", spec);
 		return -EINVAL;
 	}
 	r = copy_name(out->name, spec, (size_t)(eq - spec), "clone", errmsg,
@@ -208,6 +214,18 @@ int kfs_clone_parse(const char *spec, struct kfs_clone_spec *out,
 		snprintf(opt, sizeof(opt), "%.*s", (int)n, p);
 		if (!strcmp(opt, "paused")) {
 			out->paused = true;
+		} else if (!strncmp(opt, "commit=", 7)) {
+			char *end;
+			unsigned long v = strtoul(opt + 7, &end, 10);
+
+			if (opt[7] < '0' || opt[7] > '9' || *end || !v ||
+			    v > 3600) {
+				snprintf(errmsg, errlen, "clone %s: commit "
+					 "interval '%s': seconds from 1 to "
+					 "3600", out->name, opt + 7);
+				return -EINVAL;
+			}
+			out->interval = (unsigned int)v;
 		} else if (!strncmp(opt, "region=", 7)) {
 			uint64_t v;
 
@@ -450,6 +468,7 @@ int kfs_clone_open(struct kfs *fs, struct kfs_dev *d,
 	c->fs = fs;
 	c->dev = d;
 	c->paused = s->paused;
+	c->interval = s->interval ? s->interval : 1;
 	c->src_idx = find_slot(fs, s->source, "source", s->name);
 	c->dst_idx = find_slot(fs, s->dest, "dest", s->name);
 	c->meta_idx = find_slot(fs, s->meta, "meta", s->name);
@@ -1067,12 +1086,7 @@ static void *clone_main(void *arg)
 		struct clone_op *op;
 
 		clock_gettime(CLOCK_REALTIME, &t);
-		t.tv_sec += KFS_CLONE_COMMIT_MS / 1000;
-		t.tv_nsec += (KFS_CLONE_COMMIT_MS % 1000) * 1000000L;
-		if (t.tv_nsec >= 1000000000L) {
-			t.tv_sec++;
-			t.tv_nsec -= 1000000000L;
-		}
+		t.tv_sec += c->interval;
 		pth(pthread_mutex_lock(&c->lock));
 		if (!c->quit) {
 			int e = pthread_cond_timedwait(&c->cond, &c->lock, &t);

@@ -29,18 +29,22 @@ struct kfs_clone;
 #define KFS_CLONE_MAX_REGION	(1ull << 30)
 #define KFS_CLONE_DEF_REGION	(64ull * 1024)
 
-/* A clone as given at mount: --clone NAME=SOURCE:DEST:META[:OPTS]. */
+/*
+ * A clone as given at mount: --clone NAME=SOURCE:DEST:META[:OPTS], OPTS
+ * region=SIZE, commit=SECONDS, paused.
+ */
 struct kfs_clone_spec {
 	char name[KFS_MAX_NAME + 1];
 	char source[KFS_MAX_NAME + 1];
 	char dest[KFS_MAX_NAME + 1];
 	char meta[KFS_MAX_NAME + 1];
 	uint64_t region;		/* 0: the META's, or the default */
+	unsigned int interval;		/* commit=SECONDS; 0: 1 */
 	bool paused;			/* background hydration paused */
 };
 
 /*
- * Parse "NAME=SOURCE:DEST:META[:region=SIZE][:paused]".  Returns 0 or
+ * Parse "NAME=SOURCE:DEST:META[:region=SIZE][:commit=SECONDS][:paused]".  Returns 0 or
  * -EINVAL with a message naming the offending part.
  */
 int kfs_clone_parse(const char *spec, struct kfs_clone_spec *out,
