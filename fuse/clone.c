@@ -15,7 +15,8 @@
  *     job.  It marks the regions, submits the next jobs and does the I/O
  *     of the writes that were waiting for those regions, then answers
  *     them (bounded I/O on DEST; it blocks no other clone's progress for
- *     longer than that).
+ *     longer than that), under fs->reply_lock, so that no answer goes
+ *     out once the session is over.
  *   - one thread per clone (clone_main): commits the bitmap every
  *     `commit` seconds (1 by default) when it changed, and asks again for the
  *     hydration of regions a waiting write needs, should the queue have
@@ -24,6 +25,7 @@
  * Locks, outermost first:
  *   c->commit_lock: one commit at a time (held across the flush of DEST
  *     and the write of META, never in a libfuse call).
+ *   fs->reply_lock (kcopydfs.c): taken alone, around an answer.
  *   c->lock: every region's state, the bitmap, the queues, the waiting
  *     writes and the counters.  Held while jobs are submitted to the
  *     engine (the engine never calls back with its own lock held), never
@@ -685,7 +687,7 @@ static void check_end(struct kfs_clone *c)
  */
 static void pump(struct kfs_clone *c)
 {
-	while (c->fs->kc && !c->stopping && c->inflight < c->max_inflight) {
+	while (!c->stopping && c->fs->kc && c->inflight < c->max_inflight) {
 		struct kcopyd_job_desc desc = { .size = sizeof(desc) };
 		struct io_region from, to;
 		struct clone_job *j;
@@ -933,14 +935,20 @@ static void run_op(struct kfs_clone *c, struct clone_op *op)
 	check_end(c);
 	pump(c);
 	pth(pthread_mutex_unlock(&c->lock));
-	if (r < 0) {
+	/* From the engine's thread, the session may be over: no answer. */
+	pth(pthread_mutex_lock(&c->fs->reply_lock));
+	if (c->fs->session_over)
+		;
+	else if (r < 0)
 		reply_err(c, op->req, -r);
-	} else if (op->buf) {
+	else if (op->buf)
+		fuse_reply_write(op->req, op->len);
+	else
+		fuse_reply_err(op->req, 0);
+	pth(pthread_mutex_unlock(&c->fs->reply_lock));
+	if (r >= 0 && op->buf) {
 		atomic_fetch_add(&c->dev->writes, 1);
 		atomic_fetch_add(&c->dev->bytes_written, op->len);
-		fuse_reply_write(op->req, op->len);
-	} else {
-		fuse_reply_err(op->req, 0);
 	}
 	free(op->buf);
 	free(op);
