@@ -100,7 +100,8 @@ struct kfs_clone {
 	struct kfs *fs;
 	struct kfs_dev *dev;
 	struct block_device *src, *dst, *meta;
-	int src_idx, dst_idx, meta_idx;
+	/* The devices under it: not detached while the clone lives. */
+	struct kfs_dev *src_dev, *dst_dev, *meta_dev;
 	uint64_t size;			/* bytes of dev/NAME: SOURCE's */
 	unsigned int shift;		/* log2 of the region size */
 	uint64_t nr;			/* regions */
@@ -122,6 +123,7 @@ struct kfs_clone {
 	struct list_head waiting;	/* struct clone_op (lock) */
 	bool paused, stopping, quit, ended;	/* (lock) */
 	bool failed_end;		/* ended with failed regions (lock) */
+	bool removed;			/* by `remove` (lock) */
 	/* Counters (lock). */
 	uint64_t nr_valid, nr_failed, nr_skipped, hydrated_bytes;
 	uint64_t commits, retries;
@@ -321,7 +323,7 @@ static bool all_zero(const void *buf, size_t len)
  * resumes, any other is refused.  Sets c->shift from it or the spec.
  */
 static int load_meta(struct kfs_clone *c, const struct kfs_clone_spec *s,
-		     const char *name)
+		     const char *name, char *msg, size_t msglen)
 {
 	char raw[KFS_CLONE_HDR];
 	struct clone_hdr h, want;
@@ -333,13 +335,13 @@ static int load_meta(struct kfs_clone *c, const struct kfs_clone_spec *s,
 	if (r == -ERANGE)
 		goto small;
 	if (r) {
-		fprintf(stderr, "kcopydfs: clone %s: reading meta %s: %s\n",
+		snprintf(msg, msglen, "clone %s: reading meta %s: %s",
 			name, s->meta, strerror(-r));
 		return r;
 	}
 	r = source_fingerprint(c->src, c->size, &fp);
 	if (r) {
-		fprintf(stderr, "kcopydfs: clone %s: reading source %s: %s\n",
+		snprintf(msg, msglen, "clone %s: reading source %s: %s",
 			name, s->source, strerror(-r));
 		return r;
 	}
@@ -351,15 +353,15 @@ static int load_meta(struct kfs_clone *c, const struct kfs_clone_spec *s,
 		   le64toh(h.sum) != fnv(0xcbf29ce484222325ull, &h,
 					 offsetof(struct clone_hdr, sum)) ||
 		   le32toh(h.version) != KFS_CLONE_VERSION) {
-		fprintf(stderr, "kcopydfs: clone %s: meta %s holds no clone "
-			"metadata of version %u (not all zeros either)\n",
+		snprintf(msg, msglen, "clone %s: meta %s holds no clone "
+			"metadata of version %u (not all zeros either)",
 			name, s->meta, KFS_CLONE_VERSION);
 		return -EINVAL;
 	} else {
 		shift = le32toh(h.shift);
 		if (s->region && s->region != 1ull << shift) {
-			fprintf(stderr, "kcopydfs: clone %s: meta %s has "
-				"region=%llu, not %llu\n", name, s->meta,
+			snprintf(msg, msglen, "clone %s: meta %s has "
+				"region=%llu, not %llu", name, s->meta,
 				1ull << shift,
 				(unsigned long long)s->region);
 			return -EINVAL;
@@ -370,8 +372,8 @@ static int load_meta(struct kfs_clone *c, const struct kfs_clone_spec *s,
 	c->bm_bytes = (size_t)((c->nr + 7) / 8);
 	if (msize < KFS_CLONE_HDR + c->bm_bytes) {
 small:
-		fprintf(stderr, "kcopydfs: clone %s: meta %s is too small: "
-			"%llu bytes, needs %llu\n", name, s->meta,
+		snprintf(msg, msglen, "clone %s: meta %s is too small: "
+			"%llu bytes, needs %llu", name, s->meta,
 			(unsigned long long)msize,
 			(unsigned long long)(KFS_CLONE_HDR + c->bm_bytes));
 		return -ENOSPC;
@@ -393,19 +395,19 @@ small:
 		if (!r)
 			r = kcopyd_bdev_flush(c->meta);
 		if (r)
-			fprintf(stderr, "kcopydfs: clone %s: writing meta "
-				"%s: %s\n", name, s->meta, strerror(-r));
+			snprintf(msg, msglen, "clone %s: writing meta "
+				"%s: %s", name, s->meta, strerror(-r));
 		return r;
 	}
 	if (h.source_size != want.source_size || h.source_fp !=
 	    want.source_fp) {
-		fprintf(stderr, "kcopydfs: clone %s: meta %s belongs to "
-			"another source than %s\n", name, s->meta, s->source);
+		snprintf(msg, msglen, "clone %s: meta %s belongs to "
+			"another source than %s", name, s->meta, s->source);
 		return -EINVAL;
 	}
 	if (h.dest_size != want.dest_size) {
-		fprintf(stderr, "kcopydfs: clone %s: meta %s belongs to a "
-			"dest of %llu bytes, %s has %llu\n", name, s->meta,
+		snprintf(msg, msglen, "clone %s: meta %s belongs to a "
+			"dest of %llu bytes, %s has %llu", name, s->meta,
 			(unsigned long long)le64toh(h.dest_size), s->dest,
 			(unsigned long long)kcopyd_bdev_size(c->dst));
 		return -EINVAL;
@@ -416,28 +418,44 @@ small:
 	r = kcopyd_bdev_pread(c->meta, c->bitmap, c->bm_bytes,
 			      KFS_CLONE_HDR);
 	if (r)
-		fprintf(stderr, "kcopydfs: clone %s: reading meta %s: %s\n",
+		snprintf(msg, msglen, "clone %s: reading meta %s: %s",
 			name, s->meta, strerror(-r));
 	return r;
 }
 
-static int find_slot(struct kfs *fs, const char *name, const char *what,
-		     const char *clone)
+/*
+ * Take the device called name for the clone (dlock held): not a clone,
+ * not under one, and from now on not detachable.
+ */
+static struct kfs_dev *claim_dev(struct kfs *fs, const char *name,
+				 const char *what, const char *clone,
+				 char *msg, size_t msglen)
 {
-	for (unsigned int i = 0; i < fs->ndevs; i++) {
-		if (strcmp(fs->devs[i].name, name))
-			continue;
-		if (fs->devs[i].clone || fs->devs[i].under_clone) {
-			fprintf(stderr, "kcopydfs: clone %s: %s device '%s' "
-				"is a clone or under one\n", clone, what,
-				name);
-			return -EBUSY;
-		}
-		return (int)i;
+	int slot = kfs_dev_find(fs, name, strlen(name));
+	struct kfs_dev *d;
+
+	if (slot < 0) {
+		snprintf(msg, msglen, "clone %s: no %s device '%s'", clone,
+			 what, name);
+		return NULL;
 	}
-	fprintf(stderr, "kcopydfs: clone %s: no %s device '%s'\n", clone,
-		what, name);
-	return -ENOENT;
+	d = fs->devs[slot];
+	if (d->clone || atomic_exchange(&d->under_clone, true)) {
+		snprintf(msg, msglen, "clone %s: %s device '%s' is a clone or "
+			 "under one", clone, what, name);
+		return NULL;
+	}
+	return d;
+}
+
+static void unclaim(struct kfs_clone *c)
+{
+	if (c->src_dev)
+		atomic_store(&c->src_dev->under_clone, false);
+	if (c->dst_dev)
+		atomic_store(&c->dst_dev->under_clone, false);
+	if (c->meta_dev)
+		atomic_store(&c->meta_dev->under_clone, false);
 }
 
 static void clone_free(struct kfs_clone *c)
@@ -454,67 +472,54 @@ static void clone_free(struct kfs_clone *c)
 	free(c);
 }
 
-int kfs_clone_open(struct kfs *fs, struct kfs_dev *d,
-		   const struct kfs_clone_spec *s)
+static int clone_open(struct kfs *fs, struct kfs_clone *c,
+		      const struct kfs_clone_spec *s, char *msg, size_t msglen)
 {
-	struct kfs_clone *c = calloc(1, sizeof(*c));
 	uint64_t rbytes;
 	int r;
 
-	if (!c)
-		return -ENOMEM;
-	pth(pthread_mutex_init(&c->lock, NULL));
-	pth(pthread_mutex_init(&c->commit_lock, NULL));
-	pth(pthread_cond_init(&c->cond, NULL));
-	list_init(&c->waiting);
-	c->fs = fs;
-	c->dev = d;
-	c->paused = s->paused;
-	c->interval = s->interval ? s->interval : 1;
-	c->src_idx = find_slot(fs, s->source, "source", s->name);
-	c->dst_idx = find_slot(fs, s->dest, "dest", s->name);
-	c->meta_idx = find_slot(fs, s->meta, "meta", s->name);
-	r = c->src_idx < 0 ? c->src_idx : c->dst_idx < 0 ? c->dst_idx :
-	    c->meta_idx < 0 ? c->meta_idx : 0;
-	if (!r && (c->src_idx == c->dst_idx || c->src_idx == c->meta_idx ||
-		   c->dst_idx == c->meta_idx)) {
-		fprintf(stderr, "kcopydfs: clone %s: source, dest and meta "
-			"must be three devices\n", s->name);
-		r = -EINVAL;
+	pth(pthread_rwlock_rdlock(&fs->dlock));
+	/* Checked again at attach; here, before META is written. */
+	if (kfs_dev_find(fs, s->name, strlen(s->name)) >= 0) {
+		pth(pthread_rwlock_unlock(&fs->dlock));
+		snprintf(msg, msglen, "device '%s' exists", s->name);
+		return -EEXIST;
 	}
-	if (r)
-		goto fail;
-	c->src = fs->devs[c->src_idx].bdev;
-	c->dst = fs->devs[c->dst_idx].bdev;
-	c->meta = fs->devs[c->meta_idx].bdev;
+	c->src_dev = claim_dev(fs, s->source, "source", s->name, msg, msglen);
+	c->dst_dev = c->src_dev ? claim_dev(fs, s->dest, "dest", s->name,
+					    msg, msglen) : NULL;
+	c->meta_dev = c->dst_dev ? claim_dev(fs, s->meta, "meta", s->name,
+					     msg, msglen) : NULL;
+	pth(pthread_rwlock_unlock(&fs->dlock));
+	if (!c->meta_dev)
+		return strstr(msg, "no ") ? -ENOENT : -EBUSY;
+	c->src = c->src_dev->bdev;
+	c->dst = c->dst_dev->bdev;
+	c->meta = c->meta_dev->bdev;
 	if (kcopyd_bdev_same(c->src, c->dst) ||
 	    kcopyd_bdev_same(c->src, c->meta) ||
 	    kcopyd_bdev_same(c->dst, c->meta)) {
-		fprintf(stderr, "kcopydfs: clone %s: source, dest and meta "
-			"are not three distinct images\n", s->name);
-		r = -EINVAL;
-		goto fail;
+		snprintf(msg, msglen, "clone %s: source, dest and meta are "
+			 "not three distinct images", s->name);
+		return -EINVAL;
 	}
 	if (kcopyd_bdev_is_read_only(c->dst) ||
 	    kcopyd_bdev_is_read_only(c->meta)) {
-		fprintf(stderr, "kcopydfs: clone %s: %s is read-only\n",
-			s->name, kcopyd_bdev_is_read_only(c->dst) ? s->dest :
-			s->meta);
-		r = -EROFS;
-		goto fail;
+		snprintf(msg, msglen, "clone %s: %s is read-only", s->name,
+			 kcopyd_bdev_is_read_only(c->dst) ? s->dest : s->meta);
+		return -EROFS;
 	}
 	c->size = kcopyd_bdev_size(c->src);
 	if (!c->size || kcopyd_bdev_size(c->dst) < c->size) {
-		fprintf(stderr, "kcopydfs: clone %s: dest %s (%llu bytes) is "
-			"smaller than source %s (%llu bytes)\n", s->name,
-			s->dest, (unsigned long long)kcopyd_bdev_size(c->dst),
-			s->source, (unsigned long long)c->size);
-		r = c->size ? -ENOSPC : -EINVAL;
-		goto fail;
+		snprintf(msg, msglen, "clone %s: dest %s (%llu bytes) is "
+			 "smaller than source %s (%llu bytes)", s->name,
+			 s->dest, (unsigned long long)kcopyd_bdev_size(c->dst),
+			 s->source, (unsigned long long)c->size);
+		return c->size ? -ENOSPC : -EINVAL;
 	}
-	r = load_meta(c, s, s->name);
+	r = load_meta(c, s, s->name, msg, msglen);
 	if (r)
-		goto fail;
+		return r;
 	rbytes = 1ull << c->shift;
 	c->max_inflight = KFS_CLONE_INFLIGHT / rbytes;
 	if (c->max_inflight < 2)
@@ -527,8 +532,8 @@ int kfs_clone_open(struct kfs *fs, struct kfs_dev *d,
 	c->tries = calloc(1, c->nr);
 	c->prio = malloc(sizeof(*c->prio) * c->prio_cap);
 	if (!c->state || !c->tries || !c->prio) {
-		r = -ENOMEM;
-		goto fail;
+		snprintf(msg, msglen, "clone %s: out of memory", s->name);
+		return -ENOMEM;
 	}
 	for (uint64_t i = 0; i < c->nr; i++) {
 		bool v = c->bitmap[i >> 3] & (1u << (i & 7));
@@ -536,16 +541,57 @@ int kfs_clone_open(struct kfs *fs, struct kfs_dev *d,
 		c->state[i] = v ? R_VALID : R_UNHYD;
 		c->nr_valid += v;
 	}
-	/* Bits past the last region stay clear. */
+	return 0;
+}
+
+int kfs_clone_create(struct kfs *fs, const struct kfs_clone_spec *s,
+		     char *msg, size_t msglen)
+{
+	struct kfs_clone *c = calloc(1, sizeof(*c));
+	struct kfs_dev *d = calloc(1, sizeof(*d));
+	int r;
+
+	if (!c || !d || !(d->path = strdup("clone"))) {
+		free(c);
+		free(d);
+		snprintf(msg, msglen, "out of memory");
+		return -ENOMEM;
+	}
+	pth(pthread_mutex_init(&c->lock, NULL));
+	pth(pthread_mutex_init(&c->commit_lock, NULL));
+	pth(pthread_cond_init(&c->cond, NULL));
+	list_init(&c->waiting);
+	c->fs = fs;
+	c->dev = d;
+	c->paused = s->paused;
+	c->interval = s->interval ? s->interval : 1;
+	snprintf(d->name, sizeof(d->name), "%s", s->name);
+	d->fd = -1;
+	atomic_init(&d->refs, 1);
+	atomic_init(&d->busy, 0);
+	r = clone_open(fs, c, s, msg, msglen);
+	if (r) {
+		unclaim(c);
+		clone_free(c);
+		free(d->path);
+		free(d);
+		return r;
+	}
 	d->size = c->size;
 	d->bdev = c->dst;
 	d->clone = c;
-	fs->devs[c->src_idx].under_clone = true;
-	fs->devs[c->dst_idx].under_clone = true;
-	fs->devs[c->meta_idx].under_clone = true;
-	return 0;
-fail:
-	clone_free(c);
+	kfs_pt_dev_setup(fs, d, false);
+	d->pt_ready = true;
+	r = kfs_dev_attach(fs, d, msg, msglen);
+	if (r) {
+		kfs_dev_free(d);
+		return r;
+	}
+	if (fs->kc)
+		r = kfs_clone_start(c);
+	if (r)
+		snprintf(msg, msglen, "clone %s: thread: %s", s->name,
+			 strerror(-r));
 	return r;
 }
 
@@ -921,6 +967,9 @@ static void run_op(struct kfs_clone *c, struct clone_op *op)
 	list_init(&woken);
 	pth(pthread_mutex_lock(&c->lock));
 	r = claim(c, op);
+	/* Removed: no region is hydrated any more. */
+	if (!r && c->removed)
+		r = -ENODEV;
 	if (!r) {
 		list_add_tail(&op->link, &c->waiting);
 		pump(c);
@@ -1155,6 +1204,7 @@ void kfs_clone_close(struct kfs_clone *c)
 	if (c->thread_running)
 		pth(pthread_join(c->thread, NULL));
 	commit(c, false);
+	unclaim(c);
 	/* The session is over: waiting writes get no answer. */
 	while (!list_empty(&c->waiting)) {
 		struct clone_op *op = list_first_entry(&c->waiting,
@@ -1167,60 +1217,156 @@ void kfs_clone_close(struct kfs_clone *c)
 	clone_free(c);
 }
 
-bool kfs_clone_uses(const struct kfs *fs, int idx)
+/* --- Control and stats ---------------------------------------------------- */
+
+bool kfs_clone_removable(struct kfs_clone *c)
 {
-	return idx >= 0 && (unsigned int)idx < fs->ndevs &&
-	       (fs->devs[idx].clone || fs->devs[idx].under_clone);
+	bool r;
+
+	pth(pthread_mutex_lock(&c->lock));
+	r = c->removed;
+	pth(pthread_mutex_unlock(&c->lock));
+	return r;
 }
 
-/* --- Control and stats ---------------------------------------------------- */
+/* The clone called name, held (dlock taken here), or NULL. */
+static struct kfs_dev *clone_get(struct kfs *fs, const char *name, size_t len)
+{
+	struct kfs_dev *d = NULL;
+	int slot;
+
+	pth(pthread_rwlock_rdlock(&fs->dlock));
+	slot = kfs_dev_find(fs, name, len);
+	if (slot >= 0 && fs->devs[slot]->clone) {
+		d = fs->devs[slot];
+		kfs_dev_get(d);
+	}
+	pth(pthread_rwlock_unlock(&fs->dlock));
+	return d;
+}
+
+/*
+ * remove: no hydration in flight and no write waiting (else EBUSY), then
+ * nothing more is hydrated and dev/NAME goes; open files of it still
+ * read, and write where the region is hydrated.
+ */
+static int clone_remove(struct kfs *fs, struct kfs_clone *c, char *msg,
+			size_t msglen)
+{
+	const char *name = c->dev->name;
+	int r = 0;
+
+	pth(pthread_mutex_lock(&c->lock));
+	if (c->jobs || !list_empty(&c->waiting)) {
+		snprintf(msg, msglen, "clone %s: %u hydration job%s in flight%s"
+			 "; clone-pause it, then remove", name, c->jobs,
+			 c->jobs == 1 ? "" : "s", list_empty(&c->waiting) ?
+			 "" : ", writes waiting");
+		r = -EBUSY;
+	} else {
+		c->stopping = true;
+		c->removed = true;
+	}
+	pth(pthread_mutex_unlock(&c->lock));
+	if (r)
+		return r;
+	commit(c, true);
+	r = kfs_detach(fs, name, msg, msglen);
+	if (r) {
+		pth(pthread_mutex_lock(&c->lock));
+		c->stopping = false;
+		c->removed = false;
+		pump(c);
+		pth(pthread_mutex_unlock(&c->lock));
+	}
+	return r;
+}
+
+/* The next word of line, from *pos: its start and length (0 at the end). */
+static size_t word(const char *line, size_t len, size_t *pos,
+		   const char **w)
+{
+	size_t n = 0;
+
+	while (*pos < len && (line[*pos] == ' ' || line[*pos] == '\t'))
+		(*pos)++;
+	*w = line + *pos;
+	while (*pos < len && line[*pos] != ' ' && line[*pos] != '\t') {
+		(*pos)++;
+		n++;
+	}
+	return n;
+}
 
 int kfs_clone_command(struct kfs *fs, const char *line, size_t len,
 		      int *err, char *msg, size_t msglen)
 {
-	static const char pause[] = "clone-pause ", resume[] = "clone-resume ";
-	const char *name;
-	size_t nlen;
-	bool p;
+	static const char *const verbs[] = {
+		"clone", "remove", "clone-pause", "clone-resume",
+	};
+	const char *w, *name;
+	size_t pos = 0, n, nlen;
+	struct kfs_dev *d;
+	unsigned int v;
 
 	while (len && (line[len - 1] == '\n' || line[len - 1] == ' '))
 		len--;
-	if (len > sizeof(pause) - 1 && !memcmp(line, pause,
-						sizeof(pause) - 1)) {
-		p = true;
-		name = line + sizeof(pause) - 1;
-	} else if (len > sizeof(resume) - 1 &&
-		   !memcmp(line, resume, sizeof(resume) - 1)) {
-		p = false;
-		name = line + sizeof(resume) - 1;
-	} else {
+	n = word(line, len, &pos, &w);
+	for (v = 0; v < 4; v++)
+		if (n == strlen(verbs[v]) && !memcmp(w, verbs[v], n))
+			break;
+	if (v == 4)
 		return 0;
-	}
-	nlen = len - (size_t)(name - line);
-	if (memchr(name, '\n', nlen)) {
-		snprintf(msg, msglen, "%s must be alone in its write",
-			 p ? "clone-pause" : "clone-resume");
-		*err = -EINVAL;
+	*err = -EINVAL;
+	if (memchr(line, '\n', len)) {
+		snprintf(msg, msglen, "%s must be alone in a write", verbs[v]);
 		return 1;
 	}
-	for (unsigned int i = 0; i < fs->ndevs; i++) {
-		struct kfs_clone *c = fs->devs[i].clone;
+	if (v == 0) {
+		struct kfs_clone_spec spec;
+		char text[KFS_MAX_LINE + 8];
+		size_t tl = 0;
+		/* NAME=SOURCE:DEST:META[:OPT]..., as --clone takes it. */
+		for (unsigned int i = 0; (n = word(line, len, &pos, &w)); i++)
+			tl += (size_t)snprintf(text + tl, sizeof(text) - tl,
+					       "%s%.*s", !i ? "" : i == 1 ?
+					       "=" : ":", (int)n, w);
+		*err = kfs_clone_parse(text, &spec, msg, msglen);
+		if (!*err)
+			*err = kfs_clone_create(fs, &spec, msg, msglen);
+		if (!*err)
+			kfs_log(fs, LOG_INFO, "clone %s: made over %s, %s, %s",
+				spec.name, spec.source, spec.dest, spec.meta);
+		return 1;
+	}
+	nlen = word(line, len, &pos, &name);
+	if (!nlen || word(line, len, &pos, &w)) {
+		snprintf(msg, msglen, "usage: %s NAME", verbs[v]);
+		return 1;
+	}
+	d = clone_get(fs, name, nlen);
+	if (!d) {
+		snprintf(msg, msglen, "no clone named '%.*s'", (int)nlen, name);
+		*err = -ENOENT;
+		return 1;
+	}
+	if (v == 1) {
+		*err = clone_remove(fs, d->clone, msg, msglen);
+		if (!*err)
+			kfs_log(fs, LOG_INFO, "clone %s: removed", d->name);
+	} else {
+		struct kfs_clone *c = d->clone;
 
-		if (!c || strlen(fs->devs[i].name) != nlen ||
-		    memcmp(fs->devs[i].name, name, nlen))
-			continue;
 		pth(pthread_mutex_lock(&c->lock));
-		c->paused = p;
+		c->paused = v == 2;
 		pump(c);
 		pth(pthread_mutex_unlock(&c->lock));
-		kfs_log(fs, LOG_INFO, "clone %s: %s", c->dev->name,
-			p ? "paused" : "resumed");
+		kfs_log(fs, LOG_INFO, "clone %s: %s", d->name,
+			v == 2 ? "paused" : "resumed");
 		kfs_changed(fs);
 		*err = 0;
-		return 1;
 	}
-	snprintf(msg, msglen, "no clone named '%.*s'", (int)nlen, name);
-	*err = -ENOENT;
+	kfs_dev_put(fs, d);
 	return 1;
 }
 

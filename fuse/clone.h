@@ -51,20 +51,25 @@ int kfs_clone_parse(const char *spec, struct kfs_clone_spec *out,
 		    char *errmsg, size_t errlen);
 
 /*
- * At mount, before the session runs: set up the clone on slot `d` (its
- * name is set) over the devices of fs->devs named in the spec, reading or
- * creating META.  Prints a message and returns -errno on failure
- * (-EINVAL: a META of another clone or not a clone's; -ENOSPC: DEST or
- * META too small; -EBUSY: a device already under a clone).
+ * Make the clone dev/NAME over the attached devices the spec names,
+ * reading or creating META, and attach it; it hydrates once the engine
+ * runs (at once, after mount).  Returns 0 or -errno with a message:
+ * -EINVAL (a META of another clone, or not a clone's; a bad spec),
+ * -ENOSPC (DEST or META too small), -ENOENT (no such device), -EBUSY (a
+ * device already a clone or under one), -EEXIST (the name is taken),
+ * -EROFS (DEST or META read-only).
  */
-int kfs_clone_open(struct kfs *fs, struct kfs_dev *d,
-		   const struct kfs_clone_spec *spec);
+int kfs_clone_create(struct kfs *fs, const struct kfs_clone_spec *spec,
+		     char *msg, size_t msglen);
 
 /* Once the engine runs (after any fork): start hydrating. */
 int kfs_clone_start(struct kfs_clone *c);
 /* After the session: submit nothing more (jobs in flight finish). */
 void kfs_clone_quiesce(struct kfs_clone *c);
-/* After the engine is gone: the last commit, then free. */
+/*
+ * The last commit, then free (from kfs_dev_free of its device, once the
+ * engine has no job of it).
+ */
 void kfs_clone_close(struct kfs_clone *c);
 
 /* dev/NAME's I/O; each answers req, now or from a hydration. */
@@ -77,13 +82,14 @@ void kfs_clone_zero(struct kfs_clone *c, fuse_req_t req, uint64_t off,
 /* fsync: flush DEST and commit the bitmap.  Returns 0 or -errno. */
 int kfs_clone_fsync(struct kfs_clone *c);
 
-/* Is the device (an index in fs->devs) a clone or under one? */
-bool kfs_clone_uses(const struct kfs *fs, int idx);
+/* Has `remove` taken it away (so a detach may free it)? */
+bool kfs_clone_removable(struct kfs_clone *c);
 
 /*
- * A control write that is a clone command ("clone-pause NAME",
- * "clone-resume NAME"): returns 1 and sets *err (0 or -errno, with msg),
- * or 0 when the line is not one.
+ * A control write that is a clone command, alone in its write: "clone
+ * NAME SOURCE DEST META [region=SIZE] [commit=SECONDS] [paused]",
+ * "remove NAME", "clone-pause NAME", "clone-resume NAME".  Returns 1 and
+ * sets *err (0 or -errno, with msg), or 0 when the line is not one.
  */
 int kfs_clone_command(struct kfs *fs, const char *line, size_t len,
 		      int *err, char *msg, size_t msglen);

@@ -21,6 +21,7 @@
 #define KCOPYDFS_PASSTHROUGH_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -34,6 +35,9 @@ enum kfs_io_mode {
 	KFS_IO_DIRECT,		/* every read and write through the daemon */
 	KFS_IO_PASSTHROUGH,	/* the kernel does the I/O on the image */
 };
+
+/* fi->fh of a dev/NAME opened for passthrough. */
+#define KFS_FH_PASSTHROUGH	1
 
 /* A device's side of passthrough. */
 struct kfs_pt_dev {
@@ -50,10 +54,11 @@ struct kfs_pt_dev {
 struct kfs_pt {
 	bool disabled;		/* --no-passthrough */
 	bool sys_admin;		/* CAP_SYS_ADMIN at mount */
-	/* Written at INIT, read by any FUSE thread (atomics). */
-	bool offered;		/* the kernel offered passthrough */
-	bool requested;		/* ... and the INIT reply asks for it */
-	uint64_t init_unique;	/* shim: the INIT request being answered */
+	/* Written at INIT, read by any FUSE thread. */
+	atomic_bool offered;	/* the kernel offered passthrough */
+	atomic_bool requested;	/* ... and the INIT reply asks for it */
+	atomic_uint_fast64_t init_unique; /* shim: the INIT request being
+					     answered */
 };
 
 /* How passthrough is had: "libfuse" or "compat" (the custom I/O shim). */
@@ -66,6 +71,8 @@ extern const char kfs_pt_method[];
 void kfs_pt_setup(struct kfs *fs, bool disabled);
 void kfs_pt_dev_setup(struct kfs *fs, struct kfs_dev *d, bool has_faults);
 void kfs_pt_dev_destroy(struct kfs_dev *d);
+/* A device attached while the session runs. */
+void kfs_pt_dev_attach(struct kfs *fs, struct kfs_dev *d);
 
 /*
  * After fuse_session_mount(): install the shim's custom I/O on the

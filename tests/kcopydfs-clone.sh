@@ -42,7 +42,7 @@ bad_mount "region size '12K'" "${devs[@]}" --clone c=src:dst:meta:region=12K
 bad_mount "holds no clone metadata" --dev "src=$tmp/src" \
 	--dev "dst=$tmp/dst" --dev "meta=$tmp/junk" --clone c=src:dst:meta
 bad_mount "no dest device 'nope'" "${devs[@]}" --clone c=src:nope:meta
-bad_mount "a device has that name" "${devs[@]}" --clone src=src:dst:meta
+bad_mount "device 'src' exists" "${devs[@]}" --clone src=src:dst:meta
 cmp -n 4096 "$tmp/meta" /dev/zero || fail "a refused mount wrote META"
 
 start_kcopydfs "$mnt" "${devs[@]}" --dev "x=$tmp/small" \
@@ -119,4 +119,28 @@ grep -q "clone c: hydrated, 64 regions" "$kcopydfs_log" ||
 cmp -n 4194304 "$tmp/dst" "$tmp/exp" || fail "the dest is not the clone"
 cmp -s "$tmp/src" "$tmp/exp" &&
 	fail "the writes did not change anything"
+
+# At runtime: clone and remove on the control file.
+make_image "$tmp/meta2" 64K zero
+make_image "$tmp/dst2" 4M zero
+start_kcopydfs "$mnt" --dev "src=$tmp/src" --dev "dst2=$tmp/dst2" \
+	--dev "meta2=$tmp/meta2"
+expect_fail "Invalid argument" \
+	bash -c "echo 'clone d src dst2 meta2 region=3K' >'$mnt/control'"
+echo "clone d src dst2 meta2 region=128K paused" >"$mnt/control" ||
+	fail "clone on the control file"
+sed -n 's/^clone\.d\.region_size=//p' "$mnt/stats" | grep -qx 131072 ||
+	fail "no clone d of 128K regions: $(grep clone "$mnt/stats")"
+cmp "$mnt/dev/d" "$tmp/src" || fail "dev/d does not read as the source"
+expect_fail "Device or resource busy" \
+	bash -c "echo 'detach src' >'$mnt/control'"
+expect_fail "Device or resource busy" \
+	bash -c "echo 'detach d' >'$mnt/control'"
+expect_fail "Device or resource busy" \
+	bash -c "echo 'clone e src dst2 meta2' >'$mnt/control'"
+echo "remove d" >"$mnt/control" || fail "remove"
+[ ! -e "$mnt/dev/d" ] || fail "dev/d still there after remove"
+echo "detach dst2" >"$mnt/control" || fail "detach of a device no longer under a clone"
+stop_kcopydfs "$mnt"
+grep -q "clone d: removed" "$kcopydfs_log" || fail "no log line for remove"
 exit 0
