@@ -67,9 +67,7 @@ struct kfs_job {
 	uint64_t sectors;
 	struct timespec queued_at;
 	void *waiter;
-	/* Held devices (see ops->hold): the destinations, then the source. */
-	int devs[1 + KFS_MAX_DESTS];
-	struct block_device *bdevs[1 + KFS_MAX_DESTS];
+	int devs[1 + KFS_MAX_DESTS];	/* held devices, see ops->hold */
 	unsigned int ndevs;
 
 	/* More waiters, from `wait ID` (lock). */
@@ -219,33 +217,31 @@ static void freeze_line(struct kfs_job *j, char *buf, size_t len)
 	}
 }
 
-/* The errno behind a failure: the failed device's last error. */
-static int job_errno(const struct kfs_job *j, int read_err,
-		     unsigned int write_err)
+/* The errno behind a failure: the failed read's, or the first failed
+ * destination's. */
+static int job_errno(const struct kcopyd_completion *c)
 {
-	struct kcopyd_bdev_stats st;
-	unsigned int i = 0;
-
-	if (read_err)
-		i = j->ndevs - 1;
-	else
-		while (i + 1 < j->ndevs && !(write_err & (1u << i)))
-			i++;
-	kcopyd_bdev_get_stats2(j->bdevs[i], &st, sizeof(st));
-	return st.last_error ? st.last_error : EIO;
+	if (c->read_err && c->read_error)
+		return c->read_error;
+	for (unsigned int i = 0; i < c->num_dests; i++)
+		if ((c->write_err & (1u << i)) && c->dests[i].error)
+			return c->dests[i].error;
+	return c->cancelled ? ECANCELED : EIO;
 }
 
-static void job_finished(int read_err, unsigned int write_err, void *context)
+static void job_finished(const struct kcopyd_completion *c, void *context)
 {
 	struct kfs_job *j = context;
 	struct kfs_table *t = j->t;
 	void *waiter = j->waiter;
+	int read_err = c->read_err;
+	unsigned int write_err = c->write_err;
 	bool failed = read_err || write_err;
 	int devs[1 + KFS_MAX_DESTS];
 	unsigned int ndevs = j->ndevs;
 	struct list_head waits;
 	char line[512] = "";
-	int err = failed ? job_errno(j, read_err, write_err) : 0;
+	int err = failed ? job_errno(c) : 0;
 
 	memcpy(devs, j->devs, sizeof(devs));
 	lock(t);
@@ -286,9 +282,8 @@ static void job_finished(int read_err, unsigned int write_err, void *context)
 static struct block_device *hold(struct kfs_table *t, struct kfs_job *j,
 				 int dev)
 {
-	j->devs[j->ndevs] = dev;
-	j->bdevs[j->ndevs] = t->ops.hold(t->ops.opaque, dev);
-	return j->bdevs[j->ndevs++];
+	j->devs[j->ndevs++] = dev;
+	return t->ops.hold(t->ops.opaque, dev);
 }
 
 static void unhold_all(struct kfs_table *t, struct kfs_job *j)
@@ -334,6 +329,7 @@ int kfs_cmd_check(struct block_device *const *bdevs, const struct kfs_cmd *c,
 static int submit_one(struct kfs_table *t, const struct kfs_cmd *c,
 		      struct kfs_job *j)
 {
+	struct kcopyd_job_desc desc = { .size = sizeof(desc) };
 	struct io_region src, dests[KFS_MAX_DESTS];
 	unsigned int flags;
 
@@ -352,9 +348,16 @@ static int submit_one(struct kfs_table *t, const struct kfs_cmd *c,
 		src.sector = c->src.sector;
 		src.count = c->src.count;
 	}
-	return kcopyd_copy_progress(t->kc, c->op == KFS_OP_COPY ? &src : NULL,
-				    c->num_dests, dests, flags, job_finished,
-				    job_progress, j);
+	desc.op = c->op == KFS_OP_COPY ? KCOPYD_OP_COPY : KCOPYD_OP_ZERO;
+	desc.flags = flags;
+	desc.from = c->op == KFS_OP_COPY ? &src : NULL;
+	desc.num_dests = c->num_dests;
+	desc.dests = dests;
+	/* The completion tells the errno behind a failure, for the log. */
+	desc.complete = job_finished;
+	desc.progress = job_progress;
+	desc.context = j;
+	return kcopyd_submit(t->kc, &desc, NULL);
 }
 
 static struct kfs_job *new_job(struct kfs_table *t, const struct kfs_cmd *c,

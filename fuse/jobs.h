@@ -29,7 +29,8 @@ struct kfs_table_ops {
 	void (*finished)(void *waiter, bool failed, void *opaque);
 	/*
 	 * A job has finished: its final results line (no newline) and, if
-	 * it failed, the errno of the failed device's last error.  Called on
+	 * it failed, the errno of its failed read or first failed write
+	 * (the engine's completion).  Called on
 	 * the engine's callback thread, no lock held, before its waiters'
 	 * finished calls.
 	 */
