@@ -43,6 +43,8 @@ struct kfs_table_ops {
 	 */
 	struct block_device *(*hold)(void *opaque, int dev);
 	void (*unhold)(void *opaque, int dev);
+	/* The name of device index dev, while it is held. */
+	const char *(*dev_name)(void *opaque, int dev);
 	void *opaque;
 };
 

@@ -217,6 +217,8 @@ int kfs_detach(struct kfs *fs, const char *name, char *msg, size_t msglen);
 /* The table's device hooks: a job's hold on device index dev. */
 struct block_device *kfs_dev_hold(void *opaque, int dev);
 void kfs_dev_unhold(void *opaque, int dev);
+/* The name of a held device (a job holds it, so its slot stays). */
+const char *kfs_dev_name(void *opaque, int dev);
 
 /* Free the control and status handles still open at exit. */
 void kfs_release_all(struct kfs *fs);

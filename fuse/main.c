@@ -144,7 +144,7 @@ static void usage(const char *prog)
 	       "    --max-queue N          queued and running jobs (4096)\n"
 	       "    --fault NAME:OP:START+COUNT[:KIND]\n"
 	       "                           OP read|write|rw; KIND an errno,\n"
-	       "                           short or delay=USEC (EIO)\n"
+	       "                           short, corrupt or delay=USEC (EIO)\n"
 	       "    --clone NAME=SOURCE:DEST:META[:OPT]...\n"
 	       "                           dev/NAME reads as SOURCE at once,\n"
 	       "                           copied to DEST in the background;\n"
@@ -675,6 +675,7 @@ static int start_serving(struct kfs *fs, const struct options *o)
 		.ended = kfs_job_ended,
 		.hold = kfs_dev_hold,
 		.unhold = kfs_dev_unhold,
+		.dev_name = kfs_dev_name,
 		.opaque = fs,
 	};
 	int r;
