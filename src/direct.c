@@ -43,6 +43,7 @@
 #include <sys/ioctl.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 #ifdef HAVE_LINUX_FS_H
 #include <linux/fs.h>
@@ -52,8 +53,8 @@
 
 /* Sectors per submitted job (64 MiB): the grain of a clean stop. */
 #define JOB_SECTORS	((sector_t)64 << (20 - KCOPYD_SECTOR_SHIFT))
-/* With --map, 8 MiB: the most a crash between saves can redo per job. */
-#define MAP_JOB_SECTORS	((sector_t)8 << (20 - KCOPYD_SECTOR_SHIFT))
+/* With --map, 2 MiB: the most a crash between saves can redo per job. */
+#define MAP_JOB_SECTORS	((sector_t)2 << (20 - KCOPYD_SECTOR_SHIFT))
 #define MAP_SAVE_SECONDS 1.0
 /* The size of a file is an off_t, in bytes. */
 #define MAX_FILE_SECTORS	((sector_t)INT64_MAX >> KCOPYD_SECTOR_SHIFT)
@@ -568,6 +569,20 @@ static double now_seconds(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/*
+ * One device in a map's identity: a block device by its number, a file by
+ * its inode (not its file system's device number, which a FUSE or network
+ * file system changes from one mount to the next).
+ */
+static int ident_dev(char *buf, size_t len, const struct stat *st)
+{
+	if (S_ISBLK(st->st_mode))
+		return snprintf(buf, len, "blockdev %u:%u",
+				major(st->st_rdev), minor(st->st_rdev));
+	return snprintf(buf, len, "inode %llu",
+			(unsigned long long)st->st_ino);
+}
+
 /* What identifies the copy in its map: devices, sizes, regions. */
 static int map_ident(const struct copy *c, char *buf, size_t len)
 {
@@ -576,27 +591,21 @@ static int map_ident(const struct copy *c, char *buf, size_t len)
 
 	if (stat(c->src.path, &st) == -1)
 		return -errno;
-	n = (size_t)snprintf(buf, len, "kcopy map of %s %llx:%llu size %llu "
-			     "range %llu+%llu to",
-			     S_ISBLK(st.st_mode) ? "blockdev" : "file",
-			     (unsigned long long)(S_ISBLK(st.st_mode) ?
-						  st.st_rdev : st.st_dev),
-			     (unsigned long long)(S_ISBLK(st.st_mode) ? 0 :
-						  st.st_ino),
-			     (unsigned long long)kcopyd_bdev_size(c->src_bdev),
-			     (unsigned long long)c->src.start,
-			     (unsigned long long)c->src.count);
+	n = (size_t)snprintf(buf, len, "kcopy map of ");
+	n += (size_t)ident_dev(buf + n, len - n, &st);
+	n += (size_t)snprintf(buf + n, len - n, " size %llu range %llu+%llu to",
+			      (unsigned long long)kcopyd_bdev_size(c->src_bdev),
+			      (unsigned long long)c->src.start,
+			      (unsigned long long)c->src.count);
 	for (unsigned int i = 0; i < c->nr_dests && n < len; i++) {
-		const struct dest *d = &c->dests[i];
-
-		n += (size_t)snprintf(buf + n, len - n, " %llx:%llu@%llu",
-				      (unsigned long long)
-				      (S_ISBLK(d->st.st_mode) ? d->st.st_rdev :
-								d->st.st_dev),
-				      (unsigned long long)
-				      (S_ISBLK(d->st.st_mode) ? 0 :
-								d->st.st_ino),
-				      (unsigned long long)d->op.start);
+		n += (size_t)snprintf(buf + n, len - n, " ");
+		if (n < len)
+			n += (size_t)ident_dev(buf + n, len - n,
+					       &c->dests[i].st);
+		if (n < len)
+			n += (size_t)snprintf(buf + n, len - n, " at %llu",
+					      (unsigned long long)
+					      c->dests[i].op.start);
 	}
 	return n < len ? 0 : -ENAMETOOLONG;
 }
