@@ -53,4 +53,9 @@ static inline void list_del_init(struct list_head *n)
 #define list_first_entry(h, type, member)				\
 	list_entry((h)->next, type, member)
 
+#define list_for_each_entry(pos, head, member)				\
+	for (pos = list_first_entry(head, __typeof__(*pos), member);	\
+	     &pos->member != (head);					\
+	     pos = list_entry(pos->member.next, __typeof__(*pos), member))
+
 #endif /* KCOPYD_COMMON_LIST_H */

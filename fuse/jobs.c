@@ -7,7 +7,8 @@
  * ------------
  * Threads that enter here:
  *   - FUSE worker threads: kfs_table_submit (a control write),
- *     kfs_table_read (reading results) and kfs_table_counts (stats);
+ *     kfs_table_wait (`wait ID`), kfs_table_read (reading results) and
+ *     kfs_table_counts (stats);
  *   - the engine's worker threads: job_progress, which touches only the
  *     job's atomic `done` counter and so takes no lock;
  *   - the engine's callback thread: job_finished;
@@ -16,8 +17,11 @@
  * handed to the engine with t->lock held, so the ids of one write are
  * consecutive and the queue bound is checked and taken at once; this is
  * safe because the engine calls back with none of its locks held, and the
- * lock order is always t->lock, then the engine's.  ops->changed and
- * ops->finished are called with no table lock held.
+ * lock order is always t->lock, then the engine's.  ops->hold runs with
+ * t->lock held (a job takes its devices before the engine sees it);
+ * ops->unhold, ops->ended, ops->finished and ops->changed run with no
+ * table lock held, in that order when a job ends, so a writer answered
+ * for a job finds its devices free.
  */
 #include <config.h>
 
@@ -47,6 +51,11 @@ static const char *const state_names[] = {
 	[JOB_FAILED] = "failed",
 };
 
+struct job_wait {
+	struct job_wait *next;
+	void *waiter;
+};
+
 struct kfs_job {
 	struct kfs_table *t;
 	struct list_head link;		/* on t->jobs, in id order (lock) */
@@ -58,6 +67,13 @@ struct kfs_job {
 	uint64_t sectors;
 	struct timespec queued_at;
 	void *waiter;
+	/* Held devices (see ops->hold): the destinations, then the source. */
+	int devs[1 + KFS_MAX_DESTS];
+	struct block_device *bdevs[1 + KFS_MAX_DESTS];
+	unsigned int ndevs;
+
+	/* More waiters, from `wait ID` (lock). */
+	struct job_wait *waits;
 
 	atomic_uint_fast64_t done;	/* sectors so far */
 	bool finished;			/* (lock) */
@@ -75,7 +91,6 @@ struct kfs_job {
 struct kfs_table {
 	pthread_mutex_t lock;
 	struct kcopyd_client *kc;
-	struct block_device **bdevs;
 	unsigned int keep;
 	unsigned int max_queue;
 	struct kfs_table_ops ops;
@@ -98,10 +113,7 @@ static void unlock(struct kfs_table *t)
 	pth(pthread_mutex_unlock(&t->lock));
 }
 
-#define for_each_job(j, t)						\
-	for (j = list_first_entry(&(t)->jobs, struct kfs_job, link);	\
-	     &j->link != &(t)->jobs;					\
-	     j = list_entry(j->link.next, struct kfs_job, link))
+#define for_each_job(j, t) list_for_each_entry(j, &(t)->jobs, link)
 
 static uint64_t usec_since(const struct timespec *a)
 {
@@ -114,8 +126,8 @@ static uint64_t usec_since(const struct timespec *a)
 	return us < 0 ? 0 : (uint64_t)us;
 }
 
-int kfs_table_create(struct kcopyd_client *kc, struct block_device **bdevs,
-		     unsigned int keep, unsigned int max_queue,
+int kfs_table_create(struct kcopyd_client *kc, unsigned int keep,
+		     unsigned int max_queue,
 		     const struct kfs_table_ops *ops, struct kfs_table **result)
 {
 	struct kfs_table *t = calloc(1, sizeof(*t));
@@ -124,7 +136,6 @@ int kfs_table_create(struct kcopyd_client *kc, struct block_device **bdevs,
 		return -ENOMEM;
 	pth(pthread_mutex_init(&t->lock, NULL));
 	t->kc = kc;
-	t->bdevs = bdevs;
 	t->keep = keep;
 	t->max_queue = max_queue;
 	t->ops = *ops;
@@ -191,13 +202,15 @@ static void job_progress(sector_t sectors, void *context)
 /* Engine callback thread: the job is over. */
 static int format_job(const struct kfs_job *j, char *buf, size_t len);
 
-/* Keep the final line of a job that just finished, if memory allows. */
-static void freeze_line(struct kfs_job *j)
+/*
+ * Keep the final line of a job that just finished, if memory allows; buf
+ * gets it too, for the ops->ended call.
+ */
+static void freeze_line(struct kfs_job *j, char *buf, size_t len)
 {
-	char buf[512];
-	int n = format_job(j, buf, sizeof(buf));
+	int n = format_job(j, buf, len);
 
-	if (n <= 0 || (size_t)n >= sizeof(buf))
+	if (n <= 0 || (size_t)n >= len)
 		return;
 	j->line = malloc((size_t)n);
 	if (j->line) {
@@ -206,19 +219,43 @@ static void freeze_line(struct kfs_job *j)
 	}
 }
 
+/* The errno behind a failure: the failed device's last error. */
+static int job_errno(const struct kfs_job *j, int read_err,
+		     unsigned int write_err)
+{
+	struct kcopyd_bdev_stats st;
+	unsigned int i = 0;
+
+	if (read_err)
+		i = j->ndevs - 1;
+	else
+		while (i + 1 < j->ndevs && !(write_err & (1u << i)))
+			i++;
+	kcopyd_bdev_get_stats2(j->bdevs[i], &st, sizeof(st));
+	return st.last_error ? st.last_error : EIO;
+}
+
 static void job_finished(int read_err, unsigned int write_err, void *context)
 {
 	struct kfs_job *j = context;
 	struct kfs_table *t = j->t;
 	void *waiter = j->waiter;
 	bool failed = read_err || write_err;
+	int devs[1 + KFS_MAX_DESTS];
+	unsigned int ndevs = j->ndevs;
+	struct job_wait *waits, *next;
+	char line[512] = "";
+	int err = failed ? job_errno(j, read_err, write_err) : 0;
 
+	memcpy(devs, j->devs, sizeof(devs));
 	lock(t);
 	j->finished = true;
 	j->read_err = read_err;
 	j->write_err = write_err;
 	j->usec = usec_since(&j->queued_at);
-	freeze_line(j);
+	freeze_line(j, line, sizeof(line));
+	waits = j->waits;
+	j->waits = NULL;
 	t->nr_unfinished--;
 	t->nr_finished++;
 	if (failed)
@@ -228,28 +265,87 @@ static void job_finished(int read_err, unsigned int write_err, void *context)
 	trim(t);	/* may free j */
 	unlock(t);
 
+	/* A sync writer or waiter finds its devices free to detach. */
+	for (unsigned int i = 0; i < ndevs; i++)
+		t->ops.unhold(t->ops.opaque, devs[i]);
+	t->ops.ended(failed, err, line, t->ops.opaque);
 	if (waiter)
 		t->ops.finished(waiter, failed, t->ops.opaque);
+	for (; waits; waits = next) {
+		next = waits->next;
+		t->ops.finished(waits->waiter, failed, t->ops.opaque);
+		free(waits);
+	}
 	t->ops.changed(t->ops.opaque);
+}
+
+/* Hold a device the command names (lock held). */
+static struct block_device *hold(struct kfs_table *t, struct kfs_job *j,
+				 int dev)
+{
+	j->devs[j->ndevs] = dev;
+	j->bdevs[j->ndevs] = t->ops.hold(t->ops.opaque, dev);
+	return j->bdevs[j->ndevs++];
+}
+
+static void unhold_all(struct kfs_table *t, struct kfs_job *j)
+{
+	for (unsigned int i = 0; i < j->ndevs; i++)
+		t->ops.unhold(t->ops.opaque, j->devs[i]);
+	j->ndevs = 0;
+}
+
+/* The engine's regions and flags of a command. */
+static void cmd_regions(struct block_device *const *bdevs,
+			const struct kfs_cmd *c, struct io_region *src,
+			struct io_region *dests, unsigned int *flags)
+{
+	for (unsigned int i = 0; i < c->num_dests; i++) {
+		dests[i].bdev = bdevs[c->dests[i].dev];
+		dests[i].sector = c->dests[i].sector;
+		dests[i].count = c->dests[i].count;
+	}
+	*flags = 0;
+	if (c->flags & KFS_IGNORE_ERRORS)
+		*flags |= KCOPYD_IGNORE_ERROR;
+	if (c->flags & KFS_WRITE_SEQ)
+		*flags |= KCOPYD_WRITE_SEQ;
+	if (c->op == KFS_OP_COPY) {
+		src->bdev = bdevs[c->src.dev];
+		src->sector = c->src.sector;
+		src->count = c->src.count;
+	}
+}
+
+int kfs_cmd_check(struct block_device *const *bdevs, const struct kfs_cmd *c,
+		  int *culprit)
+{
+	struct io_region src, dests[KFS_MAX_DESTS];
+	unsigned int flags;
+
+	cmd_regions(bdevs, c, &src, dests, &flags);
+	return kcopyd_check_copy(c->op == KFS_OP_COPY ? &src : NULL,
+				 c->num_dests, dests, flags, culprit);
 }
 
 static int submit_one(struct kfs_table *t, const struct kfs_cmd *c,
 		      struct kfs_job *j)
 {
 	struct io_region src, dests[KFS_MAX_DESTS];
-	unsigned int flags = 0;
+	unsigned int flags;
 
 	for (unsigned int i = 0; i < c->num_dests; i++) {
-		dests[i].bdev = t->bdevs[c->dests[i].dev];
+		dests[i].bdev = hold(t, j, c->dests[i].dev);
 		dests[i].sector = c->dests[i].sector;
 		dests[i].count = c->dests[i].count;
 	}
+	flags = 0;
 	if (c->flags & KFS_IGNORE_ERRORS)
 		flags |= KCOPYD_IGNORE_ERROR;
 	if (c->flags & KFS_WRITE_SEQ)
 		flags |= KCOPYD_WRITE_SEQ;
 	if (c->op == KFS_OP_COPY) {
-		src.bdev = t->bdevs[c->src.dev];
+		src.bdev = hold(t, j, c->src.dev);
 		src.sector = c->src.sector;
 		src.count = c->src.count;
 	}
@@ -305,6 +401,7 @@ int kfs_table_submit(struct kfs_table *t, const struct kfs_cmd *cmds,
 		t->nr_unfinished++;
 		r = submit_one(t, &cmds[i], j);
 		if (r) {
+			unhold_all(t, j);
 			list_del_init(&j->link);
 			t->nr_unfinished--;
 			free(j);
@@ -317,6 +414,35 @@ int kfs_table_submit(struct kfs_table *t, const struct kfs_cmd *cmds,
 	unlock(t);
 	if (*queued)
 		t->ops.changed(t->ops.opaque);
+	return r;
+}
+
+int kfs_table_wait(struct kfs_table *t, uint64_t id, void *waiter)
+{
+	struct job_wait *w = malloc(sizeof(*w));
+	struct kfs_job *j;
+	int r;
+
+	if (!w)
+		return -ENOMEM;
+	lock(t);
+	r = !id || id >= t->next_id ? -ENOENT : -ESRCH;
+	for_each_job(j, t) {
+		if (j->id != id)
+			continue;
+		if (j->finished) {
+			r = j->read_err || j->write_err ? 2 : 1;
+		} else {
+			w->waiter = waiter;
+			w->next = j->waits;
+			j->waits = w;
+			w = NULL;
+			r = 0;
+		}
+		break;
+	}
+	unlock(t);
+	free(w);
 	return r;
 }
 

@@ -27,6 +27,21 @@ struct kfs_table_ops {
 	 * had an error.  Called on the engine's callback thread, no lock held.
 	 */
 	void (*finished)(void *waiter, bool failed, void *opaque);
+	/*
+	 * A job has finished: its final results line (no newline) and, if
+	 * it failed, the errno of the failed device's last error.  Called on
+	 * the engine's callback thread, no lock held, before its waiters'
+	 * finished calls.
+	 */
+	void (*ended)(bool failed, int err, const char *line, void *opaque);
+	/*
+	 * The engine's handle of device index dev, held while a job that
+	 * names it is queued or running (called with the table's lock
+	 * held); unhold ends the hold, on the engine's callback thread with
+	 * no table lock held, before the job's waiters are called.
+	 */
+	struct block_device *(*hold)(void *opaque, int dev);
+	void (*unhold)(void *opaque, int dev);
 	void *opaque;
 };
 
@@ -39,16 +54,24 @@ struct kfs_counts {
 };
 
 /*
- * Create a table for the engine client kc.  bdevs[i] is the device that
- * index i of a parsed command means.  keep bounds the finished jobs kept
+ * Create a table for the engine client kc; ops->hold says which device an
+ * index of a parsed command means.  keep bounds the finished jobs kept
  * (oldest dropped first); max_queue bounds the unfinished ones.
  * Returns 0 or -ENOMEM.
  */
-int kfs_table_create(struct kcopyd_client *kc, struct block_device **bdevs,
-		     unsigned int keep, unsigned int max_queue,
+int kfs_table_create(struct kcopyd_client *kc, unsigned int keep,
+		     unsigned int max_queue,
 		     const struct kfs_table_ops *ops,
 		     struct kfs_table **result);
 void kfs_table_free(struct kfs_table *t);
+
+/*
+ * What the engine would refuse of a command, on these devices (indexed as
+ * the command's regions): 0 or a negative errno, *culprit as
+ * kcopyd_check_copy(3).  Any thread.
+ */
+int kfs_cmd_check(struct block_device *const *bdevs, const struct kfs_cmd *c,
+		  int *culprit);
 
 /*
  * Queue cmds[0..n) as one batch: either there is room for all of them or
@@ -60,6 +83,14 @@ void kfs_table_free(struct kfs_table *t);
 int kfs_table_submit(struct kfs_table *t, const struct kfs_cmd *cmds,
 		     unsigned int n, void *waiter, uint64_t *ids,
 		     unsigned int *queued);
+
+/*
+ * Call ops->finished(waiter) when job id ends.  Returns 0 when it will,
+ * 1 when the job has already ended without an error, 2 when with one,
+ * -ENOENT for an id never given, -ESRCH for a job finished and no longer
+ * kept, -ENOMEM.
+ */
+int kfs_table_wait(struct kfs_table *t, uint64_t id, void *waiter);
 
 /*
  * A reader's place in MNT/results, as a seq_file's: the job whose line

@@ -9,24 +9,45 @@
  *     None of them ever blocks on a job: a `sync` write keeps its request
  *     in a struct waiter and returns; the answer comes later.
  *   - the engine's callback thread: kfs_sync_finished answers a waiting
- *     write; kfs_changed bumps the change count.
- *   - the engine's worker threads: kfs_changed (first progress of a job).
- *   - the notifier thread: sends poll notifications.  It is the only
- *     thread that notifies, so no FUSE request handler ever writes a
+ *     write (or `wait ID`); kfs_job_ended logs a job and appends it to
+ *     MNT/finished; kfs_changed.
+ *   - the engine's worker threads: kfs_changed (first progress of a job),
+ *     which takes no lock: an atomic count and a semaphore post.
+ *   - the notifier thread: sends poll notifications, and drops the
+ *     kernel's entries of detached devices.  It is the only thread that
+ *     notifies, so no FUSE request handler ever writes a
  *     notification, and stopping it before the session is destroyed
  *     guarantees none is sent afterwards.
- * Locks: fs->plock protects the change count and the list of poll
- * handles; control_fh.lock protects one control handle's read-back;
- * waiter.lock protects one sync write.  None is held while calling into
- * libfuse, except that fuse_reply_err() on an interrupted request runs in
- * libfuse's interrupt callback, which holds the request's lock: so the
- * waiter lock is never held while calling fuse_req_interrupt_func().
+ *   - the stopper thread: after a stop signal, waits for the sync jobs,
+ *     then ends the session loop.
+ *   - the main thread: signal handlers, and teardown after the loop.
+ * Locks, outermost first:
+ *   control_fh.wlock: one control handle's unfinished line and its
+ *     record of the last sync write; held while a write is parsed and
+ *     queued (the job table's lock nests inside), never in a libfuse
+ *     call.
+ *   fs->dlock (devices.c): the set of devices; read-held from the parse
+ *     of a write to its queueing, and by lookups; write-held by attach,
+ *     detach and the freeing of a device.  Never in a libfuse call.
+ *   fs->reply_lock: the list of sync waiters and the stop flags; held
+ *     while a sync write is answered (fuse_reply_write/_err and clearing
+ *     its interrupt callback), so no answer races with the session's end.
+ *   waiter.lock: one sync write's counts and request.
+ * and, each alone and never in a libfuse call: fs->plock (the poll
+ * handles waiting; the notifier takes them, then notifies without it),
+ * control_fh.lock (a read-back), kfs_poller.lock (a status handle's place
+ * or text; MNT/finished's lock nests inside), fs->hlock (the list of open
+ * handles).
+ * libfuse runs the interrupt callback (waiter_interrupted, which answers
+ * EINTR) with the request's lock held; it takes only waiter.lock, which
+ * is therefore never held while calling fuse_req_interrupt_func().
  */
 #include <config.h>
 
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <semaphore.h>
 #include <stdatomic.h>
 #include <stdarg.h>
@@ -45,7 +66,8 @@ enum {
 	INO_CONTROL,
 	INO_RESULTS,
 	INO_STATS,
-	INO_DEV0 = 16,		/* dev/NAME is INO_DEV0 + its index */
+	INO_FINISHED,
+	INO_DEV0 = KFS_INO_DEV0,	/* dev/NAME, one number per attach */
 };
 
 /* Attributes never change but sizes of status files: 1 s is plenty. */
@@ -73,16 +95,26 @@ void kfs_log(const struct kfs *fs, int prio, const char *fmt, ...)
 
 /* --- Inodes and attributes ------------------------------------------------ */
 
+/*
+ * The device of an inode, attached or not.  Its open files hold it, so
+ * a request on an open file may go on using it after the lock is gone.
+ */
 static struct kfs_dev *dev_of(struct kfs *fs, fuse_ino_t ino)
 {
-	if (ino < INO_DEV0 || ino - INO_DEV0 >= fs->ndevs)
+	struct kfs_dev *d;
+
+	if (ino < INO_DEV0)
 		return NULL;
-	return &fs->devs[ino - INO_DEV0];
+	pth(pthread_rwlock_rdlock(&fs->dlock));
+	d = kfs_dev_by_ino(fs, ino);
+	pth(pthread_rwlock_unlock(&fs->dlock));
+	return d;
 }
 
 static int fill_attr(struct kfs *fs, fuse_ino_t ino, struct stat *st)
 {
 	struct kfs_dev *d;
+	uint64_t alloc;
 
 	memset(st, 0, sizeof(*st));
 	st->st_ino = ino;
@@ -110,14 +142,32 @@ static int fill_attr(struct kfs *fs, fuse_ino_t ino, struct stat *st)
 	case INO_STATS:
 		st->st_mode = S_IFREG | 0444;
 		return 0;
+	case INO_FINISHED:
+		/* It only grows: the size is what `tail -f` watches. */
+		st->st_mode = S_IFREG | 0444;
+		st->st_size = (off_t)kfs_finished_size(fs->finished);
+		return 0;
 	}
-	d = dev_of(fs, ino);
-	if (!d)
-		return -ENOENT;
-	st->st_mode = S_IFREG | fs->dev_mode;
-	st->st_size = (off_t)d->size;
-	st->st_blocks = (blkcnt_t)(d->size / 512);
-	return 0;
+	pth(pthread_rwlock_rdlock(&fs->dlock));
+	d = kfs_dev_by_ino(fs, ino);
+	if (d) {
+		st->st_mode = S_IFREG | fs->dev_mode;
+		if (kcopyd_bdev_is_read_only(d->bdev))
+			st->st_mode &= ~(mode_t)0222;
+		st->st_size = (off_t)d->size;
+		/* The image's allocation, so du and cp --sparse see holes. */
+		if (kcopyd_bdev_allocated(d->bdev, &alloc) || alloc > d->size)
+			alloc = d->size;
+		st->st_blocks = (blkcnt_t)(alloc / 512);
+	}
+	pth(pthread_rwlock_unlock(&fs->dlock));
+	return d ? 0 : -ENOENT;
+}
+
+/* finished's size changes with every job: never cached. */
+static double attr_timeout(fuse_ino_t ino)
+{
+	return ino == INO_FINISHED ? 0 : ATTR_TIMEOUT;
 }
 
 static void reply_attr(fuse_req_t req, fuse_ino_t ino)
@@ -128,7 +178,7 @@ static void reply_attr(fuse_req_t req, fuse_ino_t ino)
 	if (r)
 		fuse_reply_err(req, -r);
 	else
-		fuse_reply_attr(req, &st, ATTR_TIMEOUT);
+		fuse_reply_attr(req, &st, attr_timeout(ino));
 }
 
 static fuse_ino_t child_ino(struct kfs *fs, fuse_ino_t parent,
@@ -143,10 +193,18 @@ static fuse_ino_t child_ino(struct kfs *fs, fuse_ino_t parent,
 			return INO_RESULTS;
 		if (!strcmp(name, "stats"))
 			return INO_STATS;
+		if (!strcmp(name, "finished"))
+			return INO_FINISHED;
 	} else if (parent == INO_DEVDIR) {
-		for (unsigned int i = 0; i < fs->ndevs; i++)
-			if (!strcmp(name, fs->devs[i].name))
-				return INO_DEV0 + i;
+		fuse_ino_t ino = 0;
+		int slot;
+
+		pth(pthread_rwlock_rdlock(&fs->dlock));
+		slot = kfs_dev_find(fs, name, strlen(name));
+		if (slot >= 0)
+			ino = fs->devs[slot]->ino;
+		pth(pthread_rwlock_unlock(&fs->dlock));
+		return ino;
 	}
 	return 0;
 }
@@ -163,9 +221,13 @@ static void kfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	}
 	memset(&e, 0, sizeof(e));
 	e.ino = ino;
-	e.attr_timeout = ATTR_TIMEOUT;
+	e.attr_timeout = attr_timeout(ino);
 	e.entry_timeout = ATTR_TIMEOUT;
-	fill_attr(fs, ino, &e.attr);
+	/* Detached since child_ino()? */
+	if (fill_attr(fs, ino, &e.attr)) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
 	fuse_reply_entry(req, &e);
 }
 
@@ -191,7 +253,8 @@ static void kfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 		return;
 	}
 	if (to_set & FUSE_SET_ATTR_SIZE) {
-		if (ino == INO_RESULTS || ino == INO_STATS) {
+		if (ino == INO_RESULTS || ino == INO_STATS ||
+		    ino == INO_FINISHED) {
 			fuse_reply_err(req, EACCES);
 			return;
 		}
@@ -232,7 +295,7 @@ static void kfs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
 	} root[] = {
 		{ ".", INO_ROOT }, { "..", INO_ROOT }, { "dev", INO_DEVDIR },
 		{ "control", INO_CONTROL }, { "results", INO_RESULTS },
-		{ "stats", INO_STATS },
+		{ "stats", INO_STATS }, { "finished", INO_FINISHED },
 	};
 	struct kfs *fs = fs_of(req);
 	size_t used = 0, n;
@@ -247,9 +310,13 @@ static void kfs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
+	/* A device's offset is its slot's: attach and detach move none. */
+	pth(pthread_rwlock_rdlock(&fs->dlock));
 	n = ino == INO_ROOT ? sizeof(root) / sizeof(root[0]) : fs->ndevs + 2;
 	for (size_t i = (size_t)off; i < n && used <= size; i++) {
 		size_t before = used;
+		struct kfs_dev *d = ino == INO_DEVDIR && i >= 2 ?
+				    fs->devs[i - 2] : NULL;
 
 		if (ino == INO_ROOT)
 			add_entry(req, buf, size, &used, root[i].name,
@@ -257,14 +324,15 @@ static void kfs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
 		else if (i < 2)
 			add_entry(req, buf, size, &used, i ? ".." : ".",
 				  i ? INO_ROOT : INO_DEVDIR, (off_t)i + 1);
-		else
-			add_entry(req, buf, size, &used, fs->devs[i - 2].name,
-				  INO_DEV0 + i - 2, (off_t)i + 1);
+		else if (d && d->attached)
+			add_entry(req, buf, size, &used, d->name, d->ino,
+				  (off_t)i + 1);
 		if (used > size) {
 			used = before;
 			break;
 		}
 	}
+	pth(pthread_rwlock_unlock(&fs->dlock));
 	fuse_reply_buf(req, buf, used);
 	free(buf);
 }
@@ -314,6 +382,7 @@ struct kfs_poller {
 	fuse_ino_t ino;
 	pthread_mutex_t lock;
 	struct kfs_results_pos pos;	/* results (lock) */
+	struct kfs_finished_pos fpos;	/* finished (lock) */
 	char *buf;			/* stats (lock) */
 	size_t len;			/* stats (lock) */
 	uint64_t gen;			/* changes seen at the last read at 0 */
@@ -326,12 +395,16 @@ static int render_stats(struct kfs *fs, char **buf, size_t *len)
 {
 	struct kcopyd_stats ks;
 	struct kfs_counts c;
-	size_t cap = 512 + (size_t)fs->ndevs * (11 * (KFS_MAX_NAME + 64));
-	char *out = malloc(cap);
-	size_t n = 0;
+	size_t cap, n = 0;
+	char *out;
 
-	if (!out)
+	pth(pthread_rwlock_rdlock(&fs->dlock));
+	cap = 512 + (size_t)fs->ndevs * (11 * (KFS_MAX_NAME + 64));
+	out = malloc(cap);
+	if (!out) {
+		pth(pthread_rwlock_unlock(&fs->dlock));
 		return -ENOMEM;
+	}
 	kfs_table_counts(fs->table, &c);
 	kcopyd_client_get_stats(fs->kc, &ks);
 	n += (size_t)snprintf(out + n, cap - n,
@@ -344,9 +417,11 @@ static int render_stats(struct kfs *fs, char **buf, size_t *len)
 		(unsigned long long)ks.bytes_read,
 		(unsigned long long)ks.bytes_written);
 	for (unsigned int i = 0; i < fs->ndevs; i++) {
-		struct kfs_dev *d = &fs->devs[i];
+		struct kfs_dev *d = fs->devs[i];
 		struct kcopyd_bdev_stats bs;
 
+		if (!d || !d->attached)
+			continue;
 		kcopyd_bdev_get_stats(d->bdev, &bs);
 		n += (size_t)snprintf(out + n, cap - n,
 			"dev.%s.reads=%llu\ndev.%s.writes=%llu\n"
@@ -378,6 +453,7 @@ static int render_stats(struct kfs *fs, char **buf, size_t *len)
 				atomic_load(&d->bytes_written),
 			d->name, (unsigned long long)atomic_load(&d->errors));
 	}
+	pth(pthread_rwlock_unlock(&fs->dlock));
 	*buf = out;
 	*len = n;
 	return 0;
@@ -480,6 +556,30 @@ static void read_results(fuse_req_t req, struct kfs_poller *p, size_t size,
 		start_pass(fs, p);
 	pth(pthread_mutex_lock(&p->lock));
 	n = kfs_table_read(fs->table, &p->pos, (uint64_t)off, buf, size);
+	pth(pthread_mutex_unlock(&p->lock));
+	fuse_reply_buf(req, buf, n);
+	free(buf);
+}
+
+static void read_finished(fuse_req_t req, struct kfs_poller *p, size_t size,
+			  off_t off)
+{
+	struct kfs *fs = fs_of(req);
+	char *buf;
+	size_t n;
+
+	if (off < 0) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	buf = malloc(size ? size : 1);
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	pth(pthread_mutex_lock(&p->lock));
+	n = kfs_finished_read(fs->finished, &p->fpos, (uint64_t)off, buf,
+			      size);
 	pth(pthread_mutex_unlock(&p->lock));
 	fuse_reply_buf(req, buf, n);
 	free(buf);
@@ -600,6 +700,64 @@ static void notify_pollers(struct kfs *fs)
 	} while (n == NOTIFY_BATCH);
 }
 
+struct forget {
+	struct list_head link;		/* on fs->forget (plock) */
+	char name[KFS_MAX_NAME + 1];
+};
+
+void kfs_forget_name(struct kfs *fs, const char *name)
+{
+	struct forget *f = calloc(1, sizeof(*f));
+
+	/* Without it the kernel forgets the name within ATTR_TIMEOUT. */
+	if (!f)
+		return;
+	snprintf(f->name, sizeof(f->name), "%s", name);
+	pth(pthread_mutex_lock(&fs->plock));
+	list_add_tail(&f->link, &fs->forget);
+	pth(pthread_mutex_unlock(&fs->plock));
+	if (!atomic_exchange(&fs->kicked, true))
+		pth(sem_post(&fs->kick) ? errno : 0);
+}
+
+/*
+ * Drop the kernel's entries of detached devices.  Never from a request
+ * handler: the kernel takes dev/'s lock, which a lookup waiting for a
+ * busy daemon may hold.
+ */
+static void forget_names(struct kfs *fs, bool send)
+{
+	struct forget *f;
+
+	for (;;) {
+		pth(pthread_mutex_lock(&fs->plock));
+		f = list_empty(&fs->forget) ? NULL :
+		    list_first_entry(&fs->forget, struct forget, link);
+		if (f)
+			list_del_init(&f->link);
+		pth(pthread_mutex_unlock(&fs->plock));
+		if (!f)
+			return;
+		if (send)
+			fuse_lowlevel_notify_inval_entry(fs->se, INO_DEVDIR,
+							 f->name,
+							 strlen(f->name));
+		free(f);
+	}
+}
+
+void kfs_job_ended(bool failed, int err, const char *line, void *opaque)
+{
+	struct kfs *fs = opaque;
+
+	kfs_finished_add(fs->finished, line);
+	if (failed)
+		kfs_log(fs, LOG_ERR, "job failed: %s (errno %d: %s)", line,
+			err, strerror(err));
+	else if (fs->verbose)
+		kfs_log(fs, LOG_INFO, "job done: %s", line);
+}
+
 static void *notifier_main(void *arg)
 {
 	struct kfs *fs = arg;
@@ -611,6 +769,7 @@ static void *notifier_main(void *arg)
 		atomic_store(&fs->kicked, false);
 		if (atomic_load(&fs->notifier_quit))
 			break;
+		forget_names(fs, true);
 		notify_pollers(fs);
 	}
 	return NULL;
@@ -636,6 +795,7 @@ void kfs_notifier_stop(struct kfs *fs)
 	pth(sem_post(&fs->kick) ? errno : 0);
 	pth(pthread_join(fs->notifier, NULL));
 	fs->notifier_running = false;
+	forget_names(fs, false);
 
 	/* Handles still waiting are dropped without a notification. */
 	pth(pthread_mutex_lock(&fs->plock));
@@ -649,12 +809,38 @@ void kfs_notifier_stop(struct kfs *fs)
 
 /* --- Device files --------------------------------------------------------- */
 
-static void open_dev(fuse_req_t req, struct kfs_dev *d,
+/* An open file holds its device: a detach leaves it readable. */
+static void open_dev(fuse_req_t req, fuse_ino_t ino,
 		     struct fuse_file_info *fi)
 {
-	/* The kernel's I/O on the image itself shares the image's cache. */
-	if (kfs_pt_open(req, fs_of(req), d, fi))
+	struct kfs *fs = fs_of(req);
+	struct kfs_dev *d;
+
+	pth(pthread_rwlock_rdlock(&fs->dlock));
+	d = kfs_dev_by_ino(fs, ino);
+	if (d && d->attached)
+		kfs_dev_get(d);
+	else
+		d = NULL;
+	pth(pthread_rwlock_unlock(&fs->dlock));
+	if (!d) {
+		fuse_reply_err(req, ENOENT);
 		return;
+	}
+	if ((fi->flags & O_ACCMODE) != O_RDONLY &&
+	    kcopyd_bdev_is_read_only(d->bdev)) {
+		kfs_dev_put(fs, d);
+		fuse_reply_err(req, EROFS);
+		return;
+	}
+	/* The kernel's I/O on the image itself shares the image's cache. */
+	fi->fh = 0;
+	if (kfs_pt_open(req, fs, d, fi)) {
+		/* Refused: no release will come. */
+		if (fi->fh != KFS_FH_PASSTHROUGH)
+			kfs_dev_put(fs, d);
+		return;
+	}
 	/*
 	 * Direct I/O: the engine writes the images behind the kernel's
 	 * back, so a page cache here could serve stale data, or write
@@ -663,7 +849,8 @@ static void open_dev(fuse_req_t req, struct kfs_dev *d,
 	fi->fh = 0;
 	fi->direct_io = 1;
 	fi->keep_cache = 0;
-	fuse_reply_open(req, fi);
+	if (fuse_reply_open(req, fi) == -ENOENT)
+		kfs_dev_put(fs, d);
 }
 
 static void read_dev(fuse_req_t req, struct kfs_dev *d, size_t size,
@@ -719,6 +906,87 @@ static void write_dev(fuse_req_t req, struct kfs_dev *d, const char *buf,
 	fuse_reply_write(req, size);
 }
 
+/*
+ * SEEK_DATA and SEEK_HOLE from the image's allocation, as lseek(2) on the
+ * image would answer (the end of the device is a hole).
+ */
+static void lseek_dev(fuse_req_t req, struct kfs_dev *d, off_t off,
+		      int whence)
+{
+	uint64_t at = (uint64_t)off, count;
+	unsigned int type;
+	int r;
+
+	if (whence != SEEK_DATA && whence != SEEK_HOLE) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	if (off < 0 || at >= d->size) {
+		fuse_reply_err(req, ENXIO);
+		return;
+	}
+	while (at < d->size) {
+		r = kcopyd_bdev_extent(d->bdev, at, d->size - at, &type,
+				       &count);
+		if (r) {
+			fuse_reply_err(req, -r);
+			return;
+		}
+		if ((type == KCOPYD_EXTENT_HOLE) == (whence == SEEK_HOLE))
+			break;
+		at += count;
+	}
+	if (at >= d->size && whence == SEEK_DATA) {
+		fuse_reply_err(req, ENXIO);
+		return;
+	}
+	fuse_reply_lseek(req, (off_t)(at < d->size ? at : d->size));
+}
+
+/*
+ * fallocate(2) on a device file: punch a hole or zero a range (through
+ * the engine's zeroing, with its fault rules); the size never changes.
+ */
+static void fallocate_dev(fuse_req_t req, struct kfs_dev *d, int mode,
+			  off_t off, off_t len)
+{
+	uint64_t at = (uint64_t)off, n = (uint64_t)len;
+	int r;
+
+	if (off < 0 || len <= 0) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	if (mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE |
+		     FALLOC_FL_ZERO_RANGE)) {
+		fuse_reply_err(req, EOPNOTSUPP);
+		return;
+	}
+	if (kcopyd_bdev_is_read_only(d->bdev)) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
+	/* As a block device: the end cannot move. */
+	if (at >= d->size || n > d->size - at) {
+		if (!(mode & FALLOC_FL_KEEP_SIZE)) {
+			fuse_reply_err(req, ENOSPC);
+			return;
+		}
+		n = at >= d->size ? 0 : d->size - at;
+	}
+	if (!(mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) || !n) {
+		/* Preallocation: a device has every byte already. */
+		fuse_reply_err(req, 0);
+		return;
+	}
+	r = kcopyd_bdev_zero(d->bdev, at, n,
+			     mode & FALLOC_FL_PUNCH_HOLE ? 0 :
+							   KCOPYD_ALLOCATED);
+	if (r)
+		atomic_fetch_add(&d->errors, 1);
+	fuse_reply_err(req, -r);
+}
+
 /* --- The control file ----------------------------------------------------- */
 
 /*
@@ -737,31 +1005,50 @@ struct control_fh {
 	pthread_mutex_t wlock;
 	char partial[KFS_MAX_LINE];
 	size_t plen;
+	/* The last sync write, to know its retry (wlock). */
+	struct waiter *rec;
+	char *rec_buf;
+	size_t rec_size;
+	off_t rec_off;
 };
 
-/* A write with `sync` commands, answered when they have all finished. */
+/*
+ * A write with `sync` commands.  Its jobs outlive the request that queued
+ * them: a signal ends the request with EINTR, and since EINTR tells the
+ * caller that nothing happened, the caller (dash, Python) writes the same
+ * bytes again.  The handle keeps the waiter as its record of the write, so
+ * that retry waits for the same jobs instead of queueing them twice.
+ */
 struct waiter {
-	struct waiter *prev, *next;	/* on fs->waiters (reply_lock) */
-	pthread_mutex_t lock;
+	struct list_head link;	/* on fs->waiters while jobs run (reply_lock) */
 	struct kfs *fs;
-	fuse_req_t req;
-	size_t size;
-	/* Sync jobs not finished, plus one for the submitter (lock). */
+	pthread_mutex_t lock;
+	fuse_req_t req;		/* the write waiting for the outcome (lock) */
+	size_t size;		/* what a success answers */
+	/*
+	 * Sync jobs not finished, plus one for each thread setting up a
+	 * request's interrupt callback, which must not meet the answer
+	 * (lock).
+	 */
 	unsigned int pending;
+	/* One while pending, one for the handle's record (lock). */
+	unsigned int refs;
 	bool failed;		/* (lock) */
-	bool answered;		/* someone has taken the reply (lock) */
+	bool interrupted;	/* answered EINTR; a retry may follow (lock) */
 };
 
 static void set_reply(struct control_fh *c, char *text, size_t len,
 		      uint64_t base)
 {
-	pthread_mutex_lock(&c->lock);
+	pth(pthread_mutex_lock(&c->lock));
 	free(c->reply);
 	c->reply = text;
 	c->len = len;
 	c->base = base;
-	pthread_mutex_unlock(&c->lock);
+	pth(pthread_mutex_unlock(&c->lock));
 }
+
+static void drop_record(struct control_fh *c);
 
 static void release_control(struct kfs *fs, struct control_fh *c)
 {
@@ -771,8 +1058,9 @@ static void release_control(struct kfs *fs, struct control_fh *c)
 		kfs_log(fs, LOG_WARNING, "control: closed with an unfinished "
 			"line of %zu bytes (no newline); it was discarded",
 			c->plen);
+	drop_record(c);
 	pth(pthread_mutex_destroy(&c->wlock));
-	pthread_mutex_destroy(&c->lock);
+	pth(pthread_mutex_destroy(&c->lock));
 	free(c->reply);
 	free(c);
 }
@@ -798,7 +1086,7 @@ static void open_control(fuse_req_t req, struct fuse_file_info *fi)
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	pthread_mutex_init(&c->lock, NULL);
+	pth(pthread_mutex_init(&c->lock, NULL));
 	pth(pthread_mutex_init(&c->wlock, NULL));
 	fi->fh = (uint64_t)(uintptr_t)c;
 	fi->direct_io = 1;
@@ -838,16 +1126,25 @@ static int find_dev(const struct kfs_devlookup *dl, const char *name,
 		    size_t len, uint64_t *sectors)
 {
 	const struct kfs *fs = dl->opaque;
+	int slot = kfs_dev_find(fs, name, len);	/* dlock held */
 
-	for (unsigned int i = 0; i < fs->ndevs; i++) {
-		const struct kfs_dev *d = &fs->devs[i];
+	if (slot >= 0)
+		*sectors = kcopyd_bdev_sectors(fs->devs[slot]->bdev);
+	return slot;
+}
 
-		if (strlen(d->name) == len && !memcmp(d->name, name, len)) {
-			*sectors = kcopyd_bdev_sectors(d->bdev);
-			return (int)i;
-		}
-	}
-	return -ENOENT;
+static int check_cmd(const struct kfs_devlookup *dl, const struct kfs_cmd *c,
+		     int *culprit)
+{
+	const struct kfs *fs = dl->opaque;
+	/* Indexed as the command's regions; dlock held: the slots stay. */
+	struct block_device *bdevs[KFS_MAX_DEVS];
+
+	for (unsigned int i = 0; i < c->num_dests; i++)
+		bdevs[c->dests[i].dev] = fs->devs[c->dests[i].dev]->bdev;
+	if (c->op == KFS_OP_COPY)
+		bdevs[c->src.dev] = fs->devs[c->src.dev]->bdev;
+	return kfs_cmd_check(bdevs, c, culprit);
 }
 
 /* A failed write: the read-back line, the log line, the errno. */
@@ -893,67 +1190,73 @@ static unsigned int count_lines(const char *buf, size_t size)
 	return n;
 }
 
+static bool kfs_is_stopping(struct kfs *fs)
+{
+	bool stopping;
+
+	pth(pthread_mutex_lock(&fs->reply_lock));
+	stopping = fs->stopping;
+	pth(pthread_mutex_unlock(&fs->reply_lock));
+	return stopping;
+}
+
+static void waiter_unref(struct waiter *w)
+{
+	bool last;
+
+	pth(pthread_mutex_lock(&w->lock));
+	last = --w->refs == 0;
+	pth(pthread_mutex_unlock(&w->lock));
+	if (!last)
+		return;
+	pth(pthread_mutex_destroy(&w->lock));
+	free(w);
+}
+
+static void answer_outcome(fuse_req_t req, bool failed, size_t size)
+{
+	if (failed)
+		fuse_reply_err(req, EIO);
+	else
+		fuse_reply_write(req, size);
+}
+
 /*
- * Drop one reference on a sync write; the last one answers it, unless an
- * interrupt already did.  Before answering, clear the interrupt callback:
- * that waits for a callback running right now, and no other can start.
+ * One pending count less: a sync job finished (failed says how), or a
+ * thread finished setting up a request.  The last one answers the request
+ * waiting, if any: first clearing its interrupt callback, which waits for
+ * a callback running right now, and no other can start.  Replies go out
+ * under reply_lock, so that none is sent once the session is over.
  */
 static void waiter_put(struct waiter *w, bool failed)
 {
 	struct kfs *fs = w->fs;
-	bool reply = false, last;
+	fuse_req_t req = NULL;
+	bool last;
 
-	/* reply_lock first: kfs_session_over() must see a reply through. */
-	pthread_mutex_lock(&fs->reply_lock);
-	pthread_mutex_lock(&w->lock);
+	pth(pthread_mutex_lock(&fs->reply_lock));
+	pth(pthread_mutex_lock(&w->lock));
 	w->failed |= failed;
 	last = --w->pending == 0;
-	if (last && !w->answered) {
-		w->answered = true;
-		reply = true;
+	if (last) {
+		req = w->req;
+		w->req = NULL;
 	}
-	pthread_mutex_unlock(&w->lock);
-	if (reply && !fs->session_over) {
-		fuse_req_interrupt_func(w->req, NULL, NULL);
-		if (w->failed)
-			fuse_reply_err(w->req, EIO);
-		else
-			fuse_reply_write(w->req, w->size);
+	failed = w->failed;
+	pth(pthread_mutex_unlock(&w->lock));
+	if (req && !fs->session_over) {
+		fuse_req_interrupt_func(req, NULL, NULL);
+		answer_outcome(req, failed, w->size);
 	}
 	if (last) {
-		if (w->prev)
-			w->prev->next = w->next;
-		else
-			fs->waiters = w->next;
-		if (w->next)
-			w->next->prev = w->prev;
+		list_del_init(&w->link);
+		/* The stopper waits for the last sync job. */
+		if (fs->stopping)
+			pth(pthread_cond_signal(&fs->stop_cond));
 	}
-	pthread_mutex_unlock(&fs->reply_lock);
-	if (!last)
-		return;
-	pthread_mutex_destroy(&w->lock);
-	free(w);
-}
-
-void kfs_session_over(struct kfs *fs)
-{
-	struct waiter *w;
-
-	pthread_mutex_lock(&fs->reply_lock);
-	for (w = fs->waiters; w; w = w->next) {
-		bool reply;
-
-		pthread_mutex_lock(&w->lock);
-		reply = !w->answered;
-		w->answered = true;
-		pthread_mutex_unlock(&w->lock);
-		if (reply) {
-			fuse_req_interrupt_func(w->req, NULL, NULL);
-			fuse_reply_err(w->req, EINTR);
-		}
-	}
-	fs->session_over = true;
-	pthread_mutex_unlock(&fs->reply_lock);
+	pth(pthread_mutex_unlock(&fs->reply_lock));
+	if (last)
+		waiter_unref(w);
 }
 
 void kfs_sync_finished(void *waiter, bool failed, void *opaque)
@@ -961,47 +1264,72 @@ void kfs_sync_finished(void *waiter, bool failed, void *opaque)
 	waiter_put(waiter, failed);
 }
 
-/* libfuse's interrupt callback: stop waiting, the jobs go on. */
+/*
+ * libfuse's interrupt callback, run with the request's lock held: stop
+ * waiting (EINTR), the jobs go on, and the handle's record now expects a
+ * retry.
+ */
 static void waiter_interrupted(fuse_req_t req, void *data)
 {
 	struct waiter *w = data;
-	bool reply;
+	bool mine;
 
-	pthread_mutex_lock(&w->lock);
-	reply = !w->answered;
-	w->answered = true;
-	pthread_mutex_unlock(&w->lock);
-	if (reply)
+	pth(pthread_mutex_lock(&w->lock));
+	mine = w->req == req;
+	if (mine) {
+		w->req = NULL;
+		w->interrupted = true;
+	}
+	pth(pthread_mutex_unlock(&w->lock));
+	if (mine)
 		fuse_reply_err(req, EINTR);
 }
 
+/*
+ * req waits on w: set its interrupt callback (at once answering EINTR if
+ * it is already interrupted), then drop the set-up count, which answers it
+ * if the jobs are over.  The caller took that count with w->req = req.
+ */
+static void waiter_wait(struct waiter *w, fuse_req_t req)
+{
+	fuse_req_interrupt_func(req, waiter_interrupted, w);
+	waiter_put(w, false);
+}
+
 /* A waiter if any command is `sync` (else *result is NULL). */
+static int alloc_waiter(fuse_req_t req, unsigned int jobs, size_t size,
+			struct waiter **result);
+
 static int new_waiter(fuse_req_t req, const struct kfs_cmd *cmds,
 		      unsigned int n, size_t size, struct waiter **result)
 {
-	struct waiter *w;
 	unsigned int nsync = 0;
 
 	*result = NULL;
 	for (unsigned int i = 0; i < n; i++)
 		if (cmds[i].flags & KFS_SYNC)
 			nsync++;
-	if (!nsync)
-		return 0;
-	w = calloc(1, sizeof(*w));
+	return nsync ? alloc_waiter(req, nsync, size, result) : 0;
+}
+
+/* A waiter for `jobs` jobs, on fs->waiters. */
+static int alloc_waiter(fuse_req_t req, unsigned int jobs, size_t size,
+			struct waiter **result)
+{
+	struct kfs *fs = fs_of(req);
+	struct waiter *w = calloc(1, sizeof(*w));
+
 	if (!w)
 		return -ENOMEM;
-	pthread_mutex_init(&w->lock, NULL);
-	w->fs = fs_of(req);
+	pth(pthread_mutex_init(&w->lock, NULL));
+	w->fs = fs;
 	w->req = req;
 	w->size = size;
-	w->pending = nsync + 1;
-	pthread_mutex_lock(&w->fs->reply_lock);
-	w->next = w->fs->waiters;
-	if (w->next)
-		w->next->prev = w;
-	w->fs->waiters = w;
-	pthread_mutex_unlock(&w->fs->reply_lock);
+	w->pending = jobs + 1;
+	w->refs = 1;
+	pth(pthread_mutex_lock(&fs->reply_lock));
+	list_add_tail(&w->link, &fs->waiters);
+	pth(pthread_mutex_unlock(&fs->reply_lock));
 	*result = w;
 	return 0;
 }
@@ -1010,11 +1338,209 @@ static int new_waiter(fuse_req_t req, const struct kfs_cmd *cmds,
 static void waiter_drop_unqueued(struct waiter *w, const struct kfs_cmd *cmds,
 				 unsigned int n, unsigned int queued)
 {
-	pthread_mutex_lock(&w->lock);
+	pth(pthread_mutex_lock(&w->lock));
 	for (unsigned int i = queued; i < n; i++)
 		if (cmds[i].flags & KFS_SYNC)
 			w->pending--;
-	pthread_mutex_unlock(&w->lock);
+	w->req = NULL;
+	pth(pthread_mutex_unlock(&w->lock));
+}
+
+/* Forget the handle's record of its last sync write (wlock held). */
+static void drop_record(struct control_fh *c)
+{
+	if (!c->rec)
+		return;
+	waiter_unref(c->rec);
+	c->rec = NULL;
+	free(c->rec_buf);
+	c->rec_buf = NULL;
+}
+
+/* Keep w as the handle's record of this write (wlock held). */
+static void keep_record(struct control_fh *c, struct waiter *w,
+			const char *buf, size_t size, off_t off)
+{
+	char *copy = malloc(size ? size : 1);
+
+	drop_record(c);
+	/* Without memory for the record, a retry is not recognised. */
+	if (!copy)
+		return;
+	memcpy(copy, buf, size);
+	pth(pthread_mutex_lock(&w->lock));
+	w->refs++;
+	pth(pthread_mutex_unlock(&w->lock));
+	c->rec = w;
+	c->rec_buf = copy;
+	c->rec_size = size;
+	c->rec_off = off;
+}
+
+/*
+ * Is this write the retry of the handle's last sync write, which a signal
+ * ended after its jobs were queued: the same bytes at the same offset?
+ * Then it queues nothing: it waits for those jobs, or at once gets their
+ * outcome if they are over.  Returns true if it took the request
+ * (wlock held; no libfuse call under it, so the answer is left to the
+ * caller through *w_wait or *answer).
+ */
+static bool take_retry(struct control_fh *c, fuse_req_t req, const char *buf,
+		       size_t size, off_t off, struct waiter **w_wait,
+		       int *answer)
+{
+	struct waiter *w = c->rec;
+	bool taken = false;
+
+	*w_wait = NULL;
+	if (!w || c->rec_size != size || c->rec_off != off ||
+	    memcmp(c->rec_buf, buf, size))
+		return false;
+	pth(pthread_mutex_lock(&w->lock));
+	if (w->interrupted && !w->req) {
+		taken = true;
+		w->interrupted = false;
+		if (w->pending) {
+			w->pending++;		/* set-up count */
+			w->req = req;
+			*w_wait = w;
+		} else {
+			*answer = w->failed ? -EIO : 0;
+		}
+	}
+	pth(pthread_mutex_unlock(&w->lock));
+	return taken;
+}
+
+/*
+ * Stopping
+ * --------
+ * SIGTERM, SIGINT and SIGHUP do not end the session loop at once, as
+ * libfuse's handlers would: a sync writer would then get an error for a
+ * job that goes on, and requests read meanwhile would be dropped.  The
+ * first signal wakes the stopper thread, which refuses new commands and
+ * waits for the sync writes' jobs (each writer gets its outcome while the
+ * loop still serves, interrupts and retries included), then ends the
+ * loop.  A second signal ends it at once.
+ */
+static struct kfs *signal_fs;
+
+static void stop_signal(int sig)
+{
+	struct kfs *fs = signal_fs;
+	int saved = errno;
+
+	if (!atomic_exchange(&fs->stop_requested, true))
+		sem_post(&fs->stop_sem);
+	else
+		fuse_session_exit(fs->se);
+	errno = saved;
+}
+
+static const int stop_signals[] = { SIGTERM, SIGINT, SIGHUP };
+
+int kfs_signals_install(struct kfs *fs)
+{
+	struct sigaction sa = { .sa_handler = stop_signal };
+
+	signal_fs = fs;
+	/* Without SA_RESTART, so that the loop's wait sees the signal. */
+	sigemptyset(&sa.sa_mask);
+	for (size_t i = 0; i < sizeof(stop_signals) / sizeof(int); i++)
+		if (sigaction(stop_signals[i], &sa, NULL))
+			return -errno;
+	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR)
+		return -errno;
+	return 0;
+}
+
+void kfs_signals_remove(void)
+{
+	for (size_t i = 0; i < sizeof(stop_signals) / sizeof(int); i++)
+		signal(stop_signals[i], SIG_DFL);
+}
+
+static void *stopper_main(void *arg)
+{
+	struct kfs *fs = arg;
+	bool logged = false;
+
+	while (sem_wait(&fs->stop_sem))
+		pth(errno == EINTR ? 0 : errno);
+	pth(pthread_mutex_lock(&fs->reply_lock));
+	fs->stopping = true;
+	while (!fs->stopper_quit && !list_empty(&fs->waiters)) {
+		if (!logged) {
+			struct waiter *w;
+			unsigned int n = 0;
+
+			list_for_each_entry(w, &fs->waiters, link)
+				n++;
+			kfs_log(fs, LOG_NOTICE, "stopping: waiting for %u sync "
+				"write%s to learn the outcome of their jobs",
+				n, n == 1 ? "" : "s");
+			logged = true;
+		}
+		pth(pthread_cond_wait(&fs->stop_cond, &fs->reply_lock));
+	}
+	pth(pthread_mutex_unlock(&fs->reply_lock));
+	if (!fs->stopper_quit) {
+		/* The signal wakes the loop's wait on the main thread. */
+		fuse_session_exit(fs->se);
+		pth(pthread_kill(fs->main_thread, SIGTERM));
+	}
+	return NULL;
+}
+
+int kfs_stopper_start(struct kfs *fs)
+{
+	int r;
+
+	/* The thread that will run the loop (the child's, after a fork). */
+	fs->main_thread = pthread_self();
+	r = pthread_create(&fs->stopper, NULL, stopper_main, fs);
+	if (r)
+		return -r;
+	fs->stopper_running = true;
+	return 0;
+}
+
+void kfs_stopper_stop(struct kfs *fs)
+{
+	if (!fs->stopper_running)
+		return;
+	pth(pthread_mutex_lock(&fs->reply_lock));
+	fs->stopper_quit = true;
+	pth(pthread_cond_signal(&fs->stop_cond));
+	pth(pthread_mutex_unlock(&fs->reply_lock));
+	pth(sem_post(&fs->stop_sem) ? errno : 0);
+	pth(pthread_join(fs->stopper, NULL));
+	fs->stopper_running = false;
+}
+
+void kfs_session_over(struct kfs *fs)
+{
+	struct waiter *w;
+
+	pth(pthread_mutex_lock(&fs->reply_lock));
+	/*
+	 * Only if stopped at once (a second signal, a lost connection):
+	 * a sync write still waiting learns that the daemon went away.
+	 */
+	list_for_each_entry(w, &fs->waiters, link) {
+		fuse_req_t req;
+
+		pth(pthread_mutex_lock(&w->lock));
+		req = w->req;
+		w->req = NULL;
+		pth(pthread_mutex_unlock(&w->lock));
+		if (req) {
+			fuse_req_interrupt_func(req, NULL, NULL);
+			fuse_reply_err(req, ENOTCONN);
+		}
+	}
+	fs->session_over = true;
+	pth(pthread_mutex_unlock(&fs->reply_lock));
 }
 
 /*
@@ -1066,6 +1592,85 @@ static void keep_tail(struct control_fh *c, const char *tail, size_t tlen,
 }
 
 /*
+ * `wait ID`: the write is answered when the job ends, as a sync write is
+ * (EIO if it failed), or at once if it has ended already.  This part
+ * registers the waiter and calls no libfuse function: 0 when the job will
+ * call back, 1 or 2 when it has ended (without or with an error), or
+ * -errno with a message (and no waiter left).
+ */
+static int wait_register(fuse_req_t req, uint64_t id, size_t size,
+			 struct waiter **wp, char *msg, size_t msglen)
+{
+	struct kfs *fs = fs_of(req);
+	struct waiter *w;
+	int r;
+
+	if (alloc_waiter(req, 1, size, &w)) {
+		snprintf(msg, msglen, "out of memory");
+		return -ENOMEM;
+	}
+	r = kfs_table_wait(fs->table, id, w);
+	if (r) {
+		/* The table will not call back: drop the job's count. */
+		pth(pthread_mutex_lock(&w->lock));
+		w->pending--;
+		if (r < 0)
+			w->req = NULL;	/* and nobody answers */
+		pth(pthread_mutex_unlock(&w->lock));
+	}
+	if (r < 0) {
+		waiter_put(w, false);	/* the last count: frees it */
+		w = NULL;
+		if (r == -ENOENT)
+			snprintf(msg, msglen, "no job %llu",
+				 (unsigned long long)id);
+		else if (r == -ESRCH)
+			snprintf(msg, msglen, "job %llu has finished and is "
+				 "no longer kept (--keep %u)",
+				 (unsigned long long)id, fs->keep);
+		else
+			snprintf(msg, msglen, "out of memory");
+	}
+	*wp = w;
+	return r;
+}
+
+/*
+ * attach, detach and wait: alone in a write, under the handle's wlock,
+ * which this drops when it succeeds.  Returns 0 when the request has
+ * been answered (or will be), or -errno with a message: the caller then
+ * refuses the write, and nothing has changed.
+ */
+static int run_admin(fuse_req_t req, struct control_fh *c,
+		     const struct kfs_admin *a, size_t size, uint64_t base,
+		     const char *tail, size_t tlen, char *msg, size_t msglen)
+{
+	struct kfs *fs = fs_of(req);
+	struct waiter *w = NULL;
+	int r;
+
+	if (a->op == KFS_ADMIN_ATTACH)
+		r = kfs_attach(fs, a->name, a->path, a->ro, msg, msglen);
+	else if (a->op == KFS_ADMIN_DETACH)
+		r = kfs_detach(fs, a->name, msg, msglen);
+	else
+		r = wait_register(req, a->id, size, &w, msg, msglen);
+	if (r < 0)
+		return r;
+	keep_tail(c, tail, tlen, false);
+	pth(pthread_mutex_unlock(&c->wlock));
+	set_reply(c, NULL, 0, base);
+	if (!w) {
+		fuse_reply_write(req, size);
+	} else if (r == 0) {
+		waiter_wait(w, req);
+	} else {
+		waiter_put(w, r == 2);
+	}
+	return 0;
+}
+
+/*
  * A write to control.  Commands end at a newline: the handle keeps an
  * unfinished last line and joins it to the next write, so a command cut
  * into pieces by dd, stdio or the kernel runs whole, once.  The lines a
@@ -1077,7 +1682,9 @@ static void write_control(fuse_req_t req, struct control_fh *c,
 			  const char *buf, size_t size, off_t off)
 {
 	struct kfs *fs = fs_of(req);
-	struct kfs_devlookup dl = { .find = find_dev, .opaque = fs };
+	struct kfs_devlookup dl = {
+		.find = find_dev, .check = check_cmd, .opaque = fs,
+	};
 	/* A failed write leaves the file position where it was. */
 	uint64_t base = (uint64_t)off + size, failed_base = (uint64_t)off;
 	unsigned int max_cmds, n = 0, queued;
@@ -1087,12 +1694,30 @@ static void write_control(fuse_req_t req, struct control_fh *c,
 	const char *tail;
 	size_t blen, tlen;
 	char *batch = NULL;
+	struct kfs_admin admin;
+	bool dlocked = false;
 	char msg[640];
 	char *text;
 	size_t len;
-	int r;
+	int r = 0;
 
 	pth(pthread_mutex_lock(&c->wlock));
+	if (take_retry(c, req, buf, size, off, &w, &r)) {
+		pth(pthread_mutex_unlock(&c->wlock));
+		if (w)
+			waiter_wait(w, req);
+		else if (r)
+			fuse_reply_err(req, -r);
+		else
+			fuse_reply_write(req, size);
+		return;
+	}
+	drop_record(c);
+	if (kfs_is_stopping(fs)) {
+		snprintf(msg, sizeof(msg), "the daemon is stopping");
+		r = -ESHUTDOWN;
+		goto refuse;
+	}
 	if (size > KFS_MAX_WRITE) {
 		snprintf(msg, sizeof(msg), "write of %zu bytes is larger "
 			 "than %d", size, KFS_MAX_WRITE);
@@ -1111,6 +1736,14 @@ static void write_control(fuse_req_t req, struct control_fh *c,
 		fuse_reply_write(req, size);
 		return;
 	}
+	r = kfs_parse_admin(batch, blen, &admin, msg, sizeof(msg));
+	if (!r && admin.op)
+		r = run_admin(req, c, &admin, size, base, tail, tlen, msg,
+			      sizeof(msg));
+	if (r)
+		goto refuse;
+	if (admin.op)
+		goto out;
 	max_cmds = count_lines(batch, blen);
 	if (max_cmds > KFS_MAX_CMDS)
 		max_cmds = KFS_MAX_CMDS;
@@ -1121,6 +1754,9 @@ static void write_control(fuse_req_t req, struct control_fh *c,
 		r = -ENOMEM;
 		goto refuse;
 	}
+	/* No device may come or go between lookup and queueing. */
+	pth(pthread_rwlock_rdlock(&fs->dlock));
+	dlocked = true;
 	r = kfs_parse_write(batch, blen, &dl, cmds, max_cmds, &n, msg,
 			    sizeof(msg));
 	if (r)
@@ -1131,6 +1767,8 @@ static void write_control(fuse_req_t req, struct control_fh *c,
 		goto refuse;
 	}
 	r = kfs_table_submit(fs->table, cmds, n, w, ids, &queued);
+	pth(pthread_rwlock_unlock(&fs->dlock));
+	dlocked = false;
 	if (r) {
 		if (r == -EAGAIN)
 			snprintf(msg, sizeof(msg),
@@ -1141,12 +1779,8 @@ static void write_control(fuse_req_t req, struct control_fh *c,
 			snprintf(msg, sizeof(msg),
 				 "the engine refused command %u (%u of %u "
 				 "queued before it)", queued + 1, queued, n);
-		if (w) {
+		if (w)
 			waiter_drop_unqueued(w, cmds, n, queued);
-			pthread_mutex_lock(&w->lock);
-			w->answered = true;
-			pthread_mutex_unlock(&w->lock);
-		}
 		pth(pthread_mutex_unlock(&c->wlock));
 		control_error(req, c, -r, msg, failed_base);
 		if (w)
@@ -1154,22 +1788,23 @@ static void write_control(fuse_req_t req, struct control_fh *c,
 		goto out;
 	}
 	keep_tail(c, tail, tlen, false);
+	if (w)
+		keep_record(c, w, buf, size, off);
 	pth(pthread_mutex_unlock(&c->wlock));
 
 	if (ids_text(ids, n, &text, &len))
 		set_reply(c, NULL, 0, base);
 	else
 		set_reply(c, text, len, base);
-	if (!w) {
+	if (w)
+		waiter_wait(w, req);
+	else
 		fuse_reply_write(req, size);
-	} else {
-		/* If already interrupted, this answers EINTR at once. */
-		fuse_req_interrupt_func(req, waiter_interrupted, w);
-		waiter_put(w, false);
-	}
 	goto out;
 
 refuse:
+	if (dlocked)
+		pth(pthread_rwlock_unlock(&fs->dlock));
 	pth(pthread_mutex_unlock(&c->wlock));
 	control_error(req, c, -r, msg, failed_base);
 out:
@@ -1182,8 +1817,6 @@ out:
 
 static void kfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	struct kfs *fs = fs_of(req);
-
 	switch (ino) {
 	case INO_ROOT:
 	case INO_DEVDIR:
@@ -1194,14 +1827,11 @@ static void kfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return;
 	case INO_RESULTS:
 	case INO_STATS:
+	case INO_FINISHED:
 		open_status(req, ino, fi);
 		return;
 	}
-	if (!dev_of(fs, ino)) {
-		fuse_reply_err(req, ENOENT);
-		return;
-	}
-	open_dev(req, dev_of(fs, ino), fi);
+	open_dev(req, ino, fi);
 }
 
 static void kfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -1213,6 +1843,10 @@ static void kfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	case INO_CONTROL:
 		read_control(req, (struct control_fh *)(uintptr_t)fi->fh, size,
 			     off);
+		return;
+	case INO_FINISHED:
+		read_finished(req, (struct kfs_poller *)(uintptr_t)fi->fh,
+			      size, off);
 		return;
 	case INO_RESULTS:
 	case INO_STATS:
@@ -1256,6 +1890,30 @@ static void kfs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
 	fuse_reply_err(req, d ? -kcopyd_bdev_flush(d->bdev) : 0);
 }
 
+static void kfs_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
+		      struct fuse_file_info *fi)
+{
+	struct kfs_dev *d = dev_of(fs_of(req), ino);
+
+	if (!d) {
+		fuse_reply_err(req, ESPIPE);
+		return;
+	}
+	lseek_dev(req, d, off, whence);
+}
+
+static void kfs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode,
+			  off_t off, off_t len, struct fuse_file_info *fi)
+{
+	struct kfs_dev *d = dev_of(fs_of(req), ino);
+
+	if (!d) {
+		fuse_reply_err(req, EOPNOTSUPP);
+		return;
+	}
+	fallocate_dev(req, d, mode, off, len);
+}
+
 static void kfs_flush(fuse_req_t req, fuse_ino_t ino,
 		      struct fuse_file_info *fi)
 {
@@ -1267,8 +1925,10 @@ static void kfs_release(fuse_req_t req, fuse_ino_t ino,
 {
 	struct kfs_dev *d = dev_of(fs_of(req), ino);
 
-	if (d)
+	if (d) {
 		kfs_pt_release(req, fs_of(req), d, fi);
+		kfs_dev_put(fs_of(req), d);
+	}
 	switch (ino) {
 	case INO_CONTROL:
 		release_control(fs_of(req),
@@ -1276,6 +1936,7 @@ static void kfs_release(fuse_req_t req, fuse_ino_t ino,
 		break;
 	case INO_RESULTS:
 	case INO_STATS:
+	case INO_FINISHED:
 		release_status(fs_of(req),
 			       (struct kfs_poller *)(uintptr_t)fi->fh);
 		break;
@@ -1294,7 +1955,8 @@ static void kfs_poll(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 	/* Other files are always ready, as regular files are. */
 	if (ph)
 		fuse_pollhandle_destroy(ph);
-	fuse_reply_poll(req, ino == INO_STATS ? POLLIN | POLLRDNORM :
+	fuse_reply_poll(req, ino == INO_STATS || ino == INO_FINISHED ?
+			POLLIN | POLLRDNORM :
 			POLLIN | POLLRDNORM | POLLOUT | POLLWRNORM);
 }
 
@@ -1319,4 +1981,6 @@ const struct fuse_lowlevel_ops kfs_ops = {
 	.release = kfs_release,
 	.fsync = kfs_fsync,
 	.poll = kfs_poll,
+	.lseek = kfs_lseek,
+	.fallocate = kfs_fallocate,
 };

@@ -19,7 +19,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/openat2.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <syslog.h>
 #include <time.h>
 #include <unistd.h>
@@ -29,6 +31,9 @@
 struct dev_spec {
 	char *name;
 	char *path;
+	int fd;			/* an O_PATH fd of an image directory's file,
+				   or -1 */
+	bool read_only;			/* NAME:ro=PATH */
 };
 
 struct fault_spec {
@@ -53,6 +58,7 @@ struct options {
 	bool fsname;			/* the user gave -o fsname= */
 	bool verbose;
 	bool no_passthrough;
+	bool read_only;			/* -o ro, -r: every image */
 	bool bad;
 };
 
@@ -76,6 +82,7 @@ enum {
 	KEY_VERBOSE,
 	KEY_DEFAULTS,
 	KEY_NO_PASSTHROUGH,
+	KEY_RO,
 };
 
 #define OPT3(name, key) \
@@ -101,6 +108,10 @@ static const struct fuse_opt opt_spec[] = {
 	FUSE_OPT_KEY("defaults", KEY_DEFAULTS),
 	FUSE_OPT_KEY("--no-passthrough", KEY_NO_PASSTHROUGH),
 	FUSE_OPT_KEY("no-passthrough", KEY_NO_PASSTHROUGH),
+	/* Not the kernel's ro: control must stay writable. */
+	FUSE_OPT_KEY("ro", KEY_RO),
+	FUSE_OPT_KEY("-r", KEY_RO),
+	FUSE_OPT_KEY("--read-only", KEY_RO),
 	FUSE_OPT_END
 };
 
@@ -118,7 +129,9 @@ static void usage(const char *prog)
 	       "Every file of IMAGE_DIR is a device; attach takes images\n"
 	       "from there.  Each --name VALUE is also -o name=VALUE.\n\n"
 	       "kcopydfs options:\n"
-	       "    --dev NAME=PATH        a device (repeatable)\n"
+	       "    --dev NAME[:ro]=PATH   a device (repeatable); :ro opens\n"
+	       "                           it read-only\n"
+	       "    -r, -o ro              every device read-only\n"
 	       "    --image-dir DIR        the image directory (as IMAGE_DIR)\n"
 	       "    --pages N              copy buffer pages of 4 KiB (1024)\n"
 	       "    --threads N            engine I/O threads (2)\n"
@@ -130,7 +143,8 @@ static void usage(const char *prog)
 	       "                           short or delay=USEC (EIO)\n"
 	       "    --no-passthrough       dev/NAME I/O through the daemon\n"
 	       "    -P, --pidfile PIDFILE  write the pid once serving\n"
-	       "    --verbose              log every job, not only failures\n\n",
+	       "    --verbose              log every job, not failures only\n"
+	       "\n",
 	       prog);
 }
 
@@ -162,26 +176,40 @@ static int parse_uint(const char *s, unsigned int min, unsigned int max,
 	return 0;
 }
 
-static int add_dev(struct options *o, const char *spec)
+static int add_dev_spec(struct options *o, const char *name, size_t len,
+			const char *path, int fd, bool ro)
 {
-	const char *eq = strchr(spec, '=');
 	struct dev_spec *n;
 
-	if (!eq || !kfs_valid_name(spec, (size_t)(eq - spec)) || !eq[1]) {
-		fprintf(stderr, "kcopydfs: dev '%s' is not NAME=PATH with "
-				"NAME of [A-Za-z0-9_.-]\n", spec);
-		return -EINVAL;
-	}
 	n = realloc(o->devs, sizeof(*n) * (o->ndevs + 1));
 	if (!n)
 		return -ENOMEM;
 	o->devs = n;
-	n[o->ndevs].name = strndup(spec, (size_t)(eq - spec));
-	n[o->ndevs].path = strdup(eq + 1);
-	if (!n[o->ndevs].name || !n[o->ndevs].path)
-		return -ENOMEM;
+	n[o->ndevs].name = strndup(name, len);
+	n[o->ndevs].path = strdup(path);
+	n[o->ndevs].fd = fd;
+	n[o->ndevs].read_only = ro;
 	o->ndevs++;
+	if (!n[o->ndevs - 1].name || !n[o->ndevs - 1].path)
+		return -ENOMEM;
 	return 0;
+}
+
+static int add_dev(struct options *o, const char *spec)
+{
+	const char *eq = strchr(spec, '=');
+	size_t name_len = eq ? (size_t)(eq - spec) : 0;
+	bool ro = name_len > 3 && !memcmp(eq - 3, ":ro", 3);
+
+	if (ro)
+		name_len -= 3;
+	if (!eq || !kfs_valid_name(spec, name_len) || !eq[1]) {
+		fprintf(stderr, "kcopydfs: dev '%s' is not NAME[:ro]=PATH with "
+				"NAME 1 to %d of [A-Za-z0-9_.-], not . or ..\n",
+			spec, KFS_MAX_NAME);
+		return -EINVAL;
+	}
+	return add_dev_spec(o, spec, name_len, eq + 1, -1, ro);
 }
 
 static int add_fault(struct options *o, const char *spec)
@@ -250,6 +278,9 @@ static int opt_proc(void *data, const char *arg, int key,
 		return 0;
 	case KEY_NO_PASSTHROUGH:
 		o->no_passthrough = true;
+		return 0;
+	case KEY_RO:
+		o->read_only = true;
 		return 0;
 	case KEY_DEFAULTS:
 		return 0;
@@ -325,102 +356,161 @@ static int image_filter(const struct dirent *e)
 	return e->d_name[0] != '.';
 }
 
+/* Make a device of a spec and attach it. */
+static int add_one(struct kfs *fs, const struct options *o,
+		   const struct dev_spec *spec)
+{
+	const char *name = spec->name;
+	struct kfs_dev *d;
+	bool faults = false;
+	char msg[512], proc[64];
+	int r;
+
+	/* An image directory's file: the very file checked there. */
+	if (spec->fd >= 0)
+		snprintf(proc, sizeof(proc), "/proc/self/fd/%d", spec->fd);
+	r = kfs_dev_new(fs, name, spec->path, spec->fd >= 0 ? proc : NULL,
+			-1, o->read_only || spec->read_only, &d, msg,
+			sizeof(msg));
+	if (!r) {
+		for (unsigned int j = 0; j < o->nfaults; j++)
+			faults |= !strcmp(o->faults[j].name, d->name);
+		kfs_pt_dev_setup(fs, d, faults);
+		d->pt_ready = true;
+		r = kfs_dev_attach(fs, d, msg, sizeof(msg));
+		if (r)
+			kfs_dev_free(d);
+	}
+	if (r)
+		fprintf(stderr, "kcopydfs: %s\n", msg);
+	return r;
+}
+
+/*
+ * name in the directory dfd, as an O_PATH fd, never by a path that leaves
+ * the directory: a symbolic link may point at another file of it, not at
+ * /etc/passwd (which a root daemon would then serve, writable).  Without
+ * openat2(2), no symbolic link is followed at all.
+ */
+static int open_beneath(int dfd, const char *name)
+{
+	struct open_how how = {
+		.flags = O_PATH | O_CLOEXEC,
+		.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS,
+	};
+	long fd = syscall(SYS_openat2, dfd, name, &how, sizeof(how));
+
+	if (fd < 0 && (errno == ENOSYS || errno == EPERM))
+		fd = openat(dfd, name, O_PATH | O_CLOEXEC | O_NOFOLLOW);
+	return fd < 0 ? -errno : (int)fd;
+}
+
+static void skip_image(const char *dir, const char *name, const char *why)
+{
+	fprintf(stderr, "kcopydfs: image directory %s: skipping '%s': %s\n",
+		dir, name, why);
+}
+
+/*
+ * One entry of the image directory: a device if it is a regular file,
+ * inside the directory, with a usable name; anything else is skipped,
+ * with a warning when it looks meant to be an image.
+ */
+static int add_image(struct options *o, const char *dir, int dfd,
+		     const char *name)
+{
+	char *path;
+	struct stat st;
+	int fd, r;
+
+	if (!kfs_valid_name(name, strlen(name))) {
+		skip_image(dir, name, "not a device name (1 to 64 of "
+			   "[A-Za-z0-9_.-])");
+		return 0;
+	}
+	fd = open_beneath(dfd, name);
+	if (fd == -EXDEV || fd == -ELOOP) {
+		skip_image(dir, name, "a symbolic link out of the directory");
+		return 0;
+	}
+	if (fd < 0) {
+		skip_image(dir, name, strerror(-fd));
+		return 0;
+	}
+	if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
+		if (S_ISLNK(st.st_mode))
+			skip_image(dir, name, "a symbolic link");
+		close(fd);
+		return 0;
+	}
+	if (asprintf(&path, "%s/%s", dir, name) < 0) {
+		close(fd);
+		return -ENOMEM;
+	}
+	r = add_dev_spec(o, name, strlen(name), path, fd, false);
+	free(path);
+	if (r)
+		close(fd);
+	return r;
+}
+
 /* Every regular file of the directory, in name order. */
 static int add_image_dir(struct options *o, const char *dir)
 {
 	struct dirent **list;
-	int n = scandir(dir, &list, image_filter, alphasort);
-	int r = 0;
+	int dfd, n, r = 0;
 
+	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	n = dfd < 0 ? -1 : scandir(dir, &list, image_filter, alphasort);
 	if (n < 0) {
+		r = -errno;
 		fprintf(stderr, "kcopydfs: image directory %s: %s\n", dir,
 			strerror(errno));
-		return -errno;
+		if (dfd >= 0)
+			close(dfd);
+		return r;
 	}
 	for (int i = 0; i < n; i++) {
-		char *spec = NULL;
-		struct stat st;
-
-		if (!r && asprintf(&spec, "%s=%s/%s", list[i]->d_name, dir,
-				   list[i]->d_name) < 0)
-			r = -ENOMEM;
-		if (!r && stat(spec + strlen(list[i]->d_name) + 1, &st) == 0 &&
-		    S_ISREG(st.st_mode))
-			r = add_dev(o, spec);
-		free(spec);
+		if (!r)
+			r = add_image(o, dir, dfd, list[i]->d_name);
 		free(list[i]);
 	}
 	free(list);
+	close(dfd);
 	return r;
 }
 
-static void close_devs(struct kfs *fs)
-{
-	for (unsigned int i = 0; i < fs->ndevs; i++) {
-		if (fs->devs[i].bdev)
-			kcopyd_bdev_close(fs->devs[i].bdev);
-		if (fs->devs[i].fd >= 0)
-			close(fs->devs[i].fd);
-		if (fs->devs[i].pt_ready)
-			kfs_pt_dev_destroy(&fs->devs[i]);
-	}
-	free(fs->devs);
-	free(fs->bdevs);
-}
-
-static int dev_index(const struct kfs *fs, const char *name)
-{
-	for (unsigned int i = 0; i < fs->ndevs; i++)
-		if (!strcmp(fs->devs[i].name, name))
-			return (int)i;
-	return -ENOENT;
-}
-
+/*
+ * The devices of the command line, then the image directory's, attached
+ * before the session runs.
+ */
 static int open_devs(struct kfs *fs, const struct options *o)
 {
-	fs->devs = calloc(o->ndevs, sizeof(*fs->devs));
-	fs->bdevs = calloc(o->ndevs, sizeof(*fs->bdevs));
-	if (!fs->devs || !fs->bdevs)
-		return -ENOMEM;
-	for (unsigned int i = 0; i < o->ndevs; i++) {
-		struct kfs_dev *d = &fs->devs[i];
-		int r;
+	int r;
 
-		d->fd = -1;
-		for (unsigned int j = 0; j < i; j++)
-			if (!strcmp(fs->devs[j].name, o->devs[i].name)) {
-				fprintf(stderr, "kcopydfs: device '%s' given "
-					"twice\n", o->devs[i].name);
-				return -EINVAL;
-			}
-		fs->ndevs++;
-		snprintf(d->name, sizeof(d->name), "%s", o->devs[i].name);
-		d->path = o->devs[i].path;
-		r = kcopyd_bdev_open(d->path, O_RDWR, &d->bdev);
-		if (r) {
-			fprintf(stderr, "kcopydfs: %s: %s\n", d->path,
-				strerror(-r));
-			return r;
-		}
-		d->fd = open(d->path, O_RDWR | O_CLOEXEC);
-		if (d->fd < 0) {
-			fprintf(stderr, "kcopydfs: %s: %s\n", d->path,
-				strerror(errno));
-			return -errno;
-		}
-		d->size = kcopyd_bdev_sectors(d->bdev) << KCOPYD_SECTOR_SHIFT;
-		fs->bdevs[i] = d->bdev;
+	r = kfs_devs_init(fs);
+	if (r)
+		return r;
+	kfs_pt_setup(fs, o->no_passthrough);
+	for (unsigned int i = 0; i < o->ndevs && !r; i++)
+		r = add_one(fs, o, &o->devs[i]);
+	if (r)
+		return r;
+	if (!fs->ndevs && !fs->image_dir) {
+		fprintf(stderr, "kcopydfs: no device: give IMAGE_DIR or "
+				"dev=NAME=PATH\n");
+		return -EINVAL;
 	}
 	for (unsigned int i = 0; i < o->nfaults; i++) {
-		int idx = dev_index(fs, o->faults[i].name);
-		int r;
+		const char *name = o->faults[i].name;
+		int slot = kfs_dev_find(fs, name, strlen(name));
 
-		if (idx < 0) {
+		if (slot < 0) {
 			fprintf(stderr, "kcopydfs: fault: unknown device "
-				"'%s'\n", o->faults[i].name);
+				"'%s'\n", name);
 			return -ENOENT;
 		}
-		r = kcopyd_bdev_add_fault(fs->devs[idx].bdev,
+		r = kcopyd_bdev_add_fault(fs->devs[slot]->bdev,
 					  &o->faults[i].fault);
 		if (r) {
 			fprintf(stderr, "kcopydfs: fault: %s\n",
@@ -428,15 +518,22 @@ static int open_devs(struct kfs *fs, const struct options *o)
 			return r;
 		}
 	}
-	kfs_pt_setup(fs, o->no_passthrough);
-	for (unsigned int i = 0; i < fs->ndevs; i++) {
-		bool faults = false;
+	return 0;
+}
 
-		for (unsigned int j = 0; j < o->nfaults; j++)
-			faults |= !strcmp(o->faults[j].name, fs->devs[i].name);
-		kfs_pt_dev_setup(fs, &fs->devs[i], faults);
-		fs->devs[i].pt_ready = true;
+/* attach opens images beneath the image directory, by this fd. */
+static int open_image_dir(struct kfs *fs, const char *dir)
+{
+	fs->image_dirfd = -1;
+	if (!dir)
+		return 0;
+	fs->image_dirfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (fs->image_dirfd < 0) {
+		fprintf(stderr, "kcopydfs: image directory %s: %s\n", dir,
+			strerror(errno));
+		return -errno;
 	}
+	fs->image_dir = dir;
 	return 0;
 }
 
@@ -517,6 +614,9 @@ static int start_serving(struct kfs *fs, const struct options *o)
 	struct kfs_table_ops tops = {
 		.changed = kfs_changed,
 		.finished = kfs_sync_finished,
+		.ended = kfs_job_ended,
+		.hold = kfs_dev_hold,
+		.unhold = kfs_dev_unhold,
 		.opaque = fs,
 	};
 	int r;
@@ -526,10 +626,11 @@ static int start_serving(struct kfs *fs, const struct options *o)
 		fprintf(stderr, "kcopydfs: engine: %s\n", strerror(-r));
 		return r;
 	}
-	r = kfs_table_create(fs->kc, fs->bdevs, o->keep, o->max_queue, &tops,
-			     &fs->table);
+	r = kfs_table_create(fs->kc, o->keep, o->max_queue, &tops, &fs->table);
 	if (!r)
 		r = kfs_notifier_start(fs);
+	if (!r)
+		r = kfs_stopper_start(fs);
 	if (!r && o->pidfile && write_pidfile(o->pidfile))
 		r = -EIO;
 	return r;
@@ -617,6 +718,36 @@ static int daemonize_and_serve(struct kfs *fs, const struct options *o)
 	return status ? -EIO : 0;
 }
 
+/* The start line: what serves where, and how dev/NAME's I/O may go. */
+static void log_start(struct kfs *fs, const char *mnt)
+{
+	char names[1024] = "";
+	size_t n = 0;
+
+	for (unsigned int i = 0; i < fs->ndevs && n < sizeof(names); i++)
+		n += (size_t)snprintf(names + n, sizeof(names) - n, " %s",
+				      fs->devs[i]->name);
+	if (n >= sizeof(names))
+		strcpy(names + sizeof(names) - 5, " ...");
+	kfs_log(fs, LOG_INFO, "kcopydfs %s (libkcopyd %s) serving %s on %s: "
+		"%u device%s%s; passthrough %s", PACKAGE_VERSION,
+		kcopyd_version(), fs->image_dir ? fs->image_dir : "devices",
+		mnt, fs->ndevs, fs->ndevs == 1 ? "" : "s", names,
+		fs->pt.disabled ? "off" :
+		fs->pt.sys_admin ? "if the kernel offers it" :
+		"off (no CAP_SYS_ADMIN)");
+}
+
+static void log_stop(struct kfs *fs, const char *mnt)
+{
+	struct kfs_counts c;
+
+	kfs_table_counts(fs->table, &c);
+	kfs_log(fs, LOG_INFO, "kcopydfs stopped on %s: %llu jobs done, "
+		"%llu failed", mnt, (unsigned long long)c.done,
+		(unsigned long long)c.failed);
+}
+
 static int run(struct fuse_args *args, struct options *o)
 {
 	struct fuse_cmdline_opts fo = { 0 };
@@ -651,17 +782,13 @@ static int run(struct fuse_args *args, struct options *o)
 		goto out_opts;
 	if (o->pidfile && absolute_path(&o->pidfile))
 		goto out_opts;
-	if (!o->ndevs && !o->image_dir) {
-		fprintf(stderr, "kcopydfs: no device: give IMAGE_DIR or "
-				"dev=NAME=PATH\n");
-		goto out_opts;
-	}
 
 	clock_gettime(CLOCK_REALTIME, &fs.mounted);
 	fs.uid = getuid();
 	fs.gid = getgid();
 	fs.dev_mode = o->allow_other ? 0660 : 0600;
 	fs.foreground = fo.foreground;
+	fs.verbose = o->verbose || fo.debug;
 	fs.keep = o->keep;
 	fs.max_queue = o->max_queue;
 	pth(pthread_mutex_init(&fs.plock, NULL));
@@ -670,15 +797,20 @@ static int run(struct fuse_args *args, struct options *o)
 	pth(pthread_mutex_init(&fs.hlock, NULL));
 	list_init(&fs.pollers);
 	list_init(&fs.open);
+	list_init(&fs.forget);
+	list_init(&fs.waiters);
+	pth(pthread_cond_init(&fs.stop_cond, NULL));
+	pth(sem_init(&fs.stop_sem, 0, 0) ? errno : 0);
 
-	if (open_devs(&fs, o))
+	if (open_image_dir(&fs, o->image_dir) || open_devs(&fs, o) ||
+	    kfs_finished_create(o->keep, &fs.finished))
 		goto out_devs;
 	if (add_mount_opts(args, o))
 		goto out_devs;
 	fs.se = fuse_session_new(args, &kfs_ops, sizeof(kfs_ops), &fs);
 	if (!fs.se)
 		goto out_devs;
-	if (fuse_set_signal_handlers(fs.se))
+	if (kfs_signals_install(&fs))
 		goto out_session;
 	if (fuse_session_mount(fs.se, fo.mountpoint))
 		goto out_signals;
@@ -694,6 +826,7 @@ static int run(struct fuse_args *args, struct options *o)
 		r = daemonize_and_serve(&fs, o);
 	if (r)
 		goto out_unmount;
+	log_start(&fs, fo.mountpoint);
 
 	cfg = fuse_loop_cfg_create();
 	if (!cfg)
@@ -705,30 +838,38 @@ static int run(struct fuse_args *args, struct options *o)
 		fuse_loop_cfg_set_max_threads(cfg, fo.max_threads);
 		r = fuse_session_loop_mt(fs.se, cfg);
 	}
-	/* A positive value is the signal that ended the loop: a clean end. */
+	/* Ended by a signal or an unmount: a clean end. */
 	ret = r < 0 ? 1 : 0;
 	if (r < 0)
 		kfs_log(&fs, LOG_ERR, "session loop: %s", strerror(-r));
 
 out_unmount:
+	kfs_stopper_stop(&fs);
 	/* Nothing may write to the session's fd once unmount closes it. */
 	kfs_session_over(&fs);
 	kfs_notifier_stop(&fs);
 	if (mounted)
 		fuse_session_unmount(fs.se);
-	if (fs.kc && fs.table)
+	if (fs.kc && fs.table) {
 		finish_jobs(&fs);
+		log_stop(&fs, fo.mountpoint);
+	}
 	kfs_release_all(&fs);
 out_signals:
-	fuse_remove_signal_handlers(fs.se);
+	kfs_signals_remove();
 out_session:
 	fuse_session_destroy(fs.se);
 out_devs:
 	if (fs.kc)
 		kcopyd_client_destroy(fs.kc);
 	kfs_table_free(fs.table);
-	close_devs(&fs);
+	kfs_finished_free(fs.finished);
+	kfs_devs_free(&fs);
+	if (fs.image_dirfd > 0)
+		close(fs.image_dirfd);
 	pth(sem_destroy(&fs.kick) ? errno : 0);
+	pth(sem_destroy(&fs.stop_sem) ? errno : 0);
+	pth(pthread_cond_destroy(&fs.stop_cond));
 	pth(pthread_mutex_destroy(&fs.plock));
 	pth(pthread_mutex_destroy(&fs.reply_lock));
 	pth(pthread_mutex_destroy(&fs.hlock));
@@ -757,6 +898,8 @@ int main(int argc, char *argv[])
 	for (unsigned int i = 0; i < o.ndevs; i++) {
 		free(o.devs[i].name);
 		free(o.devs[i].path);
+		if (o.devs[i].fd >= 0)
+			close(o.devs[i].fd);
 	}
 	free(o.devs);
 	free(o.faults);

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "parse.h"
+#include "size.h"
 
 struct token {
 	const char *s;
@@ -96,21 +97,44 @@ static int parse_u64(const char *s, size_t len, uint64_t *v)
 	return 0;
 }
 
-/* One number of a region token, with a message on failure. */
+/*
+ * One number of a region token, with a message on failure: sectors, or a
+ * size with a unit (size.h) that is whole sectors.
+ */
 static int region_number(struct token t, const char *s, size_t len,
 			 const char *what, uint64_t *v, char *errmsg,
 			 size_t errlen)
 {
-	int r = parse_u64(s, len, v);
+	uint64_t bytes;
+	size_t digits = 0;
+	int r;
 
-	if (r == -EOVERFLOW)
+	while (digits < len && s[digits] >= '0' && s[digits] <= '9')
+		digits++;
+	if (digits == len && len) {
+		/* Plain sectors: every 64-bit count, as the engine takes. */
+		r = parse_u64(s, len, v);
+		if (r)
+			return fail(errmsg, errlen, -EINVAL,
+				    "%s '%.*s' is too large in " TOK_FMT, what,
+				    (int)len, s, TOK_ARG(t));
+		return 0;
+	}
+	r = size_parse_n(s, len, KCOPYD_SECTOR_SIZE, &bytes);
+	if (r == -ERANGE)
 		return fail(errmsg, errlen, -EINVAL,
 			    "%s '%.*s' is too large in " TOK_FMT, what,
 			    (int)len, s, TOK_ARG(t));
 	if (r)
 		return fail(errmsg, errlen, -EINVAL,
-			    "%s '%.*s' is not a decimal number in " TOK_FMT,
+			    "%s '%.*s' is not a number of sectors or a size "
+			    "(s, B, k, K, M, G, T, KiB..TiB) in " TOK_FMT,
 			    what, (int)len, s, TOK_ARG(t));
+	if (bytes % KCOPYD_SECTOR_SIZE)
+		return fail(errmsg, errlen, -EINVAL,
+			    "%s '%.*s' is not a whole number of sectors in "
+			    TOK_FMT, what, (int)len, s, TOK_ARG(t));
+	*v = bytes >> KCOPYD_SECTOR_SHIFT;
 	return 0;
 }
 
@@ -170,50 +194,41 @@ static int parse_region(struct token t, bool with_count,
 	return 0;
 }
 
-static bool overlap(const struct kfs_region *a, const struct kfs_region *b)
-{
-	return a->dev == b->dev && a->count && b->count &&
-	       a->sector < b->sector + b->count &&
-	       b->sector < a->sector + a->count;
-}
-
 /*
- * The engine's rules for a copy: destinations may not overlap each other,
- * and a source overlap must be satisfiable by one copy direction.
+ * The engine's rules for the job (overlaps, read-only devices), by the
+ * engine's own check through the caller's hook: the parser keeps no copy
+ * of them.  The message names the token at fault.
  */
-static int check_overlaps(const struct kfs_cmd *c, const struct token *regs,
-			  char *errmsg, size_t errlen)
+static int check_job(const struct kfs_devlookup *dl, const struct kfs_cmd *c,
+		     const struct token *regs, char *errmsg, size_t errlen)
 {
-	bool up = false, down = false;
+	struct kfs_cmd plain;
+	int culprit = -1, r;
+	struct token t;
 
-	for (unsigned int i = 0; i < c->num_dests; i++)
-		for (unsigned int j = i + 1; j < c->num_dests; j++)
-			if (overlap(&c->dests[i], &c->dests[j]))
-				return fail(errmsg, errlen, -EINVAL,
-					    "destinations " TOK_FMT " and "
-					    TOK_FMT " overlap",
-					    TOK_ARG(regs[i + 1]),
-					    TOK_ARG(regs[j + 1]));
-	for (unsigned int i = 0; i < c->num_dests; i++) {
-		const struct kfs_region *d = &c->dests[i];
-
-		if (!overlap(d, &c->src) || d->sector == c->src.sector)
-			continue;
-		if (d->sector > c->src.sector)
-			up = true;
-		else
-			down = true;
-		if (up && down)
-			return fail(errmsg, errlen, -EINVAL,
-				    "destinations overlap the source " TOK_FMT
-				    " on both sides", TOK_ARG(regs[0]));
-		if (up && (c->flags & KFS_WRITE_SEQ))
-			return fail(errmsg, errlen, -EINVAL,
-				    "write_seq with destination " TOK_FMT
-				    " overlapping the source above it",
-				    TOK_ARG(regs[i + 1]));
-	}
-	return 0;
+	if (!dl->check)
+		return 0;
+	r = dl->check(dl, c, &culprit);
+	if (!r)
+		return 0;
+	t = regs[culprit < 0 ? 0 : culprit + (c->op == KFS_OP_COPY)];
+	if (r == -EROFS)
+		return fail(errmsg, errlen, r, "region " TOK_FMT " is on a "
+			    "read-only device", TOK_ARG(t));
+	if (r != -EINVAL)
+		return fail(errmsg, errlen, r, "region " TOK_FMT ": %s",
+			    TOK_ARG(t), strerror(-r));
+	if (culprit >= 0)
+		return fail(errmsg, errlen, r, "destination " TOK_FMT
+			    " overlaps another destination", TOK_ARG(t));
+	plain = *c;
+	plain.flags &= ~KFS_WRITE_SEQ;
+	if ((c->flags & KFS_WRITE_SEQ) && !dl->check(dl, &plain, &culprit))
+		return fail(errmsg, errlen, r, "write_seq with a destination "
+			    "overlapping the source " TOK_FMT " above it",
+			    TOK_ARG(t));
+	return fail(errmsg, errlen, r, "destinations overlap the source "
+		    TOK_FMT " on both sides", TOK_ARG(t));
 }
 
 static int parse_option(struct token t, struct kfs_cmd *c, char *errmsg,
@@ -368,9 +383,7 @@ int kfs_parse_line(const char *line, size_t len,
 			    "SRC:START+COUNT and a destination" :
 			    out->op == KFS_OP_COPY ? "a destination DST:START" :
 			    "a region DST:START+COUNT");
-	if (out->op == KFS_OP_COPY)
-		return check_overlaps(out, regs, errmsg, errlen);
-	return 0;
+	return check_job(dl, out, regs, errmsg, errlen);
 }
 
 int kfs_parse_write(const char *buf, size_t len,
@@ -427,23 +440,7 @@ int kfs_parse_write(const char *buf, size_t len,
 
 int kfs_parse_size(const char *s, uint64_t *bytes)
 {
-	size_t len = strlen(s);
-	uint64_t v, mult = 1;
-	int r;
-
-	if (len && (s[len - 1] == 'K' || s[len - 1] == 'k'))
-		mult = 1024;
-	else if (len && (s[len - 1] == 'M' || s[len - 1] == 'm'))
-		mult = 1024 * 1024;
-	if (mult > 1)
-		len--;
-	r = parse_u64(s, len, &v);
-	if (r)
-		return -EINVAL;
-	if (v > UINT64_MAX / mult)
-		return -EINVAL;
-	*bytes = v * mult;
-	return 0;
+	return size_parse(s, 1, bytes) ? -EINVAL : 0;
 }
 
 static const struct {
@@ -539,4 +536,110 @@ int kfs_parse_fault(const char *spec, char *name, size_t namelen,
 			    "fault '%s': kind is not an errno, short or "
 			    "delay=USEC", spec);
 	return 0;
+}
+
+static int admin_verb(struct token t)
+{
+	if (token_is(t, "attach"))
+		return KFS_ADMIN_ATTACH;
+	if (token_is(t, "detach"))
+		return KFS_ADMIN_DETACH;
+	if (token_is(t, "wait"))
+		return KFS_ADMIN_WAIT;
+	return KFS_ADMIN_NONE;
+}
+
+static int parse_admin_args(const char *line, size_t len, size_t pos,
+			    struct kfs_admin *out, char *errmsg,
+			    size_t errlen)
+{
+	static const char *const usage[] = {
+		[KFS_ADMIN_ATTACH] = "attach NAME PATH [ro]",
+		[KFS_ADMIN_DETACH] = "detach NAME",
+		[KFS_ADMIN_WAIT] = "wait ID",
+	};
+	struct token t[4];
+	unsigned int n = 0, want = out->op == KFS_ADMIN_ATTACH ? 2 : 1;
+
+	for (;;) {
+		struct token tok;
+
+		pos = next_token(line, len, pos, &tok);
+		if (!tok.len)
+			break;
+		if (n == 3)
+			return fail(errmsg, errlen, -EINVAL, "extra word "
+				    TOK_FMT " (%s)", TOK_ARG(tok),
+				    usage[out->op]);
+		t[n++] = tok;
+	}
+	if (n < want)
+		return fail(errmsg, errlen, -EINVAL, "usage: %s",
+			    usage[out->op]);
+	if (n > want && !(out->op == KFS_ADMIN_ATTACH && n == 3 &&
+			  token_is(t[2], "ro")))
+		return fail(errmsg, errlen, -EINVAL, "extra word " TOK_FMT
+			    " (%s)", TOK_ARG(t[want]), usage[out->op]);
+	if (out->op == KFS_ADMIN_WAIT) {
+		if (parse_u64(t[0].s, t[0].len, &out->id))
+			return fail(errmsg, errlen, -EINVAL, "bad job id "
+				    TOK_FMT, TOK_ARG(t[0]));
+		return 0;
+	}
+	if (!kfs_valid_name(t[0].s, t[0].len))
+		return fail(errmsg, errlen, -EINVAL, "bad device name " TOK_FMT
+			    " (1 to %d of A-Z a-z 0-9 _ . -)", TOK_ARG(t[0]),
+			    KFS_MAX_NAME);
+	memcpy(out->name, t[0].s, t[0].len);
+	out->name[t[0].len] = '\0';
+	if (out->op == KFS_ADMIN_ATTACH) {
+		memcpy(out->path, t[1].s, t[1].len);
+		out->path[t[1].len] = '\0';
+		out->ro = n == 3;
+	}
+	return 0;
+}
+
+int kfs_parse_admin(const char *buf, size_t len, struct kfs_admin *out,
+		    char *errmsg, size_t errlen)
+{
+	const char *end = buf + len, *p = buf, *line = NULL;
+	size_t line_len = 0, pos = 0;
+	unsigned int lines = 0;
+	int r;
+
+	memset(out, 0, sizeof(*out));
+	if (errlen)
+		errmsg[0] = '\0';
+	while (p < end) {
+		const char *nl = memchr(p, '\n', (size_t)(end - p));
+		const char *eol = nl ? nl : end;
+		struct token t;
+		size_t after = next_token(p, (size_t)(eol - p), 0, &t);
+		int op = admin_verb(t);
+
+		if (t.len)
+			lines++;
+		if (op != KFS_ADMIN_NONE && !out->op) {
+			out->op = op;
+			line = p;
+			line_len = (size_t)(eol - p);
+			pos = after;
+		}
+		p = nl ? nl + 1 : end;
+	}
+	if (!out->op)
+		return 0;
+	if (lines > 1)
+		return fail(errmsg, errlen, -EINVAL, "%s must be alone in a "
+			    "write", out->op == KFS_ADMIN_ATTACH ? "attach" :
+			    out->op == KFS_ADMIN_DETACH ? "detach" : "wait");
+	if (line_len > KFS_MAX_LINE)
+		return fail(errmsg, errlen, -EFBIG,
+			    "line of %zu bytes is longer than %d", line_len,
+			    KFS_MAX_LINE);
+	r = kfs_check_bytes(line, line_len, errmsg, errlen);
+	if (r)
+		return r;
+	return parse_admin_args(line, line_len, pos, out, errmsg, errlen);
 }

@@ -2,6 +2,9 @@
 /*
  * The kcopydfs command language: what a write to MNT/control may say.
  *
+ * START and COUNT are sectors, or sizes with a unit (s, B, k, K, M, G,
+ * T, KiB..TiB) that are whole sectors.
+ *
  *   copy SRC:START+COUNT DST:START [DST:START ...] [ignore_errors]
  *        [write_seq] [sync] [tag=WORD]
  *   zero DST:START+COUNT [DST:START+COUNT ...] [sync] [tag=WORD]
@@ -15,6 +18,7 @@
 #ifndef KCOPYDFS_PARSE_H
 #define KCOPYDFS_PARSE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -65,6 +69,14 @@ struct kfs_cmd {
 struct kfs_devlookup {
 	int (*find)(const struct kfs_devlookup *dl, const char *name,
 		    size_t len, uint64_t *sectors);
+	/*
+	 * Optional: what the engine would refuse of a parsed command
+	 * (kcopyd_check_copy): 0 or a negative errno, with *culprit the
+	 * index of the destination at fault or -1.  Without it, overlaps
+	 * and read-only devices are left to the submission.
+	 */
+	int (*check)(const struct kfs_devlookup *dl, const struct kfs_cmd *c,
+		     int *culprit);
 	void *opaque;
 };
 
@@ -73,7 +85,8 @@ struct kfs_devlookup {
  * A blank line gives op KFS_OP_NONE.  Errors:
  *   -EINVAL  syntax, unknown word, bad number (sign, overflow), bad name,
  *            NUL or non-printable byte, overlapping regions the engine
- *            would refuse
+ *            would refuse (by the lookup's check)
+ *   -EROFS   a destination on a read-only device (by the lookup's check)
  *   -ENOENT  unknown device
  *   -ERANGE  a region past its device's end
  *   -E2BIG   more than KFS_MAX_DESTS destinations
@@ -102,8 +115,41 @@ int kfs_parse_write(const char *buf, size_t len,
 int kfs_check_bytes(const char *s, size_t len, char *errmsg, size_t errlen);
 
 /*
- * A size with an optional K or M suffix (powers of 1024), into *bytes.
- * Returns 0 or -EINVAL (not a number, overflow, unknown suffix).
+ * The commands that change the mount rather than queue a job, each alone
+ * in its write:
+ *   attach NAME PATH [ro]   a new device dev/NAME
+ *   detach NAME             remove dev/NAME
+ *   wait ID                 return when job ID has finished
+ */
+enum kfs_admin_op {
+	KFS_ADMIN_NONE = 0,
+	KFS_ADMIN_ATTACH,
+	KFS_ADMIN_DETACH,
+	KFS_ADMIN_WAIT,
+};
+
+struct kfs_admin {
+	enum kfs_admin_op op;
+	char name[KFS_MAX_NAME + 1];
+	char path[KFS_MAX_LINE + 1];
+	bool ro;
+	uint64_t id;
+};
+
+/*
+ * If a write (buf, len bytes: whole lines) holds one of the commands
+ * above, parse it into out; else set out->op to KFS_ADMIN_NONE and return
+ * 0.  Errors: -EINVAL (not alone in the write, a bad name or id, a
+ * missing or extra word, a non-printable byte), -EFBIG (a line longer
+ * than KFS_MAX_LINE), with a message naming the problem.
+ */
+int kfs_parse_admin(const char *buf, size_t len, struct kfs_admin *out,
+		    char *errmsg, size_t errlen);
+
+/*
+ * A size in the grammar of every kcopyd program (size.h: s, B, k, K, M,
+ * G, T, KiB..TiB; a bare number is bytes), into *bytes.  Returns 0 or
+ * -EINVAL (not a size, overflow).
  */
 int kfs_parse_size(const char *s, uint64_t *bytes);
 

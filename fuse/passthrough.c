@@ -56,7 +56,7 @@ struct fuse_backing_map {
 #define KFS_PT_STACK_DEPTH	1
 
 /* fi->fh of a passthrough open of dev/NAME (direct opens keep 0). */
-#define KFS_FH_PASSTHROUGH	1
+
 
 static bool load_bool(const bool *p)
 {
@@ -115,6 +115,20 @@ void kfs_pt_dev_setup(struct kfs *fs, struct kfs_dev *d, bool has_faults)
 		set_direct(p, "no CAP_SYS_ADMIN", 0);
 }
 
+/*
+ * After INIT, passthrough is had only if it was asked for then (for the
+ * devices of the mount); a device attached later goes without otherwise.
+ */
+void kfs_pt_dev_attach(struct kfs *fs, struct kfs_dev *d)
+{
+	kfs_pt_dev_setup(fs, d, false);
+	pthread_mutex_lock(&d->pt.lock);
+	if (d->pt.mode == KFS_IO_PASSTHROUGH && !load_bool(&fs->pt.requested))
+		set_direct(&d->pt, "passthrough was not set up at mount", 0);
+	pthread_mutex_unlock(&d->pt.lock);
+	d->pt_ready = true;
+}
+
 void kfs_pt_dev_destroy(struct kfs_dev *d)
 {
 	pthread_mutex_destroy(&d->pt.lock);
@@ -135,7 +149,8 @@ static bool any_candidate(struct kfs *fs)
 	bool any = false;
 
 	for (unsigned int i = 0; i < fs->ndevs; i++)
-		any |= kfs_pt_mode(&fs->devs[i]) == KFS_IO_PASSTHROUGH;
+		any |= fs->devs[i] &&
+		       kfs_pt_mode(fs->devs[i]) == KFS_IO_PASSTHROUGH;
 	return any;
 }
 
@@ -147,8 +162,10 @@ static void log_modes(struct kfs *fs)
 		load_bool(&fs->pt.offered) ? "not needed" :
 		"not offered by the kernel", kfs_pt_method);
 	for (unsigned int i = 0; i < fs->ndevs; i++) {
-		struct kfs_dev *d = &fs->devs[i];
+		struct kfs_dev *d = fs->devs[i];
 
+		if (!d)
+			continue;
 		pthread_mutex_lock(&d->pt.lock);
 		if (d->pt.mode == KFS_IO_PASSTHROUGH)
 			kfs_log(fs, LOG_INFO, "dev/%s: passthrough", d->name);
@@ -165,8 +182,11 @@ static void settle_at_init(struct kfs *fs)
 	bool on = load_bool(&fs->pt.requested);
 
 	for (unsigned int i = 0; i < fs->ndevs; i++) {
-		struct kfs_pt_dev *p = &fs->devs[i].pt;
+		struct kfs_pt_dev *p;
 
+		if (!fs->devs[i])
+			continue;
+		p = &fs->devs[i]->pt;
 		pthread_mutex_lock(&p->lock);
 		if (!on && p->mode == KFS_IO_PASSTHROUGH)
 			set_direct(p, "the kernel does not offer passthrough",
@@ -183,7 +203,7 @@ static void backing_close(fuse_req_t req, struct kfs *fs, int id);
 
 #ifdef HAVE_FUSE_PASSTHROUGH_API
 
-/* --- libfuse >= 3.16: the public API ------------------------------------- */
+/* --- libfuse >= 3.17: the public API ------------------------------------- */
 
 const char kfs_pt_method[] = "libfuse";
 
@@ -194,11 +214,11 @@ int kfs_pt_session(struct kfs *fs)
 
 void kfs_pt_init(struct kfs *fs, struct fuse_conn_info *conn)
 {
-	bool offered = conn->capable & FUSE_CAP_PASSTHROUGH;
+	bool offered = conn->capable_ext & FUSE_CAP_PASSTHROUGH;
 
 	store_bool(&fs->pt.offered, offered);
 	if (offered && !fs->pt.disabled && any_candidate(fs)) {
-		conn->want |= FUSE_CAP_PASSTHROUGH;
+		fuse_set_feature_flag(conn, FUSE_CAP_PASSTHROUGH);
 		/* libfuse sends the kernel one more (0 is "stacked under"). */
 		conn->max_backing_stack_depth = KFS_PT_STACK_DEPTH - 1;
 		store_bool(&fs->pt.requested, true);
@@ -234,7 +254,7 @@ static int reply_passthrough(fuse_req_t req, struct fuse_file_info *fi,
 
 #else
 
-/* --- libfuse < 3.16: a shim on the session's custom I/O ------------------ */
+/* --- libfuse < 3.17: a shim on the session's custom I/O ------------------ */
 
 const char kfs_pt_method[] = "compat";
 

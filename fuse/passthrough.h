@@ -3,7 +3,7 @@
  * FUSE passthrough for dev/NAME: the kernel reads and writes the image
  * itself, and the daemon sees only open, release, getattr and fsync.
  *
- * With libfuse >= 3.16 this uses its public API (FUSE_CAP_PASSTHROUGH,
+ * With libfuse >= 3.17 this uses its public API (FUSE_CAP_PASSTHROUGH,
  * fuse_passthrough_open); with older libfuse, a shim on the session's
  * custom I/O asks for passthrough in the INIT reply and sends the open
  * reply itself.  configure chooses (HAVE_FUSE_PASSTHROUGH_API).
@@ -34,6 +34,9 @@ enum kfs_io_mode {
 	KFS_IO_DIRECT,		/* every read and write through the daemon */
 	KFS_IO_PASSTHROUGH,	/* the kernel does the I/O on the image */
 };
+
+/* fi->fh of a dev/NAME opened for passthrough. */
+#define KFS_FH_PASSTHROUGH	1
 
 /* A device's side of passthrough. */
 struct kfs_pt_dev {
@@ -66,6 +69,8 @@ extern const char kfs_pt_method[];
 void kfs_pt_setup(struct kfs *fs, bool disabled);
 void kfs_pt_dev_setup(struct kfs *fs, struct kfs_dev *d, bool has_faults);
 void kfs_pt_dev_destroy(struct kfs_dev *d);
+/* A device attached while the session runs. */
+void kfs_pt_dev_attach(struct kfs *fs, struct kfs_dev *d);
 
 /*
  * After fuse_session_mount(): install the shim's custom I/O on the

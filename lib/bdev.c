@@ -107,6 +107,13 @@ sector_t kcopyd_bdev_sectors(const struct block_device *bdev)
 	return bdev ? bdev->sectors : 0;
 }
 
+/* A failed I/O (r < 0): counted, and its errno kept for the stats. */
+static void note_error(struct block_device *bdev, int r)
+{
+	atomic_fetch_add(&bdev->errors, 1);
+	atomic_store(&bdev->last_error, r < 0 ? -r : EIO);
+}
+
 void kcopyd_bdev_get_stats(const struct block_device *bdev,
 			   struct kcopyd_bdev_stats *st)
 {
@@ -114,7 +121,8 @@ void kcopyd_bdev_get_stats(const struct block_device *bdev,
 
 	if (!st)
 		return;
-	memset(st, 0, sizeof(*st));
+	/* A program built before `flushes` has no room for it. */
+	memset(st, 0, offsetof(struct kcopyd_bdev_stats, flushes));
 	if (!b)
 		return;
 	st->reads = atomic_load(&b->reads);
@@ -130,6 +138,22 @@ void kcopyd_bdev_get_stats(const struct block_device *bdev,
 	st->zeroed_write = atomic_load(&b->zero_bytes[BDEV_ZERO_WRITE]);
 }
 
+int kcopyd_bdev_get_stats2(const struct block_device *bdev,
+			   struct kcopyd_bdev_stats *st, size_t size)
+{
+	struct kcopyd_bdev_stats all;
+
+	if (!bdev || !st ||
+	    size < offsetof(struct kcopyd_bdev_stats, flushes))
+		return -EINVAL;
+	kcopyd_bdev_get_stats(bdev, &all);
+	all.flushes = atomic_load(&((struct block_device *)bdev)->flushes);
+	all.last_error =
+		atomic_load(&((struct block_device *)bdev)->last_error);
+	memcpy(st, &all, size < sizeof(all) ? size : sizeof(all));
+	return 0;
+}
+
 int kcopyd_bdev_add_fault(struct block_device *bdev,
 			  const struct kcopyd_fault *fault)
 {
@@ -137,7 +161,8 @@ int kcopyd_bdev_add_fault(struct block_device *bdev,
 
 	if (!bdev || !fault || !fault->count || fault->error < 0 ||
 	    !fault->ops ||
-	    (fault->ops & ~(KCOPYD_FAULT_READ | KCOPYD_FAULT_WRITE)) ||
+	    (fault->ops & ~(KCOPYD_FAULT_READ | KCOPYD_FAULT_WRITE |
+			    KCOPYD_FAULT_FLUSH)) ||
 	    fault->sector + fault->count < fault->sector)
 		return -EINVAL;
 	switch (fault->kind) {
@@ -203,8 +228,10 @@ static int apply_faults(struct block_device *bdev, unsigned int op,
 	for (rule = bdev->faults; rule; rule = rule->next) {
 		const struct kcopyd_fault *f = &rule->f;
 
-		if (!(f->ops & op) || f->sector >= end ||
-		    f->sector + f->count <= first)
+		if (!(f->ops & op))
+			continue;
+		if (op != KCOPYD_FAULT_FLUSH &&
+		    (f->sector >= end || f->sector + f->count <= first))
 			continue;
 		switch (f->kind) {
 		case KCOPYD_FAULT_ERROR:
@@ -272,7 +299,7 @@ static ssize_t io_once(struct block_device *bdev, bool write,
 }
 
 static int io_full(struct block_device *bdev, bool write, struct iovec *iov,
-		   int iovcnt, off_t off)
+		   int iovcnt, off_t off, uint64_t *failed_at)
 {
 	unsigned int op = write ? KCOPYD_FAULT_WRITE : KCOPYD_FAULT_READ;
 	size_t total = iov_bytes(iov, iovcnt), left = total;
@@ -320,20 +347,44 @@ static int io_full(struct block_device *bdev, bool write, struct iovec *iov,
 	return 0;
 
 fail:
-	atomic_fetch_add(&bdev->errors, 1);
+	note_error(bdev, r);
+	if (failed_at)
+		*failed_at = (uint64_t)off;
 	return r;
 }
 
 int bdev_read_full(struct block_device *bdev, struct iovec *iov, int iovcnt,
 		   off_t off)
 {
-	return io_full(bdev, false, iov, iovcnt, off);
+	return io_full(bdev, false, iov, iovcnt, off, NULL);
 }
 
 int bdev_write_full(struct block_device *bdev, struct iovec *iov, int iovcnt,
 		    off_t off)
 {
-	return io_full(bdev, true, iov, iovcnt, off);
+	return io_full(bdev, true, iov, iovcnt, off, NULL);
+}
+
+int bdev_rw_full(struct block_device *bdev, bool write, struct iovec *iov,
+		 int iovcnt, off_t off, uint64_t *failed_at)
+{
+	return io_full(bdev, write, iov, iovcnt, off, failed_at);
+}
+
+int bdev_flush(struct block_device *bdev)
+{
+	uint64_t len = 0;
+	int r;
+
+	r = apply_faults(bdev, KCOPYD_FAULT_FLUSH, 0, &len);
+	if (!r)
+		r = bdev->ops->flush(bdev);
+	if (r) {
+		note_error(bdev, r);
+		return r;
+	}
+	atomic_fetch_add(&bdev->flushes, 1);
+	return 0;
 }
 
 /* --- Zeroing and holes ------------------------------------------------------ */
@@ -433,7 +484,7 @@ int bdev_zero(struct block_device *bdev, uint64_t off, uint64_t len,
 	return 0;
 
 fail:
-	atomic_fetch_add(&bdev->errors, 1);
+	note_error(bdev, r);
 	return r;
 }
 
@@ -448,7 +499,7 @@ int bdev_read_hole(struct block_device *bdev, uint64_t off, uint64_t len)
 
 		r = apply_faults(bdev, KCOPYD_FAULT_READ, off, &n);
 		if (r) {
-			atomic_fetch_add(&bdev->errors, 1);
+			note_error(bdev, r);
 			return r;
 		}
 		off += n;
@@ -568,16 +619,11 @@ int kcopyd_bdev_zero(struct block_device *bdev, uint64_t offset,
 
 int kcopyd_bdev_flush(struct block_device *bdev)
 {
-	int r;
-
 	if (!bdev)
 		return -EINVAL;
 	if (bdev->read_only)
 		return 0;
-	r = bdev->ops->flush(bdev);
-	if (r)
-		atomic_fetch_add(&bdev->errors, 1);
-	return r;
+	return bdev_flush(bdev);
 }
 
 int kcopyd_bdev_extent(struct block_device *bdev, uint64_t offset,

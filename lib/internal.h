@@ -117,8 +117,10 @@ struct block_device {
 	atomic_uint zero_unsupported;
 
 	atomic_uint_fast64_t reads, writes, bytes_read, bytes_written, errors;
+	atomic_int last_error;		/* positive errno of the last error */
 	atomic_uint_fast64_t zeros, bytes_zeroed, bytes_holes;
 	atomic_uint_fast64_t zero_bytes[BDEV_ZERO_METHODS];
+	atomic_uint_fast64_t flushes;
 };
 
 /* bdev.c: set up the common part of a device a backend has allocated. */
@@ -172,6 +174,19 @@ bool bdev_copy_range(struct block_device *in, uint64_t in_off,
 
 /* Is the device certainly allocated in full (so holes need no query)? */
 bool bdev_fully_allocated(struct block_device *bdev);
+
+/*
+ * As bdev_read_full() or bdev_write_full(); on failure *failed_at (if not
+ * NULL) is the byte offset of the transfer that failed.
+ */
+int bdev_rw_full(struct block_device *bdev, bool write, struct iovec *iov,
+		 int iovcnt, off_t off, uint64_t *failed_at);
+
+/*
+ * Make what was written durable (ops->flush); flush fault rules apply.
+ * Counts a flush or an error.  Returns 0 or -errno.
+ */
+int bdev_flush(struct block_device *bdev);
 
 /* Are a and b the same file or device, whatever handles they came from? */
 bool bdev_same(const struct block_device *a, const struct block_device *b);

@@ -15,18 +15,35 @@
  *     The source's holes are asked a window (one extent) at a time, by
  *     the worker that finds the head job without an answer, with no lock
  *     held; the other workers wait for it as they wait for pages.
+ *     A worker also flushes the destinations of a KCOPYD_FLUSH job whose
+ *     I/O is over, before anything else, with no lock held.
  *   - one callback thread, which runs the notify functions one at a time,
  *     with no lock held.  So callbacks of one client never run
  *     concurrently, never run on the submitter's stack, and may submit.
- *   - any number of submitting threads (kcopyd_copy, kcopyd_zero, flush).
+ *   - any number of submitting threads (kcopyd_copy, kcopyd_zero,
+ *     kcopyd_submit, kcopyd_cancel, flush, the setters).
  *
  * kc->lock protects everything in the client and the mutable part of every
  * job (marked below).  A job lives on up to three lists:
  *   kc->ready     jobs with chunks left to issue and room for one more in
  *                 flight, in round-robin order;
- *   kc->complete  jobs whose I/O is over, waiting for their callback;
+ *   kc->flush     KCOPYD_FLUSH jobs whose I/O is over, waiting for a
+ *                 worker to flush their destinations; or
+ *   kc->complete  jobs whose I/O is over (and flushed), waiting for their
+ *                 callback;
  *   kc->jobs      every accepted job, in submission order, until its
- *                 callback has returned (flush and destroy wait on it).
+ *                 callback has returned (flush, destroy and cancel look
+ *                 there).
+ *
+ * Cancel takes a job off kc->ready and marks it stopped, as an error does:
+ * the chunks in flight finish, and the last one to finish sends the job on.
+ * A job with nothing in flight is sent on by the cancel itself.  What is on
+ * the destinations is then exactly the union of the chunks whose I/O ran
+ * to its end, which each finishing chunk adds to the job's done ranges.
+ *
+ * The throttle is applied by a worker after it has taken a chunk (so the
+ * pages it waits with count against num_pages like any others) and before
+ * its I/O; a chunk of a job cancelled meanwhile then does no I/O.
  *
  * Pages are taken all-or-nothing per chunk.  A chunk that cannot get its
  * pages stays at the head of kc->ready and the workers wait for pages to
@@ -51,12 +68,16 @@
 
 struct kcopyd_client;
 
+/* Where a transfer failed: errno and device sector, as for a destination. */
+#define io_fail kcopyd_dest_result
+
 struct kcopyd_job {
 	struct kcopyd_client *kc;
 	struct list_head ready;		/* on kc->ready (kc->lock) */
 	struct list_head complete;	/* on kc->complete (kc->lock) */
 	struct list_head all;		/* on kc->jobs (kc->lock) */
 	uint64_t seq;
+	uint64_t id;			/* seq + 1: never 0 */
 
 	/* Set at submission, read-only afterwards. */
 	bool zero;
@@ -68,15 +89,19 @@ struct kcopyd_job {
 	unsigned int max_inflight;
 	sector_t total;			/* sectors of the longest region */
 	kcopyd_notify_fn fn;
+	kcopyd_complete_fn complete_fn;
 	kcopyd_progress_fn progress;
 	void *context;
 	struct io_region src;
+	unsigned int max_done;		/* room in done[] */
 
 	/* Protected by kc->lock. */
 	sector_t issued;		/* sectors handed to sub-jobs */
 	sector_t written;		/* WRITE_SEQ: sectors written in order */
 	unsigned int inflight;
-	bool stopped;			/* error without IGNORE_ERROR */
+	bool stopped;			/* error without IGNORE_ERROR, or cancel */
+	bool cancelled;
+	bool io_over;			/* on kc->flush or kc->complete */
 	/*
 	 * The source's allocation, known for [issued, ext_end) only: one
 	 * extent, asked when the issue point reaches its end.
@@ -87,9 +112,13 @@ struct kcopyd_job {
 	sector_t ext_end;
 	int read_err;
 	unsigned int write_err;
+	struct io_fail read_fail;	/* the lowest failed read */
+	struct io_fail *dres;		/* num_dests: lowest failed write */
+	unsigned int nr_done;
+	struct kcopyd_range *done;	/* offsets, sorted, merged */
 
 	unsigned int num_dests;
-	struct io_region dests[];
+	struct io_region dests[];	/* then dres[], then done[] */
 };
 
 /*
@@ -105,8 +134,14 @@ struct sub_job {
 	unsigned int *pages;		/* max_pages indices */
 	struct iovec *iov;		/* max_pages iovecs */
 	unsigned char *zmap;		/* zero detection: 1 = piece is zeros */
+	bool skip;			/* job cancelled before its I/O began */
+	bool done;			/* its I/O ran to the end everywhere */
 	int read_err;
 	unsigned int write_err;
+	struct io_fail read_fail;
+	struct io_fail write_fail[KCOPYD_MAX_DESTS];
+	kcopyd_bad_range_fn bad_range;	/* the client's, when it was taken */
+	void *bad_range_context;
 	uint64_t bytes_read;		/* what really went through */
 	uint64_t bytes_written;
 	uint64_t bytes_zeroed;
@@ -126,6 +161,7 @@ struct kcopyd_client {
 	pthread_cond_t seq_cond;	/* a WRITE_SEQ cursor moved */
 	pthread_cond_t cb_cond;		/* a job reached kc->complete */
 	pthread_cond_t idle_cond;	/* a callback returned */
+	pthread_cond_t throttle_cond;	/* the throttle changed (monotonic) */
 
 	/* Read-only after creation. */
 	unsigned int nr_threads;
@@ -140,12 +176,30 @@ struct kcopyd_client {
 	/* Protected by lock. */
 	struct page_pool pool;
 	struct list_head ready;
+	struct list_head flush;
 	struct list_head complete;
 	struct list_head jobs;
 	uint64_t next_seq;
 	bool closing;			/* destroy has begun: refuse new jobs */
 	bool quit;			/* threads must exit */
 	struct kcopyd_stats stats;
+	unsigned int max_jobs;		/* 0: no bound */
+	kcopyd_bad_range_fn bad_range;
+	void *bad_range_context;
+
+	/*
+	 * Throttle.  Byte rate: a token bucket whose state is the time the
+	 * next chunk may start (a burst of one chunk after a pause).  Share
+	 * of time: the kernel's accounting of the time with I/O in flight
+	 * against all the time, halved as it passes about a second.
+	 */
+	uint64_t rate;			/* bytes per second, 0: none */
+	unsigned int percent;		/* 1..99, 0: none */
+	uint64_t tb_next_us;
+	uint64_t last_us;
+	uint64_t io_period_us;
+	uint64_t total_period_us;
+	unsigned int num_io;		/* chunks doing I/O */
 };
 
 /*
@@ -196,6 +250,65 @@ static void queue_complete(struct kcopyd_client *kc, struct kcopyd_job *job)
 	pth(pthread_cond_signal(&kc->cb_cond));
 }
 
+/*
+ * The job's I/O is over: its destinations are flushed first if it asked
+ * for that and anything was issued, then its callback is due.
+ */
+static void job_io_over(struct kcopyd_client *kc, struct kcopyd_job *job)
+{
+	job->io_over = true;
+	if ((job->flags & KCOPYD_FLUSH) && job->issued) {
+		list_add_tail(&job->complete, &kc->flush);
+		pth(pthread_cond_signal(&kc->work_cond));
+	} else {
+		queue_complete(kc, job);
+	}
+}
+
+/*
+ * Add [offset, offset + count) to the job's done ranges, merging.  The
+ * ranges never outnumber the chunks that can be in flight at once plus
+ * one: chunks are issued in order, and after the first error or a cancel
+ * no new one is, so the gaps are chunks that were in flight together.
+ */
+static void add_done(struct kcopyd_job *job, sector_t offset, sector_t count)
+{
+	struct kcopyd_range *d = job->done;
+	sector_t end = offset + count;
+	unsigned int i = 0, j;
+
+	while (i < job->nr_done && d[i].sector + d[i].count < offset)
+		i++;
+	/* d[i..j) touch or overlap the new range: merge them into it. */
+	for (j = i; j < job->nr_done && d[j].sector <= end; j++) {
+		sector_t e = d[j].sector + d[j].count;
+
+		if (d[j].sector < offset)
+			offset = d[j].sector;
+		if (e > end)
+			end = e;
+	}
+	if (j == i) {
+		if (job->nr_done == job->max_done)
+			engine_die("done ranges overflow", EOVERFLOW, __FILE__,
+				   __LINE__);
+		memmove(&d[i + 1], &d[i], (job->nr_done - i) * sizeof(*d));
+		job->nr_done++;
+	} else if (j > i + 1) {
+		memmove(&d[i + 1], &d[j], (job->nr_done - j) * sizeof(*d));
+		job->nr_done -= j - i - 1;
+	}
+	d[i].sector = offset;
+	d[i].count = end - offset;
+}
+
+/* Keep the failure at the lowest sector: the order of chunks is not fixed. */
+static void note_fail(struct io_fail *to, const struct io_fail *f)
+{
+	if (f->error && (!to->error || f->error_sector < to->error_sector))
+		*to = *f;
+}
+
 enum take {
 	TAKE_NONE,			/* nothing to do now: wait */
 	TAKE_CHUNK,			/* a chunk to run */
@@ -240,8 +353,15 @@ static enum take take_chunk(struct kcopyd_client *kc, struct sub_job *sj)
 	sj->count = n;
 	sj->offset = job->backward ? job->total - job->issued - n :
 				     job->issued;
+	sj->skip = false;
+	sj->done = false;
 	sj->read_err = 0;
 	sj->write_err = 0;
+	sj->read_fail.error = 0;
+	for (unsigned int i = 0; i < job->num_dests; i++)
+		sj->write_fail[i].error = 0;
+	sj->bad_range = kc->bad_range;
+	sj->bad_range_context = kc->bad_range_context;
 	sj->bytes_read = 0;
 	sj->bytes_written = 0;
 	sj->bytes_zeroed = 0;
@@ -307,6 +427,11 @@ static void finish_chunk(struct kcopyd_client *kc, struct sub_job *sj)
 	if (sj->read_err)
 		job->read_err = 1;
 	job->write_err |= sj->write_err;
+	note_fail(&job->read_fail, &sj->read_fail);
+	for (unsigned int i = 0; i < job->num_dests; i++)
+		note_fail(&job->dres[i], &sj->write_fail[i]);
+	if (sj->done)
+		add_done(job, sj->offset, sj->count);
 	if ((sj->read_err || sj->write_err) &&
 	    !(job->flags & KCOPYD_IGNORE_ERROR)) {
 		job->stopped = true;
@@ -319,9 +444,113 @@ static void finish_chunk(struct kcopyd_client *kc, struct sub_job *sj)
 
 	if (job->inflight == 0 &&
 	    (job->stopped || job->issued == job->total))
-		queue_complete(kc, job);
+		job_io_over(kc, job);
 	else
 		queue_ready(kc, job);
+}
+
+/* --- Throttle (under kc->lock) --------------------------------------------- */
+
+#define ACCOUNT_INTERVAL_SHIFT	20	/* about a second, in microseconds */
+#define THROTTLE_SLEEP_US	100000
+#define THROTTLE_MAX_SLEEPS	10
+
+static uint64_t now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+/* Wait, releasing the lock, until `until` or a throttle change. */
+static void throttle_sleep(struct kcopyd_client *kc, uint64_t until)
+{
+	struct timespec ts = {
+		.tv_sec = (time_t)(until / 1000000),
+		.tv_nsec = (long)(until % 1000000) * 1000,
+	};
+	int r = pthread_cond_timedwait(&kc->throttle_cond, &kc->lock, &ts);
+
+	if (r && r != ETIMEDOUT)
+		engine_die("pthread_cond_timedwait", r, __FILE__, __LINE__);
+}
+
+/* The kernel's accounting of time with I/O in flight (io_job_start). */
+static void account_period(struct kcopyd_client *kc, uint64_t now)
+{
+	uint64_t diff = now - kc->last_us;
+
+	kc->last_us = now;
+	if (kc->num_io)
+		kc->io_period_us += diff;
+	kc->total_period_us += diff;
+	if (kc->io_period_us > kc->total_period_us)
+		kc->io_period_us = kc->total_period_us;
+	if (kc->total_period_us >= (1u << ACCOUNT_INTERVAL_SHIFT)) {
+		unsigned int shift = 0;
+
+		for (uint64_t t = kc->total_period_us >> ACCOUNT_INTERVAL_SHIFT;
+		     t; t >>= 1)
+			shift++;
+		kc->total_period_us >>= shift;
+		kc->io_period_us >>= shift;
+	}
+}
+
+/*
+ * Before a chunk's I/O of `bytes`: wait for the byte rate's turn, and
+ * while I/O has been in flight more than the allowed share of the time
+ * (at most ten sleeps of 100 ms, as the kernel).  The settings are read
+ * afresh after every wait, so a change takes effect at once.
+ */
+static void throttle_start(struct kcopyd_client *kc, struct kcopyd_job *job,
+			   uint64_t bytes)
+{
+	unsigned int slept = 0;
+	uint64_t now;
+
+	for (;;) {
+		now = now_us();
+		if (job->cancelled) {
+			kc->num_io++;
+			return;
+		}
+		if (kc->rate && kc->tb_next_us > now) {
+			throttle_sleep(kc, kc->tb_next_us);
+			continue;
+		}
+		if (kc->percent) {
+			account_period(kc, now);
+			if (kc->io_period_us * 100 >
+			    (uint64_t)kc->percent * kc->total_period_us &&
+			    slept < THROTTLE_MAX_SLEEPS) {
+				slept++;
+				throttle_sleep(kc, now + THROTTLE_SLEEP_US);
+				continue;
+			}
+		}
+		break;
+	}
+	if (kc->rate)
+		kc->tb_next_us = (kc->tb_next_us > now ? kc->tb_next_us : now) +
+				 bytes * 1000000 / kc->rate;
+	kc->num_io++;
+}
+
+/* After a chunk's I/O (io_job_finish). */
+static void throttle_finish(struct kcopyd_client *kc)
+{
+	kc->num_io--;
+	if (kc->percent && !kc->num_io) {
+		uint64_t now = now_us();
+
+		kc->io_period_us += now - kc->last_us;
+		kc->total_period_us += now - kc->last_us;
+		kc->last_us = now;
+		if (kc->io_period_us > kc->total_period_us)
+			kc->io_period_us = kc->total_period_us;
+	}
 }
 
 /* --- I/O (no lock held) ------------------------------------------------------ */
@@ -374,39 +603,90 @@ static int chunk_iov(struct kcopyd_client *kc, struct sub_job *sj,
 
 /*
  * One transfer of `bytes` of the chunk's pages, starting at byte `skip` of
- * the chunk, at byte offset `at` of the device.
+ * the chunk, at byte offset `at` of the device.  On failure *fail gets
+ * the errno and the sector where the transfer stopped.
  */
 static int chunk_io(struct kcopyd_client *kc, struct sub_job *sj,
 		    struct block_device *bdev, bool write, size_t skip,
-		    size_t bytes, off_t at)
+		    size_t bytes, off_t at, struct io_fail *fail)
 {
 	int cnt = chunk_iov(kc, sj, skip, bytes);
+	uint64_t failed_at = (uint64_t)at;
+	int r = bdev_rw_full(bdev, write, sj->iov, cnt, at, &failed_at);
 
-	return write ? bdev_write_full(bdev, sj->iov, cnt, at) :
-		       bdev_read_full(bdev, sj->iov, cnt, at);
+	if (r) {
+		fail->error = -r;
+		fail->error_sector = failed_at >> KCOPYD_SECTOR_SHIFT;
+	}
+	return r;
+}
+
+/* Tell the bad-range function of bytes [start, end) of a device. */
+static void report_bad(struct sub_job *sj, struct block_device *bdev,
+		       bool write, uint64_t start, uint64_t end, int error)
+{
+	if (!sj->bad_range || start == end)
+		return;
+	sj->bad_range(sj->job->id, bdev, start >> KCOPYD_SECTOR_SHIFT,
+		      (end - start + KCOPYD_SECTOR_SIZE - 1) >>
+			      KCOPYD_SECTOR_SHIFT,
+		      write, error, sj->bad_range_context);
+}
+
+/* Keep the first failure of a sub-job's transfer to one device. */
+static void first_fail(struct io_fail *to, int r, uint64_t at)
+{
+	if (!to->error) {
+		to->error = -r;
+		to->error_sector = at >> KCOPYD_SECTOR_SHIFT;
+	}
 }
 
 /*
  * A transfer of the whole chunk failed and the job goes on after errors:
  * retry it one block at a time, as a rescue copy does, so that only the
  * blocks that really fail are lost.  A block that cannot be read becomes
- * zeros; one that cannot be written is left as it was.  Returns the bytes
- * that went through.
+ * zeros; one that cannot be written is left as it was.  Each run of lost
+ * blocks with one errno goes to the bad-range function, and *fail (reset
+ * here) gets the first.  Returns the bytes that went through.
  */
 static uint64_t salvage(struct kcopyd_client *kc, struct sub_job *sj,
 			struct block_device *bdev, bool write, size_t skip,
-			size_t len, off_t at)
+			size_t len, off_t at, struct io_fail *fail)
 {
 	size_t bs = bdev->block_size;
-	uint64_t good = 0;
+	uint64_t good = 0, bad_start = 0, bad_end = 0;
+	int bad_err = 0;
 
+	fail->error = 0;
 	for (size_t off = 0; off < len; off += bs) {
 		size_t n = len - off < bs ? len - off : bs;
+		uint64_t here = (uint64_t)at + off;
+		struct io_fail f;
 
-		if (!chunk_io(kc, sj, bdev, write, skip + off, n, at + off))
+		if (!chunk_io(kc, sj, bdev, write, skip + off, n, at + off,
+			      &f)) {
 			good += n;
-		else if (!write)
+			continue;
+		}
+		if (!write)
 			memset(chunk_byte(kc, sj, skip + off), 0, n);
+		if (!fail->error)
+			*fail = f;
+		if (bad_err == f.error && bad_end == here) {
+			bad_end += n;
+			continue;
+		}
+		report_bad(sj, bdev, write, bad_start, bad_end, bad_err);
+		bad_err = f.error;
+		bad_start = here;
+		bad_end = here + n;
+	}
+	report_bad(sj, bdev, write, bad_start, bad_end, bad_err);
+	/* The whole transfer failed, but no block did when retried. */
+	if (!fail->error) {
+		fail->error = EIO;
+		fail->error_sector = (uint64_t)at >> KCOPYD_SECTOR_SHIFT;
 	}
 	return good;
 }
@@ -416,18 +696,23 @@ static uint64_t salvage(struct kcopyd_client *kc, struct sub_job *sj,
  * that fail are single blocks, so a failing block in a hole of a
  * gigabyte costs a few dozen tries, not millions.
  */
-static uint64_t salvage_zero(struct block_device *bdev, uint64_t at,
-			     uint64_t len, bool allocated)
+static uint64_t salvage_zero(struct sub_job *sj, struct block_device *bdev,
+			     uint64_t at, uint64_t len, bool allocated,
+			     struct io_fail *fail)
 {
 	uint64_t bs = bdev->block_size, half;
+	int r = bdev_zero(bdev, at, len, allocated);
 
-	if (!bdev_zero(bdev, at, len, allocated))
+	if (!r)
 		return len;
-	if (len <= bs)
+	if (len <= bs) {
+		first_fail(fail, r, at);
+		report_bad(sj, bdev, true, at, at + len, -r);
 		return 0;
+	}
 	half = (len / 2 + bs - 1) / bs * bs;
-	return salvage_zero(bdev, at, half, allocated) +
-	       salvage_zero(bdev, at + half, len - half, allocated);
+	return salvage_zero(sj, bdev, at, half, allocated, fail) +
+	       salvage_zero(sj, bdev, at + half, len - half, allocated, fail);
 }
 
 /* Zero bytes [at, at + len) of destination i, with IGNORE_ERROR salvage. */
@@ -436,17 +721,23 @@ static void zero_dest(struct sub_job *sj, unsigned int i, uint64_t at,
 {
 	struct kcopyd_job *job = sj->job;
 	struct block_device *bdev = job->dests[i].bdev;
+	int r;
 
 	if (job->target_zero)
 		return;
-	if (!bdev_zero(bdev, at, len, job->allocated)) {
+	r = bdev_zero(bdev, at, len, job->allocated);
+	if (!r) {
 		sj->bytes_zeroed += len;
 		return;
 	}
 	sj->write_err |= 1u << i;
-	if (job->flags & KCOPYD_IGNORE_ERROR)
-		sj->bytes_zeroed += salvage_zero(bdev, at, len,
-						 job->allocated);
+	if (!(job->flags & KCOPYD_IGNORE_ERROR)) {
+		first_fail(&sj->write_fail[i], r, at);
+		return;
+	}
+	sj->bytes_zeroed += salvage_zero(sj, bdev, at, len, job->allocated,
+					 &sj->write_fail[i]);
+	first_fail(&sj->write_fail[i], r, at);	/* no block failed alone */
 }
 
 static void read_chunk(struct kcopyd_client *kc, struct sub_job *sj)
@@ -455,14 +746,15 @@ static void read_chunk(struct kcopyd_client *kc, struct sub_job *sj)
 	size_t bytes = bytes_of(sj->count);
 	off_t at = (off_t)bytes_of(job->src.sector + sj->offset);
 
-	if (!chunk_io(kc, sj, job->src.bdev, false, 0, bytes, at)) {
+	if (!chunk_io(kc, sj, job->src.bdev, false, 0, bytes, at,
+		      &sj->read_fail)) {
 		sj->bytes_read = bytes;
 		return;
 	}
 	sj->read_err = 1;
 	if (job->flags & KCOPYD_IGNORE_ERROR)
 		sj->bytes_read = salvage(kc, sj, job->src.bdev, false, 0,
-					 bytes, at);
+					 bytes, at, &sj->read_fail);
 }
 
 /* Does [off, off + len) of the chunk read as zeros? */
@@ -515,6 +807,7 @@ static void write_dest(struct kcopyd_client *kc, struct sub_job *sj,
 	size_t len = bytes_of(dest_len(d, sj)), g = kc->sparse_size;
 	off_t at = (off_t)bytes_of(d->sector + sj->offset);
 	bool ignore = job->flags & KCOPYD_IGNORE_ERROR;
+	struct io_fail f;
 
 	if (!len)
 		return;
@@ -532,14 +825,17 @@ static void write_dest(struct kcopyd_client *kc, struct sub_job *sj,
 		if (runs && sj->zmap[p])
 			zero_dest(sj, i, (uint64_t)at + skip, n);
 		else if (!chunk_io(kc, sj, d->bdev, true, skip, n,
-				     at + (off_t)skip)) {
+				     at + (off_t)skip, &f)) {
 			sj->bytes_written += n;
 		} else {
 			sj->write_err |= 1u << i;
 			if (ignore)
 				sj->bytes_written += salvage(kc, sj, d->bdev,
 							     true, skip, n,
-							     at + (off_t)skip);
+							     at + (off_t)skip,
+							     &f);
+			if (!sj->write_fail[i].error)
+				sj->write_fail[i] = f;
 		}
 		p = q;
 	}
@@ -565,11 +861,18 @@ static bool read_hole(struct sub_job *sj)
 	struct kcopyd_job *job = sj->job;
 	uint64_t len = bytes_of(sj->count);
 
+	uint64_t at = bytes_of(job->src.sector + sj->offset);
+	int r;
+
 	if (job->zero)
 		return true;
-	if (bdev_read_hole(job->src.bdev, bytes_of(job->src.sector +
-						   sj->offset), len)) {
+	r = bdev_read_hole(job->src.bdev, at, len);
+	if (r) {
 		sj->read_err = 1;
+		first_fail(&sj->read_fail, r, at);
+		if (job->flags & KCOPYD_IGNORE_ERROR)
+			report_bad(sj, job->src.bdev, false, at, at + len,
+				   -r);
 		return job->flags & KCOPYD_IGNORE_ERROR;
 	}
 	sj->bytes_holes = len;
@@ -604,7 +907,10 @@ static bool wait_turn(struct kcopyd_client *kc, struct sub_job *sj)
 	lock(kc);
 	while (job->written != sj->offset)
 		pth(pthread_cond_wait(&kc->seq_cond, &kc->lock));
-	/* After an error, leave each destination holding a clean prefix. */
+	/*
+	 * After an error or a cancel, leave each destination holding a
+	 * clean prefix.
+	 */
 	go = !job->stopped || (job->flags & KCOPYD_IGNORE_ERROR);
 	unlock(kc);
 	return go;
@@ -649,6 +955,7 @@ static void run_chunk(struct kcopyd_client *kc, struct sub_job *sj)
 	bool go;
 
 	if (!sj->hole && copy_chunk_range(sj)) {
+		sj->done = true;
 		if (job->progress)
 			job->progress(sj->count, job->context);
 		return;
@@ -665,8 +972,58 @@ static void run_chunk(struct kcopyd_client *kc, struct sub_job *sj)
 		zero_chunk(sj);
 	else if (go)
 		write_chunk(kc, sj);
+	sj->done = go && (!sj->write_err || ignore);
 	if (job->progress)
 		job->progress(sj->count, job->context);
+}
+
+/*
+ * Flush every destination of a KCOPYD_FLUSH job: a failure is a write
+ * error of that destination, at the start of its region.
+ */
+static void flush_job(struct kcopyd_client *kc, struct kcopyd_job *job)
+{
+	struct io_fail fail[KCOPYD_MAX_DESTS];
+	unsigned int err = 0;
+
+	for (unsigned int i = 0; i < job->num_dests; i++) {
+		int r = bdev_flush(job->dests[i].bdev);
+
+		if (r) {
+			err |= 1u << i;
+			fail[i].error = -r;
+			fail[i].error_sector = job->dests[i].sector;
+		}
+	}
+	lock(kc);
+	job->write_err |= err;
+	for (unsigned int i = 0; i < job->num_dests; i++)
+		if ((err & (1u << i)) && !job->dres[i].error)
+			job->dres[i] = fail[i];
+	queue_complete(kc, job);
+	unlock(kc);
+}
+
+/*
+ * Run a chunk taken: after the throttle's wait, unless its job was
+ * cancelled meanwhile.  Called and returns with kc->lock held.
+ */
+static void start_chunk(struct kcopyd_client *kc, struct sub_job *sj)
+{
+	if (kc->rate || kc->percent)
+		throttle_start(kc, sj->job,
+			       sj->hole ? 0 : bytes_of(sj->count));
+	else
+		kc->num_io++;
+	sj->skip = sj->job->cancelled;
+	unlock(kc);
+	if (!sj->skip)
+		run_chunk(kc, sj);
+	else if (sj->job->flags & KCOPYD_WRITE_SEQ)
+		wait_turn(kc, sj);	/* keep the cursor in order */
+	lock(kc);
+	throttle_finish(kc);
+	finish_chunk(kc, sj);
 }
 
 static void *worker_main(void *arg)
@@ -674,16 +1031,24 @@ static void *worker_main(void *arg)
 	struct worker *w = arg;
 	struct kcopyd_client *kc = w->kc;
 	struct sub_job *sj = &w->sj;
+	struct kcopyd_job *job;
 
 	engine_thread = kc;
 	lock(kc);
 	for (;;) {
+		/* A flush first: its job's callback waits for nothing else. */
+		if (!list_empty(&kc->flush)) {
+			job = list_entry(kc->flush.next, struct kcopyd_job,
+					 complete);
+			list_del_init(&job->complete);
+			unlock(kc);
+			flush_job(kc, job);
+			lock(kc);
+			continue;
+		}
 		switch (take_chunk(kc, sj)) {
 		case TAKE_CHUNK:
-			unlock(kc);
-			run_chunk(kc, sj);
-			lock(kc);
-			finish_chunk(kc, sj);
+			start_chunk(kc, sj);
 			break;
 		case TAKE_QUERY:
 			query_extent(kc, sj->job);
@@ -701,6 +1066,33 @@ out:
 }
 
 /* --- Callbacks ------------------------------------------------------------------ */
+
+static void run_callback(struct kcopyd_job *job)
+{
+	struct kcopyd_completion c = {
+		.size = sizeof(c),
+		.id = job->id,
+		.read_err = job->read_err,
+		.write_err = job->write_err,
+		.read_error = job->read_fail.error,
+		.read_error_sector = job->read_fail.error_sector,
+		.num_dests = job->num_dests,
+		.dests = job->dres,
+		.cancelled = job->cancelled,
+		.nr_done = job->nr_done,
+		.done = job->done,
+	};
+
+	if (job->fn) {
+		job->fn(job->read_err, job->write_err, job->context);
+		return;
+	}
+	if (!job->complete_fn)
+		return;
+	for (unsigned int i = 0; i < job->nr_done; i++)
+		c.sectors_done += job->done[i].count;
+	job->complete_fn(&c, job->context);
+}
 
 static void *callback_main(void *arg)
 {
@@ -721,8 +1113,7 @@ static void *callback_main(void *arg)
 		list_del_init(&job->complete);
 		unlock(kc);
 
-		if (job->fn)
-			job->fn(job->read_err, job->write_err, job->context);
+		run_callback(job);
 
 		lock(kc);
 		/* Only now is the job gone: destroy waits for this. */
@@ -783,6 +1174,7 @@ static void free_client(struct kcopyd_client *kc)
 	}
 	free(kc->workers);
 	pool_destroy(&kc->pool);
+	pth(pthread_cond_destroy(&kc->throttle_cond));
 	pth(pthread_cond_destroy(&kc->idle_cond));
 	pth(pthread_cond_destroy(&kc->cb_cond));
 	pth(pthread_cond_destroy(&kc->seq_cond));
@@ -818,6 +1210,7 @@ int kcopyd_client_create_opts(unsigned int num_pages,
 	struct kcopyd_options o = { 0 };
 	struct kcopyd_client *kc;
 	unsigned int subjob_pages;
+	pthread_condattr_t mono;
 	int r;
 
 	if (!num_pages || !result)
@@ -842,7 +1235,12 @@ int kcopyd_client_create_opts(unsigned int num_pages,
 	pth(pthread_cond_init(&kc->seq_cond, NULL));
 	pth(pthread_cond_init(&kc->cb_cond, NULL));
 	pth(pthread_cond_init(&kc->idle_cond, NULL));
+	pth(pthread_condattr_init(&mono));
+	pth(pthread_condattr_setclock(&mono, CLOCK_MONOTONIC));
+	pth(pthread_cond_init(&kc->throttle_cond, &mono));
+	pth(pthread_condattr_destroy(&mono));
 	list_init(&kc->ready);
+	list_init(&kc->flush);
 	list_init(&kc->complete);
 	list_init(&kc->jobs);
 
@@ -927,11 +1325,84 @@ void kcopyd_client_destroy(struct kcopyd_client *kc)
 	unlock(kc);
 	stop_threads(kc, kc->nr_threads, true);
 
-	if (!list_empty(&kc->ready) || !list_empty(&kc->complete) ||
+	if (!list_empty(&kc->ready) || !list_empty(&kc->flush) ||
+	    !list_empty(&kc->complete) ||
 	    kc->pool.nr_free != kc->pool.nr)
 		engine_die("destroy: lists not empty", EBUSY, __FILE__,
 			   __LINE__);
 	free_client(kc);
+}
+
+int kcopyd_client_set_bad_range(struct kcopyd_client *kc,
+				kcopyd_bad_range_fn fn, void *context)
+{
+	if (!kc)
+		return -EINVAL;
+	lock(kc);
+	kc->bad_range = fn;
+	kc->bad_range_context = context;
+	unlock(kc);
+	return 0;
+}
+
+int kcopyd_client_set_throttle(struct kcopyd_client *kc,
+			       uint64_t bytes_per_sec, unsigned int percent)
+{
+	if (!kc || percent > 100)
+		return -EINVAL;
+	lock(kc);
+	kc->rate = bytes_per_sec;
+	/* Start the share-of-time accounting afresh. */
+	kc->percent = percent == 100 ? 0 : percent;
+	kc->last_us = now_us();
+	kc->io_period_us = 0;
+	kc->total_period_us = 0;
+	if (!kc->rate)
+		kc->tb_next_us = 0;
+	pth(pthread_cond_broadcast(&kc->throttle_cond));
+	unlock(kc);
+	return 0;
+}
+
+int kcopyd_client_set_max_jobs(struct kcopyd_client *kc,
+			       unsigned int max_jobs)
+{
+	if (!kc)
+		return -EINVAL;
+	lock(kc);
+	kc->max_jobs = max_jobs;
+	unlock(kc);
+	return 0;
+}
+
+int kcopyd_cancel(struct kcopyd_client *kc, uint64_t id)
+{
+	struct list_head *p;
+	int r = -ENOENT;
+
+	if (!kc || !id)
+		return -EINVAL;
+	lock(kc);
+	/* Newest first: a caller cancels what it has just submitted. */
+	for (p = kc->jobs.prev; p != &kc->jobs; p = p->prev) {
+		struct kcopyd_job *job = list_entry(p, struct kcopyd_job, all);
+
+		if (job->id != id)
+			continue;
+		if (job->io_over || job->cancelled)
+			break;
+		job->cancelled = true;
+		job->stopped = true;
+		list_del_init(&job->ready);
+		if (!job->inflight)
+			job_io_over(kc, job);
+		/* Chunks waiting for the throttle give up at once. */
+		pth(pthread_cond_broadcast(&kc->throttle_cond));
+		r = 0;
+		break;
+	}
+	unlock(kc);
+	return r;
 }
 
 int kcopyd_client_get_stats(struct kcopyd_client *kc, struct kcopyd_stats *st)
@@ -949,7 +1420,7 @@ int kcopyd_client_get_stats(struct kcopyd_client *kc, struct kcopyd_stats *st)
 /* --- Submission ------------------------------------------------------------------ */
 
 #define JOB_FLAGS (KCOPYD_IGNORE_ERROR | KCOPYD_WRITE_SEQ | KCOPYD_ALLOCATED | \
-		   KCOPYD_TARGET_ZERO)
+		   KCOPYD_TARGET_ZERO | KCOPYD_FLUSH)
 
 static bool region_past_end(const struct io_region *r)
 {
@@ -970,12 +1441,11 @@ static bool regions_overlap(const struct io_region *a,
  * A destination that overlaps the source must be copied in the one order
  * that reads every sector before it is overwritten, one chunk at a time:
  * from the end if it lies above the source, from the start if below.
- * Sets *up and *down; *culprit is the last destination found overlapping.
  */
 static void overlap_directions(const struct io_region *from,
 			       unsigned int num_dests,
 			       const struct io_region *dests, bool *up,
-			       bool *down, int *culprit)
+			       bool *down)
 {
 	*up = *down = false;
 	for (unsigned int i = 0; i < num_dests; i++) {
@@ -987,7 +1457,6 @@ static void overlap_directions(const struct io_region *from,
 			*up = true;
 		else
 			*down = true;
-		*culprit = (int)i;
 	}
 }
 
@@ -1034,12 +1503,13 @@ static int check_copy(const struct io_region *from, unsigned int num_dests,
 	*culprit = -1;
 	if (!from)
 		return 0;
-	overlap_directions(from, num_dests, dests, &up, &down, culprit);
+	overlap_directions(from, num_dests, dests, &up, &down);
+	/* Not one destination's fault: the job as a whole has no order. */
+	*culprit = -1;
 	if (up && down)
 		return -EINVAL;
 	if (up && (flags & KCOPYD_WRITE_SEQ))
 		return -EINVAL;
-	*culprit = -1;
 	return 0;
 }
 
@@ -1065,13 +1535,19 @@ static bool job_sparse(const struct kcopyd_job *job)
 	       !bdev_fully_allocated(job->src.bdev);
 }
 
-int kcopyd_copy_progress(struct kcopyd_client *kc, struct io_region *from,
-			 unsigned int num_dests, struct io_region *dests,
-			 unsigned int flags, kcopyd_notify_fn fn,
-			 kcopyd_progress_fn progress, void *context)
+/*
+ * Every submission comes here: a notify function (the kernel's calls) or
+ * a completion function (kcopyd_submit), never both.
+ */
+static int submit(struct kcopyd_client *kc, const struct io_region *from,
+		  unsigned int num_dests, const struct io_region *dests,
+		  unsigned int flags, kcopyd_notify_fn fn,
+		  kcopyd_complete_fn complete, kcopyd_progress_fn progress,
+		  void *context, uint64_t *id)
 {
 	struct kcopyd_job *job;
 	bool up = false, down = false;
+	unsigned int max_done;
 	int culprit, r;
 
 	if (!kc)
@@ -1080,7 +1556,11 @@ int kcopyd_copy_progress(struct kcopyd_client *kc, struct io_region *from,
 	if (r)
 		return r;
 
-	job = calloc(1, sizeof(*job) + num_dests * sizeof(job->dests[0]));
+	/* The done ranges never outnumber the chunks in flight plus one. */
+	max_done = kc->max_inflight + 2;
+	job = calloc(1, sizeof(*job) + num_dests * sizeof(job->dests[0]) +
+			       num_dests * sizeof(job->dres[0]) +
+			       max_done * sizeof(job->done[0]));
 	if (!job)
 		return -ENOMEM;
 	job->kc = kc;
@@ -1095,17 +1575,20 @@ int kcopyd_copy_progress(struct kcopyd_client *kc, struct io_region *from,
 	job->target_zero = flags & KCOPYD_TARGET_ZERO;
 	job->detect = from && kc->sparse_size;
 	job->fn = fn;
+	job->complete_fn = complete;
 	job->progress = progress;
 	job->context = context;
 	job->num_dests = num_dests;
 	memcpy(job->dests, dests, num_dests * sizeof(dests[0]));
+	job->dres = (struct io_fail *)&job->dests[num_dests];
+	job->done = (struct kcopyd_range *)&job->dres[num_dests];
+	job->max_done = max_done;
 	job->max_inflight = kc->max_inflight;
 	for (unsigned int i = 0; i < num_dests; i++)
 		if (dests[i].count > job->total)
 			job->total = dests[i].count;
 	if (from)
-		overlap_directions(from, num_dests, dests, &up, &down,
-				   &culprit);
+		overlap_directions(from, num_dests, dests, &up, &down);
 	if (up || down)
 		job->max_inflight = 1;
 	job->backward = up;
@@ -1113,20 +1596,60 @@ int kcopyd_copy_progress(struct kcopyd_client *kc, struct io_region *from,
 
 	lock(kc);
 	if (kc->closing) {
-		unlock(kc);
-		free(job);
-		return -ESHUTDOWN;
+		r = -ESHUTDOWN;
+		goto refused;
+	}
+	if (kc->max_jobs && kc->stats.jobs_running >= kc->max_jobs) {
+		r = -EAGAIN;
+		goto refused;
 	}
 	job->seq = kc->next_seq++;
+	job->id = job->seq + 1;
+	if (id)
+		*id = job->id;
 	list_add_tail(&job->all, &kc->jobs);
 	kc->stats.jobs_submitted++;
 	kc->stats.jobs_running++;
 	if (job->total)
 		queue_ready(kc, job);
 	else
-		queue_complete(kc, job);
+		job_io_over(kc, job);
 	unlock(kc);
 	return 0;
+
+refused:
+	unlock(kc);
+	free(job);
+	return r;
+}
+
+int kcopyd_submit(struct kcopyd_client *kc,
+		  const struct kcopyd_job_desc *desc, uint64_t *id)
+{
+	struct kcopyd_job_desc d = { 0 };
+
+	if (!desc || desc->size < offsetof(struct kcopyd_job_desc, context) +
+				  sizeof(desc->context))
+		return -EINVAL;
+	/* A newer caller's fields must be unset, or we would ignore them. */
+	for (size_t i = sizeof(d); i < desc->size; i++)
+		if (((const unsigned char *)desc)[i])
+			return -E2BIG;
+	memcpy(&d, desc, desc->size < sizeof(d) ? desc->size : sizeof(d));
+	if (d.op == KCOPYD_OP_COPY ? !d.from :
+	    d.op != KCOPYD_OP_ZERO || d.from)
+		return -EINVAL;
+	return submit(kc, d.from, d.num_dests, d.dests, d.flags, NULL,
+		      d.complete, d.progress, d.context, id);
+}
+
+int kcopyd_copy_progress(struct kcopyd_client *kc, struct io_region *from,
+			 unsigned int num_dests, struct io_region *dests,
+			 unsigned int flags, kcopyd_notify_fn fn,
+			 kcopyd_progress_fn progress, void *context)
+{
+	return submit(kc, from, num_dests, dests, flags, fn, NULL, progress,
+		      context, NULL);
 }
 
 int kcopyd_copy(struct kcopyd_client *kc, struct io_region *from,

@@ -50,6 +50,12 @@ typedef uint64_t sector_t;
  */
 #define KCOPYD_ALLOCATED	(1u << 2)
 #define KCOPYD_TARGET_ZERO	(1u << 3)
+/*
+ * FLUSH: make each destination durable (fdatasync(2)) after its last write
+ * and before the callback; a failed flush is a write error of that
+ * destination.
+ */
+#define KCOPYD_FLUSH		(1u << 4)
 
 /* Opaque handles. */
 struct block_device;
@@ -169,20 +175,33 @@ struct kcopyd_bdev_stats {
 	uint64_t writes;	/* write calls that completed */
 	uint64_t bytes_read;
 	uint64_t bytes_written;
-	uint64_t errors;	/* reads, writes and zeroings that failed */
+	uint64_t errors;	/* reads, writes, zeroings, flushes that failed */
 	uint64_t zeros;		/* zeroings that completed */
 	uint64_t bytes_zeroed;
 	uint64_t bytes_holes;	/* source bytes skipped as holes, not read */
 	uint64_t zeroed_punch;	/* bytes zeroed by punching holes */
 	uint64_t zeroed_range;	/* ... by zeroing in place */
 	uint64_t zeroed_write;	/* ... by writing zeros */
+	/* Filled by kcopyd_bdev_get_stats2() only: */
+	uint64_t flushes;	/* flushes (KCOPYD_FLUSH) that completed */
+	int last_error;		/* positive errno of the last error, or 0 */
 };
+/* The counters up to and including `zeroed_write`. */
 void kcopyd_bdev_get_stats(const struct block_device *bdev,
 			   struct kcopyd_bdev_stats *st);
+/*
+ * The counters that fit in `size` bytes (pass sizeof(*st)): a program
+ * built against an older, shorter struct gets only the fields it knows.
+ * Returns 0, or -EINVAL for a NULL pointer or a size below the fields of
+ * kcopyd_bdev_get_stats().
+ */
+int kcopyd_bdev_get_stats2(const struct block_device *bdev,
+			   struct kcopyd_bdev_stats *st, size_t size);
 
 /*
  * Fault injection (what dm-flakey and dm-dust do): any I/O of this device
- * that touches [sector, sector + count) of a rule's operation is affected.
+ * that touches [sector, sector + count) of a rule's operation is affected
+ * (a flush, which has no range, meets every FLUSH rule).
  *   KCOPYD_FAULT_ERROR  the I/O fails with `error` (EIO if 0)
  *   KCOPYD_FAULT_SHORT  a read or write transfers only part of what was
  *                       asked (at least one sector), so the caller must
@@ -192,6 +211,7 @@ void kcopyd_bdev_get_stats(const struct block_device *bdev,
  */
 #define KCOPYD_FAULT_READ	(1u << 0)
 #define KCOPYD_FAULT_WRITE	(1u << 1)
+#define KCOPYD_FAULT_FLUSH	(1u << 2)	/* any flush, whatever the range */
 
 enum kcopyd_fault_kind {
 	KCOPYD_FAULT_ERROR = 0,
@@ -304,6 +324,146 @@ int kcopyd_copy_progress(struct kcopyd_client *kc, struct io_region *from,
 			 unsigned int num_dests, struct io_region *dests,
 			 unsigned int flags, kcopyd_notify_fn fn,
 			 kcopyd_progress_fn progress, void *context);
+
+/* --- Jobs a caller can steer ------------------------------------------- */
+
+/* The operation of a kcopyd_job_desc. */
+#define KCOPYD_OP_COPY	0u
+#define KCOPYD_OP_ZERO	1u
+
+/* A range of sectors. */
+struct kcopyd_range {
+	sector_t sector;
+	sector_t count;
+};
+
+/* What happened to one destination of a job. */
+struct kcopyd_dest_result {
+	int error;			/* positive errno of its first failed
+					   write or flush, else 0 */
+	sector_t error_sector;		/* device sector where it failed (the
+					   first sector of the failed write,
+					   or of the region for a flush) */
+};
+
+/*
+ * The result of a job, passed by pointer to its completion function; it
+ * and everything it points to live until that function returns.  size is
+ * sizeof the struct the library was built with: fields past it are not
+ * there (a newer program on an older library checks it).
+ */
+struct kcopyd_completion {
+	size_t size;
+	uint64_t id;			/* as returned by kcopyd_submit() */
+	int read_err;			/* as for kcopyd_notify_fn */
+	unsigned int write_err;
+	int read_error;			/* positive errno of the first failed
+					   read, else 0 */
+	sector_t read_error_sector;	/* source device sector where it failed */
+	unsigned int num_dests;
+	const struct kcopyd_dest_result *dests;	/* num_dests entries */
+	int cancelled;			/* kcopyd_cancel() stopped the job */
+	/*
+	 * The sectors whose I/O ran to its end on every destination, as
+	 * ranges of offsets from the regions' starts, in increasing order:
+	 * with nothing failed and nothing cancelled, one range covering the
+	 * job; with WRITE_SEQ, at most one range, from offset 0.  Under
+	 * IGNORE_ERROR a range may still hold blocks that were lost: the
+	 * bad-range function was told of each.
+	 */
+	sector_t sectors_done;		/* sum of the ranges' counts */
+	unsigned int nr_done;
+	const struct kcopyd_range *done;
+};
+
+/*
+ * Called once for every job accepted by kcopyd_submit(), as
+ * kcopyd_notify_fn is (the client's callback thread, no lock held,
+ * serialised; may submit and cancel; must not flush or destroy its own
+ * client).
+ */
+typedef void (*kcopyd_complete_fn)(const struct kcopyd_completion *c,
+				   void *context);
+
+/*
+ * A job for kcopyd_submit().  size must be sizeof(struct kcopyd_job_desc)
+ * as the caller was built: fields past it count as zero, so the struct may
+ * grow without breaking programs built against an older one.
+ */
+struct kcopyd_job_desc {
+	size_t size;
+	unsigned int op;		/* KCOPYD_OP_COPY or KCOPYD_OP_ZERO */
+	unsigned int flags;		/* KCOPYD_IGNORE_ERROR, _WRITE_SEQ,
+					   _FLUSH */
+	const struct io_region *from;	/* the source of a copy; NULL for zero */
+	unsigned int num_dests;
+	const struct io_region *dests;
+	kcopyd_complete_fn complete;	/* may be NULL */
+	kcopyd_progress_fn progress;	/* may be NULL */
+	void *context;			/* for complete and progress */
+};
+
+/*
+ * Submit a copy or zero job, with the rules and errors of kcopyd_copy()
+ * and kcopyd_zero(), plus: -EINVAL for a NULL desc, a size below the
+ * fields above, an unknown op, or a `from` given to a zero (or missing
+ * from a copy); -E2BIG for a size past the struct known here with a
+ * field set there; -EAGAIN when the client's kcopyd_client_set_max_jobs()
+ * limit is reached.  On success *id (if id is not NULL) holds the job's
+ * id, never 0, before the completion function can run.
+ */
+int kcopyd_submit(struct kcopyd_client *kc,
+		  const struct kcopyd_job_desc *desc, uint64_t *id);
+
+/*
+ * Cancel a job: it issues no more I/O, the sub-jobs in flight finish, and
+ * its callback runs once, as it would have, with `cancelled` set in a
+ * completion.  Returns 0, -EINVAL (kc NULL or id 0), or -ENOENT when no
+ * job of this client has that id whose I/O is still going: unknown, its
+ * I/O over, or already cancelled.  May be called from any thread,
+ * including the client's callbacks.
+ */
+int kcopyd_cancel(struct kcopyd_client *kc, uint64_t id);
+
+/*
+ * Under KCOPYD_IGNORE_ERROR, told of every range of a device that could
+ * not be read (write 0, the range went to the destinations as zeros) or
+ * written (write 1, the range of that destination kept its old data), as
+ * soon as it is found, with the positive errno.  Runs on an I/O worker
+ * thread with no lock held, possibly concurrently for different jobs and
+ * sub-jobs; must not block long, flush or destroy the client.
+ */
+typedef void (*kcopyd_bad_range_fn)(uint64_t id, struct block_device *bdev,
+				    sector_t sector, sector_t count,
+				    int write, int error, void *context);
+
+/*
+ * Set the client's bad-range function (NULL: none).  It applies to
+ * sub-jobs that start after the call.  Returns 0 or -EINVAL.
+ */
+int kcopyd_client_set_bad_range(struct kcopyd_client *kc,
+				kcopyd_bad_range_fn fn, void *context);
+
+/*
+ * Throttle the client's I/O, while jobs run or not.  bytes_per_sec > 0
+ * limits the bytes read plus zeroed per second (a token bucket, with a
+ * burst of one sub-job); percent in 1..99 keeps I/O in flight no more than
+ * that share of wall-clock time, as the kernel's kcopyd throttle does.
+ * 0 (either) means no limit, as does percent 100.  The client still uses
+ * no more than its num_pages.  Returns 0, or -EINVAL (kc NULL, percent
+ * above 100).
+ */
+int kcopyd_client_set_throttle(struct kcopyd_client *kc,
+			       uint64_t bytes_per_sec, unsigned int percent);
+
+/*
+ * Bound the client's queue: with max_jobs > 0, submission (by any of the
+ * calls) returns -EAGAIN while max_jobs jobs are outstanding (accepted,
+ * callback not yet returned).  0 (the default) means no bound.  Returns 0
+ * or -EINVAL.
+ */
+int kcopyd_client_set_max_jobs(struct kcopyd_client *kc,
+			       unsigned int max_jobs);
 
 /* Client counters, a consistent snapshot. */
 struct kcopyd_stats {

@@ -162,7 +162,7 @@ START_TEST(test_faults)
 	f.count = 0;
 	ck_assert_int_eq(kcopyd_bdev_add_fault(b, &f), -EINVAL);
 	f.count = 1;
-	f.ops = 4;
+	f.ops = 8;
 	ck_assert_int_eq(kcopyd_bdev_add_fault(b, &f), -EINVAL);
 	f.ops = KCOPYD_FAULT_READ;
 	f.kind = 7;

@@ -7,10 +7,13 @@
 
 #include <check.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "jobs.h"
 #include "parse.h"
 
 /* Devices: "a" 1000 sectors, "b" 1000, "big" 2^40, "d.e_f-1" 8. */
@@ -173,11 +176,90 @@ START_TEST(test_einval_options)
 }
 END_TEST
 
+/*
+ * The engine's rules come from the engine: real images behind the names,
+ * "x" and "y" one image under two names, "r" read-only.
+ */
+static const char *const engine_names[] = { "a", "b", "x", "y", "r" };
+static struct block_device *engine_bdevs[5];
+
+static int engine_find(const struct kfs_devlookup *l, const char *name,
+		       size_t len, uint64_t *sectors)
+{
+	for (int i = 0; i < 5; i++)
+		if (strlen(engine_names[i]) == len &&
+		    !memcmp(engine_names[i], name, len)) {
+			*sectors = kcopyd_bdev_sectors(engine_bdevs[i]);
+			return i;
+		}
+	return -ENOENT;
+}
+
+static int engine_check(const struct kfs_devlookup *l,
+			const struct kfs_cmd *c, int *culprit)
+{
+	return kfs_cmd_check(engine_bdevs, c, culprit);
+}
+
+static const struct kfs_devlookup engine_dl = {
+	.find = engine_find, .check = engine_check,
+};
+
+static void engine_open(void)
+{
+	char a[] = "/dev/shm/check_parse.XXXXXX";
+	char b[] = "/dev/shm/check_parse.XXXXXX";
+	int fa = mkstemp(a), fb = mkstemp(b);
+
+	ck_assert_int_ge(fa, 0);
+	ck_assert_int_ge(fb, 0);
+	ck_assert_int_eq(ftruncate(fa, 1000 * 512), 0);
+	ck_assert_int_eq(ftruncate(fb, 1000 * 512), 0);
+	close(fa);
+	close(fb);
+	ck_assert_int_eq(kcopyd_bdev_open(a, O_RDWR, &engine_bdevs[0]), 0);
+	ck_assert_int_eq(kcopyd_bdev_open(b, O_RDWR, &engine_bdevs[1]), 0);
+	ck_assert_int_eq(kcopyd_bdev_open(b, O_RDWR, &engine_bdevs[2]), 0);
+	ck_assert_int_eq(kcopyd_bdev_open(b, O_RDWR, &engine_bdevs[3]), 0);
+	ck_assert_int_eq(kcopyd_bdev_open(a, O_RDONLY, &engine_bdevs[4]), 0);
+	unlink(a);
+	unlink(b);
+}
+
+static void engine_close(void)
+{
+	for (int i = 0; i < 5; i++)
+		kcopyd_bdev_close(engine_bdevs[i]);
+}
+
+static void engine_bad(const char *line, int err, const char *token)
+{
+	int r = kfs_parse_line(line, strlen(line), &engine_dl, &cmd, msg,
+			       sizeof(msg));
+
+	ck_assert_msg(r == err, "'%s': got %d (%s), want %d", line, r, msg,
+		      err);
+	ck_assert_msg(strstr(msg, token), "'%s': message '%s' lacks '%s'",
+		      line, msg, token);
+}
+
 START_TEST(test_einval_overlap)
 {
-	bad("copy a:0+100 b:0 b:50", -EINVAL, "'b:0' and 'b:50'");
-	bad("copy a:100+100 a:50 a:150", -EINVAL, "both sides");
-	bad("copy a:0+100 a:50 write_seq", -EINVAL, "write_seq");
+	engine_open();
+	engine_bad("copy a:0+100 b:0 b:50", -EINVAL, "'b:50' overlaps");
+	engine_bad("copy a:100+100 a:50 a:150", -EINVAL, "both sides");
+	engine_bad("copy a:0+100 a:50 write_seq", -EINVAL, "write_seq");
+	/* One image under two names: the names differ, the image not. */
+	engine_bad("copy a:0+16 x:0 y:8", -EINVAL, "'y:8' overlaps");
+	engine_bad("copy x:0+16 y:8 write_seq", -EINVAL, "'x:0+16' above it");
+	ck_assert_int_eq(kfs_parse_line("copy x:0+16 y:8", 15, &engine_dl,
+					&cmd, msg, sizeof(msg)), 0);
+	ck_assert_int_eq(kfs_parse_line("copy x:0+16 y:16", 16, &engine_dl,
+					&cmd, msg, sizeof(msg)), 0);
+	engine_bad("zero a:0+8 r:0+8", -EROFS, "'r:0+8' is on a read-only");
+	/* Without the hook, the parser leaves the rules to the engine. */
+	ck_assert_int_eq(parse("copy a:0+100 b:0 b:50"), 0);
+	engine_close();
 }
 END_TEST
 
@@ -324,13 +406,33 @@ START_TEST(test_size)
 	ck_assert_uint_eq(v, 4096);
 	ck_assert_int_eq(kfs_parse_size("64K", &v), 0);
 	ck_assert_uint_eq(v, 65536);
-	ck_assert_int_eq(kfs_parse_size("2m", &v), 0);
+	ck_assert_int_eq(kfs_parse_size("2M", &v), 0);
 	ck_assert_uint_eq(v, 2 * 1024 * 1024);
 	ck_assert_int_eq(kfs_parse_size("", &v), -EINVAL);
 	ck_assert_int_eq(kfs_parse_size("K", &v), -EINVAL);
-	ck_assert_int_eq(kfs_parse_size("1G", &v), -EINVAL);
+	ck_assert_int_eq(kfs_parse_size("2m", &v), -EINVAL);
 	ck_assert_int_eq(kfs_parse_size("-1", &v), -EINVAL);
 	ck_assert_int_eq(kfs_parse_size("18014398509481984K", &v), -EINVAL);
+	ck_assert_int_eq(kfs_parse_size("1G", &v), 0);
+	ck_assert_uint_eq(v, 1u << 30);
+	ck_assert_int_eq(kfs_parse_size("4k", &v), 0);
+	ck_assert_uint_eq(v, 4096);
+}
+END_TEST
+
+/* Regions take the same grammar: sectors bare, bytes with a unit. */
+START_TEST(test_region_units)
+{
+	ck_assert_int_eq(parse("copy a:4k+8K b:1KiB"), 0);
+	ck_assert_uint_eq(cmd.src.sector, 8);
+	ck_assert_uint_eq(cmd.src.count, 16);
+	ck_assert_uint_eq(cmd.dests[0].sector, 2);
+	ck_assert_int_eq(parse("zero a:16s+512B"), 0);
+	ck_assert_uint_eq(cmd.dests[0].sector, 16);
+	ck_assert_uint_eq(cmd.dests[0].count, 1);
+	bad("zero a:0+1000B", -EINVAL, "whole number of sectors");
+	bad("zero a:0+4x", -EINVAL, "'4x' is not a number of sectors");
+	bad("zero a:0+1T", -ERANGE, "ends past the end");
 }
 END_TEST
 
@@ -388,6 +490,73 @@ START_TEST(test_fault)
 }
 END_TEST
 
+/* attach, detach, wait: parsed whole, alone in a write. */
+static int admin(const char *text, struct kfs_admin *a)
+{
+	return kfs_parse_admin(text, strlen(text), a, msg, sizeof(msg));
+}
+
+START_TEST(test_admin)
+{
+	struct kfs_admin a;
+
+	ck_assert_int_eq(admin("attach sdc images/c.img\n", &a), 0);
+	ck_assert_int_eq(a.op, KFS_ADMIN_ATTACH);
+	ck_assert_str_eq(a.name, "sdc");
+	ck_assert_str_eq(a.path, "images/c.img");
+	ck_assert(!a.ro);
+	ck_assert_int_eq(admin("\t attach  r\tc.img ro", &a), 0);
+	ck_assert_str_eq(a.name, "r");
+	ck_assert(a.ro);
+	ck_assert_int_eq(admin("detach sdc\n", &a), 0);
+	ck_assert_int_eq(a.op, KFS_ADMIN_DETACH);
+	ck_assert_str_eq(a.name, "sdc");
+	ck_assert_int_eq(admin("wait 18446744073709551615\n", &a), 0);
+	ck_assert_int_eq(a.op, KFS_ADMIN_WAIT);
+	ck_assert_uint_eq(a.id, UINT64_MAX);
+	/* Blank lines around it are no other command. */
+	ck_assert_int_eq(admin("\nwait 3\n\n", &a), 0);
+	ck_assert_uint_eq(a.id, 3);
+	/* Not an admin command: left to kfs_parse_write. */
+	ck_assert_int_eq(admin("copy a:0+1 b:0\nzero b:0+1\n", &a), 0);
+	ck_assert_int_eq(a.op, KFS_ADMIN_NONE);
+	ck_assert_int_eq(admin("attached x y\n", &a), 0);
+	ck_assert_int_eq(a.op, KFS_ADMIN_NONE);
+}
+END_TEST
+
+START_TEST(test_admin_errors)
+{
+	static const struct {
+		const char *text;
+		int err;
+		const char *says;
+	} bad[] = {
+		{ "attach x c.img\nzero b:0+1\n", -EINVAL, "alone" },
+		{ "zero b:0+1\ndetach x\n", -EINVAL, "detach must be alone" },
+		{ "attach x\n", -EINVAL, "attach NAME PATH [ro]" },
+		{ "attach x c.img rw\n", -EINVAL, "'rw'" },
+		{ "attach x c.img ro ro\n", -EINVAL, "extra word 'ro'" },
+		{ "attach x/y c.img\n", -EINVAL, "bad device name 'x/y'" },
+		{ "attach .. c.img\n", -EINVAL, "bad device name" },
+		{ "detach\n", -EINVAL, "detach NAME" },
+		{ "detach a b\n", -EINVAL, "extra word 'b'" },
+		{ "wait\n", -EINVAL, "wait ID" },
+		{ "wait -1\n", -EINVAL, "bad job id '-1'" },
+		{ "wait 18446744073709551616\n", -EINVAL, "bad job id" },
+		{ "attach x c\x01.img\n", -EINVAL, "binary byte 0x01" },
+	};
+	struct kfs_admin a;
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		ck_assert_msg(admin(bad[i].text, &a) == bad[i].err,
+			      "'%s' gave %s", bad[i].text, msg);
+		ck_assert_msg(strstr(msg, bad[i].says), "'%s': %s",
+			      bad[i].text, msg);
+	}
+}
+END_TEST
+
 static Suite *parse_suite(void)
 {
 	Suite *s = suite_create("parse");
@@ -421,7 +590,13 @@ static Suite *parse_suite(void)
 
 	tc = tcase_create("options");
 	tcase_add_test(tc, test_size);
+	tcase_add_test(tc, test_region_units);
 	tcase_add_test(tc, test_fault);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("admin");
+	tcase_add_test(tc, test_admin);
+	tcase_add_test(tc, test_admin_errors);
 	suite_add_tcase(s, tc);
 	return s;
 }

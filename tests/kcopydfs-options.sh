@@ -27,7 +27,7 @@ for args in "--dev bad/name=$tmp/a.img" "--dev a" "--dev a=$tmp/none.img" \
 	mountpoint -q "$mnt" && fail "'$args' mounted"
 done
 expect_fail "usage" "$KCOPYDFS" --dev "a=$tmp/a.img"
-"$KCOPYDFS" --help | grep -q -- '--dev NAME=PATH' || fail "--help"
+"$KCOPYDFS" --help | grep -qF -- '--dev NAME[:ro]=PATH' || fail "--help"
 "$KCOPYDFS" --version | grep -q '^kcopydfs ' || fail "--version"
 
 # Engine options, --keep: only the 3 newest finished jobs are kept.

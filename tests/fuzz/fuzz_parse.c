@@ -76,7 +76,13 @@ static int find(const struct kfs_devlookup *dl, const char *name, size_t len,
 	return -ENOENT;
 }
 
-static const struct kfs_devlookup dl = { .find = find };
+static int engine_check(const struct kfs_devlookup *l,
+			const struct kfs_cmd *c, int *culprit);
+
+/* The engine's own check, as kcopydfs asks it, for real devices. */
+static const struct kfs_devlookup dl = {
+	.find = find, .check = engine_check,
+};
 
 static void notify(int read_err, unsigned int write_err, void *context)
 {
@@ -173,26 +179,49 @@ static struct io_region to_region(const struct kfs_region *r)
 	return (struct io_region){ fz.bdev[r->dev], r->sector, r->count };
 }
 
-/* What the parser accepted, the engine must accept and complete. */
-static void run_cmd(const struct kfs_cmd *c)
+static unsigned int cmd_regions(const struct kfs_cmd *c,
+				struct io_region *from, struct io_region *to)
 {
-	struct io_region from, to[KFS_MAX_DESTS];
 	unsigned int flags = 0;
-	int r;
 
-	if (!on_real_devices(c))
-		return;
 	for (unsigned int i = 0; i < c->num_dests; i++)
 		to[i] = to_region(&c->dests[i]);
+	if (c->op == KFS_OP_COPY)
+		*from = to_region(&c->src);
 	if (c->flags & KFS_IGNORE_ERRORS)
 		flags |= KCOPYD_IGNORE_ERROR;
 	if (c->flags & KFS_WRITE_SEQ)
 		flags |= KCOPYD_WRITE_SEQ;
+	return flags;
+}
+
+static int engine_check(const struct kfs_devlookup *l,
+			const struct kfs_cmd *c, int *culprit)
+{
+	struct io_region from, to[KFS_MAX_DESTS];
+	unsigned int flags;
+
+	if (!on_real_devices(c))
+		return 0;
+	flags = cmd_regions(c, &from, to);
+	return kcopyd_check_copy(c->op == KFS_OP_COPY ? &from : NULL,
+				 c->num_dests, to, flags, culprit);
+}
+
+/* What the parser accepted, the engine must accept and complete. */
+static void run_cmd(const struct kfs_cmd *c)
+{
+	struct io_region from, to[KFS_MAX_DESTS];
+	unsigned int flags;
+	int r;
+
+	if (!on_real_devices(c))
+		return;
+	flags = cmd_regions(c, &from, to);
 	pthread_mutex_lock(&lock);
 	calls = failures = 0;
 	pthread_mutex_unlock(&lock);
 	if (c->op == KFS_OP_COPY) {
-		from = to_region(&c->src);
 		r = kcopyd_copy(fz.kc, &from, c->num_dests, to, flags, notify,
 				NULL);
 	} else {

@@ -253,7 +253,8 @@ static void run_job(struct input *in, unsigned int op)
 
 	/* The conditions the header states for acceptance. */
 	valid = nd >= 1 && nd <= KCOPYD_MAX_DESTS &&
-		!(flags & ~(KCOPYD_IGNORE_ERROR | KCOPYD_WRITE_SEQ)) &&
+		!(flags & ~(KCOPYD_IGNORE_ERROR | KCOPYD_WRITE_SEQ |
+			    KCOPYD_FLUSH)) &&
 		(zero || inside(&from));
 	apart = true;
 	for (unsigned int i = 0; i < nd && valid; i++) {
@@ -325,7 +326,8 @@ static void run_fault(struct input *in)
 	check(r == 0 || r == -EINVAL || r == -ENOMEM, "add_fault: %d", r);
 	if (r == 0) {
 		check(b && f.count && f.ops &&
-		      !(f.ops & ~(KCOPYD_FAULT_READ | KCOPYD_FAULT_WRITE)) &&
+		      !(f.ops & ~(KCOPYD_FAULT_READ | KCOPYD_FAULT_WRITE |
+				  KCOPYD_FAULT_FLUSH)) &&
 		      f.sector + f.count > f.sector && f.error >= 0 &&
 		      (f.kind == KCOPYD_FAULT_ERROR ||
 		       f.kind == KCOPYD_FAULT_SHORT ||
