@@ -40,7 +40,9 @@
  * handles).
  * libfuse runs the interrupt callback (waiter_interrupted, which answers
  * EINTR) with the request's lock held; it takes only waiter.lock, which
- * is therefore never held while calling fuse_req_interrupt_func().
+ * is therefore never held while calling fuse_req_interrupt_func().  When
+ * fuse_req_interrupt_func() runs the callback itself (the request was
+ * interrupted already), the answer is left to its caller.
  */
 #include <config.h>
 
@@ -1035,6 +1037,14 @@ struct waiter {
 	unsigned int refs;
 	bool failed;		/* (lock) */
 	bool interrupted;	/* answered EINTR; a retry may follow (lock) */
+	/*
+	 * A thread is in fuse_req_interrupt_func() for req, which calls the
+	 * callback at once if req was already interrupted: the callback then
+	 * leaves the EINTR answer to that thread (intr_pending), as
+	 * answering there would free req under its own lock (lock).
+	 */
+	bool setting_up;
+	bool intr_pending;
 };
 
 static void set_reply(struct control_fh *c, char *text, size_t len,
@@ -1279,6 +1289,10 @@ static void waiter_interrupted(fuse_req_t req, void *data)
 	if (mine) {
 		w->req = NULL;
 		w->interrupted = true;
+		if (w->setting_up) {
+			w->intr_pending = true;
+			mine = false;
+		}
 	}
 	pth(pthread_mutex_unlock(&w->lock));
 	if (mine)
@@ -1292,7 +1306,19 @@ static void waiter_interrupted(fuse_req_t req, void *data)
  */
 static void waiter_wait(struct waiter *w, fuse_req_t req)
 {
+	bool intr;
+
+	pth(pthread_mutex_lock(&w->lock));
+	w->setting_up = true;
+	pth(pthread_mutex_unlock(&w->lock));
 	fuse_req_interrupt_func(req, waiter_interrupted, w);
+	pth(pthread_mutex_lock(&w->lock));
+	w->setting_up = false;
+	intr = w->intr_pending;
+	w->intr_pending = false;
+	pth(pthread_mutex_unlock(&w->lock));
+	if (intr)
+		fuse_reply_err(req, EINTR);
 	waiter_put(w, false);
 }
 
@@ -1463,7 +1489,7 @@ void kfs_signals_remove(void)
 static void *stopper_main(void *arg)
 {
 	struct kfs *fs = arg;
-	bool logged = false;
+	bool logged = false, quit;
 
 	while (sem_wait(&fs->stop_sem))
 		pth(errno == EINTR ? 0 : errno);
@@ -1483,8 +1509,9 @@ static void *stopper_main(void *arg)
 		}
 		pth(pthread_cond_wait(&fs->stop_cond, &fs->reply_lock));
 	}
+	quit = fs->stopper_quit;
 	pth(pthread_mutex_unlock(&fs->reply_lock));
-	if (!fs->stopper_quit) {
+	if (!quit) {
 		/* The signal wakes the loop's wait on the main thread. */
 		fuse_session_exit(fs->se);
 		pth(pthread_kill(fs->main_thread, SIGTERM));
