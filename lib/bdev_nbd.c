@@ -181,11 +181,16 @@ static void *conn_main(void *arg)
 	return NULL;
 }
 
-/* Start the connection's thread on first use; an error if stopped. */
+/*
+ * Start the connection's thread on first use; an error if stopped, or if
+ * libnbd knows the connection is gone (no command is then handed to it).
+ */
 static int conn_get(struct nbd_conn *c)
 {
 	int r = 0;
 
+	if (nbd_aio_is_dead(c->h) || nbd_aio_is_closed(c->h))
+		return -ENOTCONN;
 	pth(pthread_mutex_lock(&c->lock));
 	if (c->stopped || c->stop) {
 		r = c->err ? c->err : -ENOTCONN;

@@ -3,7 +3,10 @@
  * Unit tests of NBD devices (lib/bdev_nbd.c) against real nbdkit servers
  * on Unix sockets: opening by URI and its refusals, I/O from many
  * threads at once, extents and zeroing from the server, fault rules, and
- * a copy job that fans out to a file and an export.
+ * a copy job that fans out to a file and an export.  A server that dies
+ * is tested with kcopy (kcopy-nbd.sh): libnbd 1.14 reads a command it has
+ * freed when the connection dies while the command is being sent, which
+ * valgrind, running these programs, would report.
  *
  * Thread model: each test runs in a forked child; nbdkit is its child in
  * turn (--exit-with-parent), killed at the end of the test.  The I/O test
@@ -315,29 +318,6 @@ START_TEST(test_server_errors)
 END_TEST
 
 /*
- * A server that is gone: the next request fails (no hang), and so does
- * every one after it.
- */
-START_TEST(test_server_killed)
-{
-	static const char *const mem[] = { "memory", "8M", NULL };
-	unsigned char buf[4096] = { 1 };
-	struct block_device *b;
-	struct server s;
-
-	start_server(&s, "killed", mem);
-	ck_assert_int_eq(kcopyd_bdev_open(s.uri, O_RDWR, &b), 0);
-	ck_assert_int_eq(kcopyd_bdev_pwrite(b, buf, sizeof(buf), 0), 0);
-	kill(s.pid, SIGKILL);
-	waitpid(s.pid, NULL, 0);
-	for (int i = 0; i < 8; i++)
-		ck_assert_int_lt(kcopyd_bdev_pwrite(b, buf, sizeof(buf), 0),
-				 0);
-	kcopyd_bdev_close(b);
-}
-END_TEST
-
-/*
  * A copy job to a file and two exports, one with a write fault rule:
  * only that destination's bit is set, the others hold the source.
  */
@@ -417,7 +397,6 @@ static Suite *nbd_suite(void)
 	tc = tcase_create("io");
 	tcase_add_test(tc, test_threads);
 	tcase_add_test(tc, test_server_errors);
-	tcase_add_test(tc, test_server_killed);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("sparse");
