@@ -212,6 +212,13 @@ struct block_device *kfs_dev_hold(void *opaque, int dev)
 	return d->bdev;
 }
 
+const char *kfs_dev_name(void *opaque, int dev)
+{
+	struct kfs *fs = opaque;
+
+	return fs->devs[dev]->name;
+}
+
 void kfs_dev_unhold(void *opaque, int dev)
 {
 	struct kfs *fs = opaque;
@@ -327,7 +334,6 @@ int kfs_detach(struct kfs *fs, const char *name, char *msg, size_t msglen)
 	pth(pthread_rwlock_unlock(&fs->dlock));
 	if (r)
 		return r;
-	kfs_forget_name(fs, name);
 	kfs_log(fs, LOG_INFO, "detached dev/%s", name);
 	kfs_dev_put(fs, d);
 	return 0;

@@ -52,7 +52,7 @@ static const char *const state_names[] = {
 };
 
 struct job_wait {
-	struct job_wait *next;
+	struct list_head link;		/* on its job's waits (lock) */
 	void *waiter;
 };
 
@@ -67,18 +67,21 @@ struct kfs_job {
 	uint64_t sectors;
 	struct timespec queued_at;
 	void *waiter;
-	/* Held devices (see ops->hold): the destinations, then the source. */
-	int devs[1 + KFS_MAX_DESTS];
-	struct block_device *bdevs[1 + KFS_MAX_DESTS];
+	int devs[1 + KFS_MAX_DESTS];	/* held devices, see ops->hold */
 	unsigned int ndevs;
+	bool verify;			/* the verify word */
 
 	/* More waiters, from `wait ID` (lock). */
-	struct job_wait *waits;
+	struct list_head waits;
 
 	atomic_uint_fast64_t done;	/* sectors so far */
 	bool finished;			/* (lock) */
 	int read_err;			/* (lock) */
 	unsigned int write_err;		/* (lock) */
+	unsigned int verify_err;	/* (lock) */
+	char verify_name[KFS_MAX_NAME + 1]; /* the first destination that
+					   failed verify (set before finished) */
+	uint64_t verify_sector;		/* (lock) */
 	uint64_t usec;			/* queued to finished (lock) */
 	/*
 	 * A finished job's results line never changes: it is formatted once,
@@ -182,7 +185,8 @@ static void trim(struct kfs_table *t)
 static enum job_state job_state(const struct kfs_job *j)
 {
 	if (j->finished)
-		return j->read_err || j->write_err ? JOB_FAILED : JOB_DONE;
+		return j->read_err || j->write_err || j->verify_err ?
+		       JOB_FAILED : JOB_DONE;
 	return atomic_load_explicit(&j->done, memory_order_relaxed) ?
 	       JOB_RUNNING : JOB_QUEUED;
 }
@@ -219,43 +223,54 @@ static void freeze_line(struct kfs_job *j, char *buf, size_t len)
 	}
 }
 
-/* The errno behind a failure: the failed device's last error. */
-static int job_errno(const struct kfs_job *j, int read_err,
-		     unsigned int write_err)
+/* The errno behind a failure: the failed read's, or the first failed
+ * destination's. */
+static int job_errno(const struct kcopyd_completion *c)
 {
-	struct kcopyd_bdev_stats st;
-	unsigned int i = 0;
-
-	if (read_err)
-		i = j->ndevs - 1;
-	else
-		while (i + 1 < j->ndevs && !(write_err & (1u << i)))
-			i++;
-	kcopyd_bdev_get_stats2(j->bdevs[i], &st, sizeof(st));
-	return st.last_error ? st.last_error : EIO;
+	if (c->read_err && c->read_error)
+		return c->read_error;
+	for (unsigned int i = 0; i < c->num_dests; i++)
+		if ((c->write_err & (1u << i)) && c->dests[i].error)
+			return c->dests[i].error;
+	/* A verify error: what was read back is not what was written. */
+	if (c->verify_err)
+		return EILSEQ;
+	return c->cancelled ? ECANCELED : EIO;
 }
 
-static void job_finished(int read_err, unsigned int write_err, void *context)
+static void job_finished(const struct kcopyd_completion *c, void *context)
 {
 	struct kfs_job *j = context;
 	struct kfs_table *t = j->t;
 	void *waiter = j->waiter;
-	bool failed = read_err || write_err;
+	bool failed = c->read_err || c->write_err || c->verify_err;
 	int devs[1 + KFS_MAX_DESTS];
 	unsigned int ndevs = j->ndevs;
-	struct job_wait *waits, *next;
+	struct list_head waits;
 	char line[512] = "";
-	int err = failed ? job_errno(j, read_err, write_err) : 0;
+	int err = failed ? job_errno(c) : 0;
 
 	memcpy(devs, j->devs, sizeof(devs));
+	/*
+	 * The name, while the device is held (the destinations are held
+	 * first, in order); results show it once `finished` is set.
+	 */
+	for (unsigned int i = 0; i < c->num_dests; i++)
+		if (c->verify_err & (1u << i)) {
+			snprintf(j->verify_name, sizeof(j->verify_name), "%s",
+				 t->ops.dev_name(t->ops.opaque, j->devs[i]));
+			j->verify_sector = c->verify_sector[i];
+			break;
+		}
 	lock(t);
 	j->finished = true;
-	j->read_err = read_err;
-	j->write_err = write_err;
+	j->read_err = c->read_err;
+	j->write_err = c->write_err;
+	j->verify_err = c->verify_err;
 	j->usec = usec_since(&j->queued_at);
 	freeze_line(j, line, sizeof(line));
-	waits = j->waits;
-	j->waits = NULL;
+	list_init(&waits);
+	list_splice_tail_init(&j->waits, &waits);
 	t->nr_unfinished--;
 	t->nr_finished++;
 	if (failed)
@@ -271,10 +286,13 @@ static void job_finished(int read_err, unsigned int write_err, void *context)
 	t->ops.ended(failed, err, line, t->ops.opaque);
 	if (waiter)
 		t->ops.finished(waiter, failed, t->ops.opaque);
-	for (; waits; waits = next) {
-		next = waits->next;
-		t->ops.finished(waits->waiter, failed, t->ops.opaque);
-		free(waits);
+	while (!list_empty(&waits)) {
+		struct job_wait *w = list_first_entry(&waits, struct job_wait,
+						      link);
+
+		list_del_init(&w->link);
+		t->ops.finished(w->waiter, failed, t->ops.opaque);
+		free(w);
 	}
 	t->ops.changed(t->ops.opaque);
 }
@@ -283,9 +301,8 @@ static void job_finished(int read_err, unsigned int write_err, void *context)
 static struct block_device *hold(struct kfs_table *t, struct kfs_job *j,
 				 int dev)
 {
-	j->devs[j->ndevs] = dev;
-	j->bdevs[j->ndevs] = t->ops.hold(t->ops.opaque, dev);
-	return j->bdevs[j->ndevs++];
+	j->devs[j->ndevs++] = dev;
+	return t->ops.hold(t->ops.opaque, dev);
 }
 
 static void unhold_all(struct kfs_table *t, struct kfs_job *j)
@@ -332,26 +349,35 @@ static int submit_one(struct kfs_table *t, const struct kfs_cmd *c,
 		      struct kfs_job *j)
 {
 	struct io_region src, dests[KFS_MAX_DESTS];
-	unsigned int flags;
+	/* The completion tells the errno behind a failure, for the log. */
+	struct kcopyd_job_desc d = {
+		.size = sizeof(d),
+		.op = c->op == KFS_OP_COPY ? KCOPYD_OP_COPY : KCOPYD_OP_ZERO,
+		.from = c->op == KFS_OP_COPY ? &src : NULL,
+		.num_dests = c->num_dests,
+		.dests = dests,
+		.complete = job_finished,
+		.progress = job_progress,
+		.context = j,
+	};
 
 	for (unsigned int i = 0; i < c->num_dests; i++) {
 		dests[i].bdev = hold(t, j, c->dests[i].dev);
 		dests[i].sector = c->dests[i].sector;
 		dests[i].count = c->dests[i].count;
 	}
-	flags = 0;
 	if (c->flags & KFS_IGNORE_ERRORS)
-		flags |= KCOPYD_IGNORE_ERROR;
+		d.flags |= KCOPYD_IGNORE_ERROR;
 	if (c->flags & KFS_WRITE_SEQ)
-		flags |= KCOPYD_WRITE_SEQ;
+		d.flags |= KCOPYD_WRITE_SEQ;
+	if (c->flags & KFS_VERIFY)
+		d.flags |= KCOPYD_VERIFY;
 	if (c->op == KFS_OP_COPY) {
 		src.bdev = hold(t, j, c->src.dev);
 		src.sector = c->src.sector;
 		src.count = c->src.count;
 	}
-	return kcopyd_copy_progress(t->kc, c->op == KFS_OP_COPY ? &src : NULL,
-				    c->num_dests, dests, flags, job_finished,
-				    job_progress, j);
+	return kcopyd_submit(t->kc, &d, NULL);
 }
 
 static struct kfs_job *new_job(struct kfs_table *t, const struct kfs_cmd *c,
@@ -361,6 +387,7 @@ static struct kfs_job *new_job(struct kfs_table *t, const struct kfs_cmd *c,
 
 	if (!j)
 		return NULL;
+	list_init(&j->waits);
 	j->t = t;
 	j->op = c->op;
 	memcpy(j->tag, c->tag, sizeof(j->tag));
@@ -372,6 +399,7 @@ static struct kfs_job *new_job(struct kfs_table *t, const struct kfs_cmd *c,
 				j->sectors = c->dests[i].count;
 	}
 	j->waiter = c->flags & KFS_SYNC ? waiter : NULL;
+	j->verify = c->flags & KFS_VERIFY;
 	clock_gettime(CLOCK_MONOTONIC, &j->queued_at);
 	return j;
 }
@@ -434,8 +462,7 @@ int kfs_table_wait(struct kfs_table *t, uint64_t id, void *waiter)
 			r = j->read_err || j->write_err ? 2 : 1;
 		} else {
 			w->waiter = waiter;
-			w->next = j->waits;
-			j->waits = w;
+			list_add_tail(&w->link, &j->waits);
 			w = NULL;
 			r = 0;
 		}
@@ -450,8 +477,9 @@ int kfs_table_wait(struct kfs_table *t, uint64_t id, void *waiter)
 static int format_job(const struct kfs_job *j, char *buf, size_t len)
 {
 	uint64_t usec = j->finished ? j->usec : usec_since(&j->queued_at);
+	int n;
 
-	return snprintf(buf, len,
+	n = snprintf(buf, len,
 			"id=%llu tag=%s op=%s state=%s read_err=%d "
 			"write_err=0x%x sectors=%llu done=%llu usec=%llu",
 			(unsigned long long)j->id, j->tag[0] ? j->tag : "-",
@@ -461,10 +489,18 @@ static int format_job(const struct kfs_job *j, char *buf, size_t len)
 			(unsigned long long)atomic_load_explicit(
 				&j->done, memory_order_relaxed),
 			(unsigned long long)usec);
+	if (!j->verify || !j->finished || n < 0 || (size_t)n >= len)
+		return n;
+	if (!j->verify_err)
+		return n + snprintf(buf + n, len - (size_t)n, " verify=ok");
+	return n + snprintf(buf + n, len - (size_t)n,
+			    " verify=failed@%llu on %s",
+			    (unsigned long long)j->verify_sector,
+			    j->verify_name);
 }
 
 /* Longest line: the fixed words, a tag, and eight 20-digit numbers. */
-#define LINE_MAX_LEN (128 + KFS_MAX_NAME + 8 * 20)
+#define LINE_MAX_LEN (160 + 2 * KFS_MAX_NAME + 9 * 20)
 
 /* A job's results line with its newline, into buf (lock held). */
 static size_t job_line(const struct kfs_job *j, char *buf)

@@ -29,7 +29,8 @@ struct kfs_table_ops {
 	void (*finished)(void *waiter, bool failed, void *opaque);
 	/*
 	 * A job has finished: its final results line (no newline) and, if
-	 * it failed, the errno of the failed device's last error.  Called on
+	 * it failed, the errno of its failed read or first failed write
+	 * (the engine's completion).  Called on
 	 * the engine's callback thread, no lock held, before its waiters'
 	 * finished calls.
 	 */
@@ -42,6 +43,8 @@ struct kfs_table_ops {
 	 */
 	struct block_device *(*hold)(void *opaque, int dev);
 	void (*unhold)(void *opaque, int dev);
+	/* The name of device index dev, while it is held. */
+	const char *(*dev_name)(void *opaque, int dev);
 	void *opaque;
 };
 

@@ -140,7 +140,7 @@ static void usage(const char *prog)
 	       "    --max-queue N          queued and running jobs (4096)\n"
 	       "    --fault NAME:OP:START+COUNT[:KIND]\n"
 	       "                           OP read|write|rw; KIND an errno,\n"
-	       "                           short or delay=USEC (EIO)\n"
+	       "                           short, corrupt or delay=USEC (EIO)\n"
 	       "    --no-passthrough       dev/NAME I/O through the daemon\n"
 	       "    -P, --pidfile PIDFILE  write the pid once serving\n"
 	       "    --verbose              log every job, not failures only\n"
@@ -617,6 +617,7 @@ static int start_serving(struct kfs *fs, const struct options *o)
 		.ended = kfs_job_ended,
 		.hold = kfs_dev_hold,
 		.unhold = kfs_dev_unhold,
+		.dev_name = kfs_dev_name,
 		.opaque = fs,
 	};
 	int r;
@@ -797,7 +798,6 @@ static int run(struct fuse_args *args, struct options *o)
 	pth(pthread_mutex_init(&fs.hlock, NULL));
 	list_init(&fs.pollers);
 	list_init(&fs.open);
-	list_init(&fs.forget);
 	list_init(&fs.waiters);
 	pth(pthread_cond_init(&fs.stop_cond, NULL));
 	pth(sem_init(&fs.stop_sem, 0, 0) ? errno : 0);

@@ -6,7 +6,7 @@
  * T, KiB..TiB) that are whole sectors.
  *
  *   copy SRC:START+COUNT DST:START [DST:START ...] [ignore_errors]
- *        [write_seq] [sync] [tag=WORD]
+ *        [write_seq] [verify] [sync] [tag=WORD]
  *   zero DST:START+COUNT [DST:START+COUNT ...] [sync] [tag=WORD]
  *
  * Pure functions: no FUSE, no I/O, no global state.  Device names are
@@ -40,6 +40,7 @@
 #define KFS_IGNORE_ERRORS	(1u << 0)
 #define KFS_WRITE_SEQ		(1u << 1)
 #define KFS_SYNC		(1u << 2)
+#define KFS_VERIFY		(1u << 3)
 
 enum kfs_op {
 	KFS_OP_NONE = 0,	/* a blank line */

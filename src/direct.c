@@ -57,6 +57,8 @@ struct dest {
 	sector_t count;			/* sectors this destination gets */
 	unsigned int failed_jobs;
 	sector_t fail_start, fail_count; /* the first failed job's range */
+	unsigned int verify_failed_jobs;
+	sector_t verify_sector;		/* the lowest sector read back wrong */
 	int fsync_err;
 };
 
@@ -68,6 +70,8 @@ struct job {
 	unsigned char dest_idx[KCOPYD_MAX_DESTS]; /* write_err bit -> dest */
 	int read_err;			/* set by job_done() */
 	unsigned int write_err;
+	unsigned int verify_err;
+	sector_t verify_sector[KCOPYD_MAX_DESTS];
 };
 
 struct copy {
@@ -538,7 +542,7 @@ static void copy_progress(sector_t sectors, void *context)
 	progress_add(&j->c->prog, (uint64_t)sectors << KCOPYD_SECTOR_SHIFT);
 }
 
-static void job_done(int read_err, unsigned int write_err, void *context)
+static void job_done(const struct kcopyd_completion *done, void *context)
 {
 	struct job *j = context;
 	struct copy *c = j->c;
@@ -546,8 +550,11 @@ static void job_done(int read_err, unsigned int write_err, void *context)
 
 	if (pthread_mutex_lock(&c->lock))
 		abort();
-	j->read_err = read_err;
-	j->write_err = write_err;
+	j->read_err = done->read_err;
+	j->write_err = done->write_err;
+	j->verify_err = done->verify_err;
+	for (unsigned int i = 0; i < done->num_dests; i++)
+		j->verify_sector[i] = done->verify_sector[i];
 	j->next = c->finished;
 	c->finished = j;
 	if (pthread_mutex_unlock(&c->lock))
@@ -561,7 +568,7 @@ static int submit_next(struct copy *c)
 {
 	struct io_region from, to[KCOPYD_MAX_DESTS];
 	sector_t n = c->total - c->submitted, off;
-	unsigned int flags;
+	struct kcopyd_job_desc desc;
 	struct job *j;
 	int r;
 
@@ -590,9 +597,18 @@ static int submit_next(struct copy *c)
 	from.bdev = c->src_bdev;
 	from.sector = c->src.start + off;
 	from.count = n;
-	flags = c->flags;
-	r = kcopyd_copy_progress(c->kc, c->zero ? NULL : &from, j->nr_dests,
-				 to, flags, job_done, copy_progress, j);
+	desc = (struct kcopyd_job_desc){
+		.size = sizeof(desc),
+		.op = c->zero ? KCOPYD_OP_ZERO : KCOPYD_OP_COPY,
+		.flags = c->flags,
+		.from = c->zero ? NULL : &from,
+		.num_dests = j->nr_dests,
+		.dests = to,
+		.complete = job_done,
+		.progress = copy_progress,
+		.context = j,
+	};
+	r = kcopyd_submit(c->kc, &desc, NULL);
 	if (r) {
 		free(j);
 		return r;
@@ -640,8 +656,13 @@ static void reap(struct copy *c)
 			if (j->write_err & (1u << b))
 				note_failure(&d->fail_start, &d->fail_count,
 					     &d->failed_jobs, j);
+			if ((j->verify_err & (1u << b)) &&
+			    (d->verify_failed_jobs++ == 0 ||
+			     j->verify_sector[b] < d->verify_sector))
+				d->verify_sector = j->verify_sector[b];
 		}
-		if ((j->read_err || j->write_err) && !c->o->ignore_errors)
+		if ((j->read_err || j->write_err || j->verify_err) &&
+		    !c->o->ignore_errors)
 			c->stop = true;
 		free(j);
 	}
@@ -736,7 +757,7 @@ static void say_range_failure(const char *name, const char *what,
 
 static int report(struct copy *c)
 {
-	bool rerr = c->read_failed_jobs > 0, werr = false;
+	bool rerr = c->read_failed_jobs > 0, werr = false, verr = false;
 
 	if (rerr)
 		say_range_failure(src_name(c), "read", c->read_failed_jobs,
@@ -750,6 +771,12 @@ static int report(struct copy *c)
 					  d->op.start + d->fail_start,
 					  d->fail_count);
 			werr = true;
+		}
+		if (d->verify_failed_jobs) {
+			say("%s: verify failed: sector %llu reads back "
+			    "differently from the source", d->op.path,
+			    (unsigned long long)d->verify_sector);
+			verr = true;
 		}
 		if (d->fsync_err) {
 			say("%s: fsync failed: %s", d->op.path,
@@ -781,6 +808,8 @@ static int report(struct copy *c)
 		return EXIT_READ_ERR;
 	if (werr)
 		return EXIT_WRITE_ERR;
+	if (verr)
+		return EXIT_VERIFY_ERR;
 	return EXIT_SUCCESS;
 }
 
@@ -804,6 +833,22 @@ static void say_plan(const struct copy *c)
 		    (unsigned long long)c->dests[i].count);
 }
 
+/* What --verify read back, and its verdict on each destination. */
+static void say_verified(struct copy *c)
+{
+	struct kcopyd_bdev_stats st;
+	char sbytes[32];
+
+	for (unsigned int i = 0; i < c->nr_dests; i++) {
+		struct dest *d = &c->dests[i];
+
+		kcopyd_bdev_get_stats2(d->bdev, &st, sizeof(st));
+		say("  %s: %s read back, verify %s", d->op.path,
+		    format_bytes(st.bytes_verified, sbytes, sizeof(sbytes)),
+		    d->verify_failed_jobs ? "FAILED" : "ok");
+	}
+}
+
 static void say_summary(struct copy *c)
 {
 	double t = progress_elapsed(&c->prog);
@@ -824,6 +869,8 @@ static void say_summary(struct copy *c)
 	    format_bytes(c->stats.bytes_written, sbytes, sizeof(sbytes)),
 	    format_bytes(c->stats.bytes_holes, srate, sizeof(srate)),
 	    format_bytes(c->stats.bytes_zero_data, zbytes, sizeof(zbytes)));
+	if (c->o->verify)
+		say_verified(c);
 }
 
 /* --- Setup -------------------------------------------------------------- */
@@ -875,7 +922,8 @@ static int setup(struct copy *c)
 	c->flags = (c->o->ignore_errors ? KCOPYD_IGNORE_ERROR : 0) |
 		   (c->o->write_seq ? KCOPYD_WRITE_SEQ : 0) |
 		   (c->o->allocated ? KCOPYD_ALLOCATED : 0) |
-		   (c->o->target_zero ? KCOPYD_TARGET_ZERO : 0);
+		   (c->o->target_zero ? KCOPYD_TARGET_ZERO : 0) |
+		   (c->o->verify ? KCOPYD_VERIFY : 0);
 
 	if (!c->zero) {
 		r = probe_source(c);
