@@ -18,9 +18,9 @@
  *     longer than that), under fs->reply_lock, so that no answer goes
  *     out once the session is over.
  *   - one thread per clone (clone_main): commits the bitmap every
- *     `commit` seconds (1 by default) when it changed, and asks again for the
- *     hydration of regions a waiting write needs, should the queue have
- *     been full when it was asked for.
+ *     `commit` seconds (1 by default) when it changed, and every second
+ *     asks again for the hydration of regions a waiting write needs,
+ *     should the queue have been full when it was asked for.
  *   - the main thread: open, start, quiesce and close.
  * Locks, outermost first:
  *   c->commit_lock: one commit at a time (held across the flush of DEST
@@ -1032,8 +1032,11 @@ void kfs_clone_read(struct kfs_clone *c, fuse_req_t req, size_t size,
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	if (!size)
+	/* Hydrated in full: DEST only, no bookkeeping. */
+	if (!size || is_ended(c)) {
+		r = size ? kcopyd_bdev_pread(c->dst, buf, size, off) : 0;
 		goto out;
+	}
 	first = off >> c->shift;
 	last = (off + size - 1) >> c->shift;
 	/* Each run of regions from one device in one read. */
@@ -1136,14 +1139,16 @@ void kfs_clone_zero(struct kfs_clone *c, fuse_req_t req, uint64_t off,
 static void *clone_main(void *arg)
 {
 	struct kfs_clone *c = arg;
+	unsigned int ticks = 0;
 	struct timespec t;
-	bool quit;
+	bool quit, ended;
 
 	for (;;) {
 		struct clone_op *op;
 
+		/* Every second: the queue may have been full at submission. */
 		clock_gettime(CLOCK_REALTIME, &t);
-		t.tv_sec += c->interval;
+		t.tv_sec++;
 		pth(pthread_mutex_lock(&c->lock));
 		if (!c->quit) {
 			int e = pthread_cond_timedwait(&c->cond, &c->lock, &t);
@@ -1152,6 +1157,7 @@ static void *clone_main(void *arg)
 				pth(e);
 		}
 		quit = c->quit;
+		ended = c->ended;
 		/* Regions waiting writes need, should the ring have been full. */
 		list_for_each_entry(op, &c->waiting, link)
 			if (c->state[op->wait] == R_UNHYD)
@@ -1160,7 +1166,11 @@ static void *clone_main(void *arg)
 		pth(pthread_mutex_unlock(&c->lock));
 		if (quit)
 			break;
-		commit(c, false);
+		/* At the interval, and at once at the end of hydration. */
+		if (++ticks >= c->interval || ended) {
+			commit(c, false);
+			ticks = 0;
+		}
 	}
 	return NULL;
 }
