@@ -759,8 +759,9 @@ static void pump(struct kfs_clone *c)
 		 * does one a write needs while paused.
 		 */
 		n = 1;
-		while (!c->paused && !c->tries[r] && n < room && r + n < c->nr &&
-		       c->state[r + n] == R_UNHYD && !c->tries[r + n])
+		while (!c->paused && !c->tries[r] && n < room &&
+		       r + n < c->nr && c->state[r + n] == R_UNHYD &&
+		       !c->tries[r + n])
 			n++;
 		j = malloc(sizeof(*j));
 		if (!j)
@@ -850,8 +851,8 @@ static void hydrated(const struct kcopyd_completion *done, void *context)
 		}
 		c->state[r] = R_FAILED;
 		c->nr_failed++;
-		kfs_log(c->fs, LOG_ERR, "clone %s: region %llu (bytes %llu+%llu) "
-			"failed to hydrate %d times: %s; it is read from the "
+		kfs_log(c->fs, LOG_ERR, "clone %s: region %llu (bytes "
+			"%llu+%llu) failed to hydrate %d times: %s; it is read from the "
 			"source", c->dev->name, (unsigned long long)r,
 			(unsigned long long)region_start(c, r),
 			(unsigned long long)(region_end(c, r) -
@@ -1158,7 +1159,7 @@ static void *clone_main(void *arg)
 		}
 		quit = c->quit;
 		ended = c->ended;
-		/* Regions waiting writes need, should the ring have been full. */
+		/* What waiting writes need, should the ring have been full. */
 		list_for_each_entry(op, &c->waiting, link)
 			if (c->state[op->wait] == R_UNHYD)
 				prio_push(c, op->wait);
