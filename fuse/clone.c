@@ -853,7 +853,8 @@ static void hydrated(const struct kcopyd_completion *done, void *context)
 		c->nr_failed++;
 		kfs_log(c->fs, LOG_ERR, "clone %s: region %llu (bytes "
 			"%llu+%llu) failed to hydrate %d times: %s; it is "
-			"read from the source", c->dev->name, (unsigned long long)r,
+			"read from the source", c->dev->name,
+			(unsigned long long)r,
 			(unsigned long long)region_start(c, r),
 			(unsigned long long)(region_end(c, r) -
 					     region_start(c, r)),
