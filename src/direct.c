@@ -21,6 +21,14 @@
  * - Engine workers call copy_progress(), which only adds to an atomic.
  * - The engine's callback thread calls job_done(), which puts the job on
  *   c->finished under c->lock and writes the eventfd.
+ * - With --map, engine workers call bad_range(), which adds to c->bad
+ *   under c->lock; the main thread alone reads c->bad and owns the map.
+ *
+ * With --map the copy is the list of ranges the map has not finished
+ * (c->todo), each cut into jobs; a finished job's done ranges become '+',
+ * the rest of a failed job and every bad range '-', and the map is saved
+ * at most every MAP_SAVE_SECONDS, after the destinations are flushed, so
+ * that what it calls finished is on stable storage.
  */
 #include <config.h>
 
@@ -35,6 +43,7 @@
 #include <sys/ioctl.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 #ifdef HAVE_LINUX_FS_H
 #include <linux/fs.h>
@@ -44,6 +53,9 @@
 
 /* Sectors per submitted job (64 MiB): the grain of a clean stop. */
 #define JOB_SECTORS	((sector_t)64 << (20 - KCOPYD_SECTOR_SHIFT))
+/* With --map, 2 MiB: the most a crash between saves can redo per job. */
+#define MAP_JOB_SECTORS	((sector_t)2 << (20 - KCOPYD_SECTOR_SHIFT))
+#define MAP_SAVE_SECONDS 1.0
 /* The size of a file is an off_t, in bytes. */
 #define MAX_FILE_SECTORS	((sector_t)INT64_MAX >> KCOPYD_SECTOR_SHIFT)
 
@@ -72,6 +84,15 @@ struct job {
 	unsigned int write_err;
 	unsigned int verify_err;
 	sector_t verify_sector[KCOPYD_MAX_DESTS];
+	bool failed;
+	unsigned int nr_done;
+	struct kcopyd_range *done;	/* offsets in the job, malloc'd */
+};
+
+/* A range still to copy, in sectors from the start of the copy. */
+struct todo {
+	sector_t off, count;
+	bool retry;			/* a failed range, --retry-bad */
 };
 
 struct copy {
@@ -95,6 +116,19 @@ struct copy {
 
 	pthread_mutex_t lock;
 	struct job *finished;		/* c->lock */
+	struct kcopyd_range *bad;	/* --map: bad ranges (c->lock) */
+	size_t nr_bad, cap_bad;		/* (c->lock) */
+	bool bad_nomem;			/* (c->lock) */
+
+	/* --map (main thread only) */
+	bool use_map;
+	struct map map;
+	bool resumed;
+	struct todo *todo;
+	size_t nr_todo, todo_i;
+	sector_t todo_off;		/* into todo[todo_i] */
+	double last_save;
+	int map_err;
 
 	/* Main thread only. */
 	sector_t submitted;		/* sectors handed to jobs */
@@ -530,7 +564,121 @@ static int check_regions(struct copy *c)
 	}
 	c->backward = up;
 	c->window = up || down || c->o->write_seq ? 1 : 2;
+	if (c->use_map && (up || down)) {
+		say("--map: the destination overlaps the source on %s: a copy "
+		    "interrupted midway could not be resumed from a map (the "
+		    "source is partly overwritten); copy without --map",
+		    c->src.path);
+		return -EINVAL;
+	}
 	return 0;
+}
+
+static double now_seconds(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/*
+ * One device in a map's identity: a block device by its number, a file by
+ * its inode (not its file system's device number, which a FUSE or network
+ * file system changes from one mount to the next).
+ */
+static int ident_dev(char *buf, size_t len, const struct stat *st)
+{
+	if (S_ISBLK(st->st_mode))
+		return snprintf(buf, len, "blockdev %u:%u",
+				major(st->st_rdev), minor(st->st_rdev));
+	return snprintf(buf, len, "inode %llu",
+			(unsigned long long)st->st_ino);
+}
+
+/* What identifies the copy in its map: devices, sizes, regions. */
+static int map_ident(const struct copy *c, char *buf, size_t len)
+{
+	struct stat st;
+	size_t n;
+
+	if (stat(c->src.path, &st) == -1)
+		return -errno;
+	n = (size_t)snprintf(buf, len, "kcopy map of ");
+	n += (size_t)ident_dev(buf + n, len - n, &st);
+	n += (size_t)snprintf(buf + n, len - n, " size %llu range %llu+%llu to",
+			      (unsigned long long)kcopyd_bdev_size(c->src_bdev),
+			      (unsigned long long)c->src.start,
+			      (unsigned long long)c->src.count);
+	for (unsigned int i = 0; i < c->nr_dests && n < len; i++) {
+		n += (size_t)snprintf(buf + n, len - n, " ");
+		if (n < len)
+			n += (size_t)ident_dev(buf + n, len - n,
+					       &c->dests[i].st);
+		if (n < len)
+			n += (size_t)snprintf(buf + n, len - n, " at %llu",
+					      (unsigned long long)
+					      c->dests[i].op.start);
+	}
+	return n < len ? 0 : -ENAMETOOLONG;
+}
+
+/*
+ * The ranges to copy: all of it, or what the map has not finished (and,
+ * with --retry-bad, what it has as failed).
+ */
+static int plan_todo(struct copy *c)
+{
+	char ident[sizeof(c->map.ident)];
+	int r;
+
+	if (!c->use_map) {
+		c->todo = calloc(1, sizeof(*c->todo));
+		if (!c->todo)
+			return -ENOMEM;
+		c->todo[0] = (struct todo){ 0, c->total, false };
+		c->nr_todo = c->total ? 1 : 0;
+		return 0;
+	}
+	r = map_ident(c, ident, sizeof(ident));
+	if (r) {
+		say("%s: %s", c->src.path, strerror(-r));
+		return r;
+	}
+	r = map_open(&c->map, c->o->map, ident,
+		     (uint64_t)c->total << KCOPYD_SECTOR_SHIFT, &c->resumed);
+	if (r)
+		return r;
+	c->todo = calloc(c->map.n ? c->map.n : 1, sizeof(*c->todo));
+	if (!c->todo)
+		return -ENOMEM;
+	for (size_t i = 0; i < c->map.n; i++) {
+		const struct map_range *m = &c->map.r[i];
+		sector_t s = m->pos >> KCOPYD_SECTOR_SHIFT;
+		sector_t e = (m->pos + m->size + KCOPYD_SECTOR_SIZE - 1) >>
+			     KCOPYD_SECTOR_SHIFT;
+
+		if (m->st == '?' || (m->st == '-' && c->o->retry_bad))
+			c->todo[c->nr_todo++] = (struct todo){ s, e - s,
+							       m->st == '-' };
+	}
+	if (c->resumed && c->o->verbose > 0)
+		say("%s: resuming: %llu bytes finished, %llu failed, %llu not "
+		    "tried", c->o->map,
+		    (unsigned long long)map_bytes(&c->map, '+'),
+		    (unsigned long long)map_bytes(&c->map, '-'),
+		    (unsigned long long)map_bytes(&c->map, '?'));
+	c->last_save = now_seconds();
+	return 0;
+}
+
+static sector_t todo_sectors(const struct copy *c)
+{
+	sector_t n = 0;
+
+	for (size_t i = 0; i < c->nr_todo; i++)
+		n += c->todo[i].count;
+	return n;
 }
 
 /* --- Running ------------------------------------------------------------ */
@@ -555,6 +703,17 @@ static void job_done(const struct kcopyd_completion *done, void *context)
 	j->verify_err = done->verify_err;
 	for (unsigned int i = 0; i < done->num_dests; i++)
 		j->verify_sector[i] = done->verify_sector[i];
+	j->failed = done->read_err || done->write_err || done->verify_err ||
+		    done->cancelled;
+	if (c->use_map && done->nr_done) {
+		/* Without memory the job's ranges stay as the map had them. */
+		j->done = malloc(done->nr_done * sizeof(*j->done));
+		if (j->done) {
+			memcpy(j->done, done->done,
+			       done->nr_done * sizeof(*j->done));
+			j->nr_done = done->nr_done;
+		}
+	}
 	j->next = c->finished;
 	c->finished = j;
 	if (pthread_mutex_unlock(&c->lock))
@@ -567,14 +726,17 @@ static void job_done(const struct kcopyd_completion *done, void *context)
 static int submit_next(struct copy *c)
 {
 	struct io_region from, to[KCOPYD_MAX_DESTS];
-	sector_t n = c->total - c->submitted, off;
+	struct todo *td = &c->todo[c->todo_i];
+	sector_t n = td->count - c->todo_off, off;
+	sector_t max = c->use_map ? MAP_JOB_SECTORS : JOB_SECTORS;
 	struct kcopyd_job_desc desc;
 	struct job *j;
 	int r;
 
-	if (n > JOB_SECTORS)
-		n = JOB_SECTORS;
-	off = c->backward ? c->total - c->submitted - n : c->submitted;
+	if (n > max)
+		n = max;
+	off = c->backward ? td->off + td->count - c->todo_off - n :
+			    td->off + c->todo_off;
 
 	j = calloc(1, sizeof(*j));
 	if (!j)
@@ -600,7 +762,7 @@ static int submit_next(struct copy *c)
 	desc = (struct kcopyd_job_desc){
 		.size = sizeof(desc),
 		.op = c->zero ? KCOPYD_OP_ZERO : KCOPYD_OP_COPY,
-		.flags = c->flags,
+		.flags = c->flags | (td->retry ? KCOPYD_IGNORE_ERROR : 0),
 		.from = c->zero ? NULL : &from,
 		.num_dests = j->nr_dests,
 		.dests = to,
@@ -612,6 +774,11 @@ static int submit_next(struct copy *c)
 	if (r) {
 		free(j);
 		return r;
+	}
+	c->todo_off += n;
+	if (c->todo_off == td->count) {
+		c->todo_i++;
+		c->todo_off = 0;
 	}
 	c->submitted += n;
 	c->inflight++;
@@ -626,6 +793,106 @@ static void note_failure(sector_t *start, sector_t *count, unsigned int *nr,
 		*start = j->offset;
 		*count = j->count;
 	}
+}
+
+/* A finished job in the map: its done ranges '+', the rest '-' if failed. */
+static void map_job(struct copy *c, const struct job *j)
+{
+	uint64_t start = (uint64_t)j->offset << KCOPYD_SECTOR_SHIFT;
+	uint64_t len = (uint64_t)j->count << KCOPYD_SECTOR_SHIFT;
+
+	if (j->failed)
+		c->map_err = c->map_err ?: map_set(&c->map, start, len, '-');
+	for (unsigned int i = 0; i < j->nr_done; i++)
+		c->map_err = c->map_err ?:
+			map_set(&c->map,
+				start + ((uint64_t)j->done[i].sector
+					 << KCOPYD_SECTOR_SHIFT),
+				(uint64_t)j->done[i].count
+					<< KCOPYD_SECTOR_SHIFT, '+');
+}
+
+/*
+ * Every bad range found so far is '-', again after each batch of done
+ * ranges: a range found bad while its job ran must not end up '+'.
+ */
+static void map_bad(struct copy *c)
+{
+	if (pthread_mutex_lock(&c->lock))
+		abort();
+	for (size_t i = 0; i < c->nr_bad; i++)
+		c->map_err = c->map_err ?:
+			map_set(&c->map,
+				(uint64_t)c->bad[i].sector
+					<< KCOPYD_SECTOR_SHIFT,
+				(uint64_t)c->bad[i].count
+					<< KCOPYD_SECTOR_SHIFT, '-');
+	if (c->bad_nomem)
+		c->map_err = c->map_err ?: -ENOMEM;
+	if (pthread_mutex_unlock(&c->lock))
+		abort();
+}
+
+/*
+ * Engine worker: a range of a device was lost under IGNORE_ERROR.  Its
+ * place in the copy: from the source's start, or from the start of the
+ * destination region holding it.
+ */
+static void bad_range(uint64_t id, struct block_device *bdev, sector_t sector,
+		      sector_t count, int write, int error, void *context)
+{
+	struct copy *c = context;
+	sector_t off = 0;
+	bool found = false;
+
+	if (!write && bdev == c->src_bdev && sector >= c->src.start) {
+		off = sector - c->src.start;
+		found = true;
+	}
+	for (unsigned int i = 0; write && !found && i < c->nr_dests; i++) {
+		struct dest *d = &c->dests[i];
+
+		if (d->bdev == bdev && sector >= d->op.start &&
+		    sector < d->op.start + d->count) {
+			off = sector - d->op.start;
+			found = true;
+		}
+	}
+	if (!found)
+		return;
+	if (pthread_mutex_lock(&c->lock))
+		abort();
+	if (c->nr_bad == c->cap_bad) {
+		size_t cap = c->cap_bad ? c->cap_bad * 2 : 16;
+		struct kcopyd_range *b = realloc(c->bad, cap * sizeof(*b));
+
+		if (b) {
+			c->bad = b;
+			c->cap_bad = cap;
+		}
+	}
+	if (c->nr_bad < c->cap_bad)
+		c->bad[c->nr_bad++] = (struct kcopyd_range){ off, count };
+	else
+		c->bad_nomem = true;
+	if (pthread_mutex_unlock(&c->lock))
+		abort();
+}
+
+/*
+ * Save the map: the destinations are flushed first, so that what the map
+ * calls finished survives a power cut, not only a crash of kcopy.
+ */
+static void save_map(struct copy *c)
+{
+	/* A read-only source has nothing to flush: 0. */
+	for (unsigned int i = 0; i < c->nr_bdevs && !c->map_err; i++)
+		c->map_err = kcopyd_bdev_flush(c->bdevs[i]);
+	if (!c->map_err)
+		c->map_err = map_save(&c->map);
+	c->last_save = now_seconds();
+	if (c->map_err)
+		c->stop = true;
 }
 
 static void reap(struct copy *c)
@@ -664,8 +931,13 @@ static void reap(struct copy *c)
 		if ((j->read_err || j->write_err || j->verify_err) &&
 		    !c->o->ignore_errors)
 			c->stop = true;
+		if (c->use_map)
+			map_job(c, j);
+		free(j->done);
 		free(j);
 	}
+	if (c->use_map)
+		map_bad(c);
 }
 
 static void read_signal(struct copy *c)
@@ -687,20 +959,30 @@ static void run(struct copy *c)
 	for (;;) {
 		/* A signal that came during the setup stops us here. */
 		read_signal(c);
+		int timeout;
+
 		while (!c->signo && !c->stop && !c->submit_err &&
-		       c->submitted < c->total && c->inflight < c->window)
+		       c->todo_i < c->nr_todo && c->inflight < c->window)
 			c->submit_err = submit_next(c);
 		if (!c->inflight)
 			break;
-		if (poll(pfd, 2, progress_timeout(&c->prog)) == -1 &&
-		    errno != EINTR)
+		timeout = progress_timeout(&c->prog);
+		if (c->use_map && (timeout < 0 ||
+				   timeout > MAP_SAVE_SECONDS * 1000))
+			timeout = (int)(MAP_SAVE_SECONDS * 1000);
+		if (poll(pfd, 2, timeout) == -1 && errno != EINTR)
 			abort();
 		if (pfd[0].revents & POLLIN)
 			read_signal(c);
 		if (pfd[1].revents & POLLIN)
 			reap(c);
+		if (c->use_map && !c->map_err &&
+		    now_seconds() - c->last_save >= MAP_SAVE_SECONDS)
+			save_map(c);
 		progress_tick(&c->prog);
 	}
+	if (c->use_map && !c->map_err)
+		save_map(c);
 }
 
 /* fsync every destination, and the directory of every file we created. */
@@ -788,9 +1070,20 @@ static int report(struct copy *c)
 		say("cannot submit a job: %s", strerror(-c->submit_err));
 		werr = true;
 	}
-	if (c->stop)
+	if (c->map_err) {
+		say("%s: the map could not be kept: %s", c->o->map,
+		    strerror(-c->map_err));
+		werr = true;
+	} else if (c->stop) {
 		say("stopped after the first error; --ignore-errors would go "
 		    "on to the end");
+	}
+	if (c->signo && c->use_map) {
+		say("interrupted by %s: %s records what is done; run the same "
+		    "command again to copy the rest", strsignal(c->signo),
+		    c->o->map);
+		return EXIT_INTERRUPTED;
+	}
 	if (c->signo) {
 		sector_t first = c->backward ? c->total - c->completed : 0;
 
@@ -871,6 +1164,13 @@ static void say_summary(struct copy *c)
 	    format_bytes(c->stats.bytes_zero_data, zbytes, sizeof(zbytes)));
 	if (c->o->verify)
 		say_verified(c);
+	if (c->use_map)
+		say("  %s: %llu bytes read from the source; the map has %llu "
+		    "bytes finished, %llu failed, %llu not tried", c->o->map,
+		    (unsigned long long)c->stats.bytes_read,
+		    (unsigned long long)map_bytes(&c->map, '+'),
+		    (unsigned long long)map_bytes(&c->map, '-'),
+		    (unsigned long long)map_bytes(&c->map, '?'));
 }
 
 /* --- Setup -------------------------------------------------------------- */
@@ -944,6 +1244,9 @@ static int setup(struct copy *c)
 	r = check_regions(c);
 	if (r)
 		return r;
+	r = plan_todo(c);
+	if (r)
+		return r;
 	if (c->o->direct) {
 		r = check_direct(c);
 		if (r)
@@ -973,6 +1276,7 @@ int direct_main(const struct options *o, int argc, char **argv)
 	}
 	c->o = o;
 	c->zero = o->zero;
+	c->use_map = o->map != NULL;
 	c->evfd = -1;
 	c->sigfd = -1;
 	if (pthread_mutex_init(&c->lock, NULL))
@@ -997,7 +1301,10 @@ int direct_main(const struct options *o, int argc, char **argv)
 	if (o->verbose > 0)
 		say_plan(c);
 
-	progress_init(&c->prog, o, (uint64_t)c->total << KCOPYD_SECTOR_SHIFT);
+	progress_init(&c->prog, o,
+		      (uint64_t)todo_sectors(c) << KCOPYD_SECTOR_SHIFT);
+	if (c->use_map)
+		kcopyd_client_set_bad_range(c->kc, bad_range, c);
 	run(c);
 	kcopyd_client_get_stats(c->kc, &c->stats);
 	kcopyd_client_destroy(c->kc);
@@ -1021,6 +1328,9 @@ out:
 	for (unsigned int i = 0; i < c->nr_dests; i++)
 		free(c->dests[i].op.path);
 	free(c->src.path);
+	free(c->todo);
+	free(c->bad);
+	map_free(&c->map);
 	if (c->evfd != -1)
 		close(c->evfd);
 	if (c->sigfd >= 0)
