@@ -1,13 +1,11 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Direct mode: open the devices, and run the copy (or zero) through one
- * libkcopyd client as a sequence of bounded jobs.
- *
- * The engine has no cancel, so a copy is cut into jobs of at most
- * JOB_SECTORS, with at most two in flight; after SIGINT or SIGTERM no new
- * job is submitted, the ones in flight finish, and the destinations then
- * hold exactly the jobs that completed.  Each job is still one
- * kcopyd_copy() with every destination: one read feeds them all.
+ * libkcopyd client as one job with every destination: one read feeds them
+ * all.  SIGINT and SIGTERM cancel the job (kcopyd_cancel): the sub-jobs in
+ * flight finish, and its completion says exactly which ranges are on
+ * every destination.  Errors come back with their errno and sector, and
+ * with --ignore-errors each lost range as the engine finds it.
  *
  * Thread model
  * ------------
@@ -18,9 +16,11 @@
  *   they are blocked, in every thread, from just before the engine's
  *   threads start until the engine is destroyed, and read from the
  *   signalfd meanwhile.
- * - Engine workers call copy_progress(), which only adds to an atomic.
- * - The engine's callback thread calls job_done(), which puts the job on
- *   c->finished under c->lock and writes the eventfd.
+ * - Engine workers call copy_progress(), which only adds to an atomic,
+ *   and lost_range(), which appends to c->lost under c->lock.
+ * - The engine's callback thread calls job_done(), which copies the
+ *   completion into c->res under c->lock, sets c->finished and writes the
+ *   eventfd.
  */
 #include <config.h>
 
@@ -42,8 +42,10 @@
 
 #include "kcopy.h"
 
-/* Sectors per submitted job (64 MiB): the grain of a clean stop. */
-#define JOB_SECTORS	((sector_t)64 << (20 - KCOPYD_SECTOR_SHIFT))
+/* The most done ranges a completion holds: chunks in flight plus two. */
+#define MAX_DONE	80
+/* Lost ranges listed one by one; the rest are counted. */
+#define MAX_LOST_LINES	100
 /* The size of a file is an off_t, in bytes. */
 #define MAX_FILE_SECTORS	((sector_t)INT64_MAX >> KCOPYD_SECTOR_SHIFT)
 
@@ -55,19 +57,28 @@ struct dest {
 	bool extended;
 	off_t old_size;			/* before extension */
 	sector_t count;			/* sectors this destination gets */
-	unsigned int failed_jobs;
-	sector_t fail_start, fail_count; /* the first failed job's range */
-	int fsync_err;
+	int fsync_err;			/* of its directory, once created */
 };
 
-struct job {
-	struct copy *c;
-	struct job *next;		/* on c->finished (c->lock) */
-	sector_t offset, count;		/* relative to the regions' starts */
-	unsigned int nr_dests;
-	unsigned char dest_idx[KCOPYD_MAX_DESTS]; /* write_err bit -> dest */
-	int read_err;			/* set by job_done() */
+/* What the job's completion said, copied out of the callback. */
+struct result {
+	int read_err;
 	unsigned int write_err;
+	int read_error;
+	sector_t read_error_sector;
+	struct kcopyd_dest_result dests[KCOPYD_MAX_DESTS];
+	bool cancelled;
+	sector_t sectors_done;
+	unsigned int nr_done;
+	struct kcopyd_range done[MAX_DONE];
+};
+
+/* A range lost under --ignore-errors. */
+struct lost {
+	struct block_device *bdev;
+	sector_t sector, count;
+	bool write;
+	int error;
 };
 
 struct copy {
@@ -80,9 +91,7 @@ struct copy {
 	struct block_device *bdevs[KCOPYD_MAX_DESTS + 1]; /* to close */
 	unsigned int nr_bdevs;
 	sector_t total;			/* sectors of the longest region */
-	bool backward;			/* jobs from the end (overlap) */
-	unsigned int window;		/* jobs in flight at most */
-	unsigned int flags;		/* KCOPYD_* of every job */
+	unsigned int flags;		/* KCOPYD_* of the job */
 	struct kcopyd_stats stats;	/* the engine's, at the end */
 
 	struct kcopyd_client *kc;
@@ -90,16 +99,16 @@ struct copy {
 	int evfd, sigfd;
 
 	pthread_mutex_t lock;
-	struct job *finished;		/* c->lock */
+	bool finished;			/* c->lock: res is written */
+	struct result res;		/* c->lock */
+	struct lost *lost;		/* c->lock: nr_lost, a growing array */
+	size_t nr_lost, max_lost;
+	uint64_t lost_dropped;		/* c->lock: no memory to keep them */
 
 	/* Main thread only. */
-	sector_t submitted;		/* sectors handed to jobs */
-	sector_t completed;		/* sectors of finished jobs */
-	unsigned int inflight;
-	bool stop;			/* an error without --ignore-errors */
+	uint64_t id;			/* the job, once submitted */
+	sector_t completed;		/* sectors done on every destination */
 	int signo;			/* the signal that interrupted us */
-	unsigned int read_failed_jobs;
-	sector_t read_fail_start, read_fail_count;
 	int submit_err;
 };
 
@@ -363,13 +372,6 @@ static void close_bdevs(struct copy *c)
 	c->nr_bdevs = 0;
 }
 
-static bool overlap(struct block_device *a, sector_t as, sector_t an,
-		    struct block_device *b, sector_t bs, sector_t bn)
-{
-	return kcopyd_bdev_same(a, b) && an && bn && as < bs + bn &&
-	       bs < as + an;
-}
-
 /*
  * The alignment in bytes that O_DIRECT needs for offsets and lengths on a
  * file: what statx(2) reports, else the logical block size of a block
@@ -482,7 +484,6 @@ static void say_refusal(const struct copy *c, const struct io_region *from,
 static int check_regions(struct copy *c)
 {
 	struct io_region from, to[KCOPYD_MAX_DESTS];
-	bool up = false, down = false;
 	int culprit, r;
 
 	for (unsigned int i = 0; i < c->nr_dests; i++) {
@@ -494,15 +495,6 @@ static int check_regions(struct copy *c)
 		if (c->zero && d->count > c->total)
 			c->total = d->count;
 		to[i] = (struct io_region){ d->bdev, d->op.start, d->count };
-		if (!c->zero &&
-		    overlap(d->bdev, d->op.start, d->count, c->src_bdev,
-			    c->src.start, c->src.count) &&
-		    d->op.start != c->src.start) {
-			if (d->op.start > c->src.start)
-				up = true;
-			else
-				down = true;
-		}
 	}
 	from = (struct io_region){ c->src_bdev, c->src.start, c->src.count };
 	r = kcopyd_check_copy(c->zero ? NULL : &from, c->nr_dests, to,
@@ -511,8 +503,6 @@ static int check_regions(struct copy *c)
 		say_refusal(c, &from, to, r, culprit);
 		return r;
 	}
-	c->backward = up;
-	c->window = up || down || c->o->write_seq ? 1 : 2;
 	return 0;
 }
 
@@ -520,127 +510,130 @@ static int check_regions(struct copy *c)
 
 static void copy_progress(sector_t sectors, void *context)
 {
-	struct job *j = context;
+	struct copy *c = context;
 
-	progress_add(&j->c->prog, (uint64_t)sectors << KCOPYD_SECTOR_SHIFT);
+	progress_add(&c->prog, (uint64_t)sectors << KCOPYD_SECTOR_SHIFT);
 }
 
-static void job_done(int read_err, unsigned int write_err, void *context)
+static void wake_main(struct copy *c)
 {
-	struct job *j = context;
-	struct copy *c = j->c;
 	uint64_t one = 1;
 
-	if (pthread_mutex_lock(&c->lock))
-		abort();
-	j->read_err = read_err;
-	j->write_err = write_err;
-	j->next = c->finished;
-	c->finished = j;
-	if (pthread_mutex_unlock(&c->lock))
-		abort();
 	if (write(c->evfd, &one, sizeof(one)) != sizeof(one))
 		abort();
 }
 
-/* Submit the next job; its range depends on the direction. */
-static int submit_next(struct copy *c)
+static void lock_copy(struct copy *c)
 {
-	struct io_region from, to[KCOPYD_MAX_DESTS];
-	sector_t n = c->total - c->submitted, off;
-	unsigned int flags;
-	struct job *j;
-	int r;
-
-	if (n > JOB_SECTORS)
-		n = JOB_SECTORS;
-	off = c->backward ? c->total - c->submitted - n : c->submitted;
-
-	j = calloc(1, sizeof(*j));
-	if (!j)
-		return -ENOMEM;
-	j->c = c;
-	j->offset = off;
-	j->count = n;
-	for (unsigned int i = 0; i < c->nr_dests; i++) {
-		struct dest *d = &c->dests[i];
-		struct io_region *t = &to[j->nr_dests];
-
-		/* Zero regions may be shorter than the longest. */
-		if (off >= d->count)
-			continue;
-		t->bdev = d->bdev;
-		t->sector = d->op.start + off;
-		t->count = d->count - off < n ? d->count - off : n;
-		j->dest_idx[j->nr_dests++] = (unsigned char)i;
-	}
-	from.bdev = c->src_bdev;
-	from.sector = c->src.start + off;
-	from.count = n;
-	flags = c->flags;
-	r = kcopyd_copy_progress(c->kc, c->zero ? NULL : &from, j->nr_dests,
-				 to, flags, job_done, copy_progress, j);
-	if (r) {
-		free(j);
-		return r;
-	}
-	c->submitted += n;
-	c->inflight++;
-	return 0;
-}
-
-/* Count a failed job, and keep the lowest failed range for the report. */
-static void note_failure(sector_t *start, sector_t *count, unsigned int *nr,
-			 const struct job *j)
-{
-	if ((*nr)++ == 0 || j->offset < *start) {
-		*start = j->offset;
-		*count = j->count;
-	}
-}
-
-static void reap(struct copy *c)
-{
-	struct job *j, *next;
-	uint64_t n;
-
-	/* The count is not needed: the list says what finished. */
-	if (read(c->evfd, &n, sizeof(n)) == -1 && errno != EAGAIN)
-		abort();
 	if (pthread_mutex_lock(&c->lock))
 		abort();
-	j = c->finished;
-	c->finished = NULL;
+}
+
+static void unlock_copy(struct copy *c)
+{
 	if (pthread_mutex_unlock(&c->lock))
 		abort();
+}
 
-	for (; j; j = next) {
-		next = j->next;
-		c->inflight--;
-		c->completed += j->count;
-		if (j->read_err)
-			note_failure(&c->read_fail_start, &c->read_fail_count,
-				     &c->read_failed_jobs, j);
-		for (unsigned int b = 0; b < j->nr_dests; b++) {
-			struct dest *d = &c->dests[j->dest_idx[b]];
+static void job_done(const struct kcopyd_completion *k, void *context)
+{
+	struct copy *c = context;
+	struct result *r = &c->res;
 
-			if (j->write_err & (1u << b))
-				note_failure(&d->fail_start, &d->fail_count,
-					     &d->failed_jobs, j);
+	lock_copy(c);
+	r->read_err = k->read_err;
+	r->write_err = k->write_err;
+	r->read_error = k->read_error;
+	r->read_error_sector = k->read_error_sector;
+	memcpy(r->dests, k->dests, k->num_dests * sizeof(k->dests[0]));
+	r->cancelled = k->cancelled;
+	r->sectors_done = k->sectors_done;
+	r->nr_done = k->nr_done < MAX_DONE ? k->nr_done : MAX_DONE;
+	memcpy(r->done, k->done, r->nr_done * sizeof(k->done[0]));
+	c->finished = true;
+	unlock_copy(c);
+	wake_main(c);
+}
+
+/* Under --ignore-errors: keep each lost range for the report. */
+static void lost_range(uint64_t id, struct block_device *bdev,
+		       sector_t sector, sector_t count, int write, int error,
+		       void *context)
+{
+	struct copy *c = context;
+	struct lost *l;
+
+	(void)id;
+	lock_copy(c);
+	if (c->nr_lost == c->max_lost) {
+		size_t n = c->max_lost ? 2 * c->max_lost : 16;
+
+		l = realloc(c->lost, n * sizeof(*l));
+		if (!l) {
+			c->lost_dropped++;
+			goto out;
 		}
-		if ((j->read_err || j->write_err) && !c->o->ignore_errors)
-			c->stop = true;
-		free(j);
+		c->lost = l;
+		c->max_lost = n;
 	}
+	c->lost[c->nr_lost++] = (struct lost){ bdev, sector, count, write,
+					       error };
+out:
+	unlock_copy(c);
+}
+
+static int submit(struct copy *c)
+{
+	struct io_region from, to[KCOPYD_MAX_DESTS];
+	struct kcopyd_job_desc d = {
+		.size = sizeof(d),
+		.op = c->zero ? KCOPYD_OP_ZERO : KCOPYD_OP_COPY,
+		.flags = c->flags,
+		.from = c->zero ? NULL : &from,
+		.num_dests = c->nr_dests,
+		.dests = to,
+		.complete = job_done,
+		.progress = copy_progress,
+		.context = c,
+	};
+
+	from = (struct io_region){ c->src_bdev, c->src.start, c->src.count };
+	for (unsigned int i = 0; i < c->nr_dests; i++)
+		to[i] = (struct io_region){ c->dests[i].bdev,
+					    c->dests[i].op.start,
+					    c->dests[i].count };
+	if (c->o->ignore_errors)
+		kcopyd_client_set_bad_range(c->kc, lost_range, c);
+	if (c->o->rate)
+		kcopyd_client_set_throttle(c->kc, c->o->rate, 0);
+	return kcopyd_submit(c->kc, &d, &c->id);
+}
+
+static bool is_finished(struct copy *c)
+{
+	bool done;
+	uint64_t n;
+
+	/* The count is not needed: c->finished says it. */
+	if (read(c->evfd, &n, sizeof(n)) == -1 && errno != EAGAIN)
+		abort();
+	lock_copy(c);
+	done = c->finished;
+	unlock_copy(c);
+	return done;
 }
 
 static void read_signal(struct copy *c)
 {
 	struct signalfd_siginfo si;
 
-	while (read(c->sigfd, &si, sizeof(si)) == sizeof(si))
-		if (!c->signo)
-			c->signo = (int)si.ssi_signo;
+	while (read(c->sigfd, &si, sizeof(si)) == sizeof(si)) {
+		if (c->signo)
+			continue;
+		c->signo = (int)si.ssi_signo;
+		/* -ENOENT: its I/O is over already, nothing to stop. */
+		kcopyd_cancel(c->kc, c->id);
+	}
 }
 
 static void run(struct copy *c)
@@ -650,39 +643,37 @@ static void run(struct copy *c)
 		{ .fd = c->evfd, .events = POLLIN },
 	};
 
+	c->submit_err = submit(c);
+	if (c->submit_err)
+		return;
 	for (;;) {
 		/* A signal that came during the setup stops us here. */
 		read_signal(c);
-		while (!c->signo && !c->stop && !c->submit_err &&
-		       c->submitted < c->total && c->inflight < c->window)
-			c->submit_err = submit_next(c);
-		if (!c->inflight)
-			break;
 		if (poll(pfd, 2, progress_timeout(&c->prog)) == -1 &&
 		    errno != EINTR)
 			abort();
 		if (pfd[0].revents & POLLIN)
 			read_signal(c);
-		if (pfd[1].revents & POLLIN)
-			reap(c);
+		if ((pfd[1].revents & POLLIN) && is_finished(c))
+			break;
 		progress_tick(&c->prog);
 	}
+	/* The callback has returned: res is the main thread's now. */
+	c->completed = c->res.sectors_done;
 }
 
-/* fsync every destination, and the directory of every file we created. */
-static void sync_dests(struct copy *c)
+/*
+ * The engine flushed every destination (KCOPYD_FLUSH); fsync the directory
+ * of every file we created, so that its name is durable too.
+ */
+static void sync_dirs(struct copy *c)
 {
 	for (unsigned int i = 0; i < c->nr_dests; i++) {
 		struct dest *d = &c->dests[i];
 		char *dir, *slash;
-		int fd, r;
+		int fd;
 
-		r = kcopyd_bdev_flush(d->bdev);
-		if (r) {
-			d->fsync_err = -r;
-			continue;
-		}
-		if (!d->created)
+		if (!d->created || (c->res.write_err & (1u << i)))
 			continue;
 		dir = strdup(d->op.path);
 		if (!dir) {
@@ -709,57 +700,104 @@ static double percent(const struct copy *c, sector_t n)
 	return c->total ? 100.0 * (double)n / (double)c->total : 100.0;
 }
 
-static void say_range_failure(const char *name, const char *what,
-			      unsigned int nr, sector_t start, sector_t count)
+/*
+ * Errors where going on past the failed block can save the rest: a bad
+ * medium.  Past ENOSPC, EROFS or EDQUOT, every later write fails too.
+ */
+static bool skippable(int error)
 {
-	if (nr == 1)
-		say("%s: %s error within sectors %llu+%llu", name, what,
-		    (unsigned long long)start, (unsigned long long)count);
-	else
-		say("%s: %s errors within %u ranges, the first sectors "
-		    "%llu+%llu", name, what, nr, (unsigned long long)start,
-		    (unsigned long long)count);
+	return error == EIO || error == ENODATA || error == EBADMSG ||
+	       error == EILSEQ || error == EREMOTEIO;
+}
+
+static const char *bdev_name(const struct copy *c, struct block_device *b)
+{
+	if (b == c->src_bdev && !c->zero)
+		return src_name(c);
+	for (unsigned int i = 0; i < c->nr_dests; i++)
+		if (c->dests[i].bdev == b)
+			return c->dests[i].op.path;
+	return "?";
+}
+
+/* Every range lost under --ignore-errors, by device, as found. */
+static void say_lost(struct copy *c)
+{
+	size_t n = c->nr_lost < MAX_LOST_LINES ? c->nr_lost : MAX_LOST_LINES;
+
+	for (size_t i = 0; i < n; i++) {
+		const struct lost *l = &c->lost[i];
+
+		say("%s: lost sectors %llu+%llu: %s (%s)",
+		    bdev_name(c, l->bdev), (unsigned long long)l->sector,
+		    (unsigned long long)l->count, strerror(l->error),
+		    l->write ? "not written" : "unreadable, written as zeros");
+	}
+	if (c->nr_lost + c->lost_dropped > n)
+		say("... and %llu more lost ranges",
+		    (unsigned long long)(c->nr_lost + c->lost_dropped - n));
+}
+
+/* "A+B, C+D": the ranges of the copy that every destination holds. */
+static void say_interrupted(const struct copy *c)
+{
+	const struct result *r = &c->res;
+	char ranges[MAX_DONE * 44 + 1] = "";
+	size_t len = 0;
+
+	for (unsigned int i = 0; i < r->nr_done; i++)
+		len += (size_t)snprintf(ranges + len, sizeof(ranges) - len,
+					"%s%llu+%llu", i ? ", " : "",
+					(unsigned long long)r->done[i].sector,
+					(unsigned long long)r->done[i].count);
+	say("interrupted after %llu bytes (%.0f%%) by %s: %s%s of the range "
+	    "%s done on every destination",
+	    (unsigned long long)c->completed << KCOPYD_SECTOR_SHIFT,
+	    percent(c, c->completed), strsignal(c->signo),
+	    r->nr_done ? "sectors " : "no sector", ranges,
+	    r->nr_done ? "are" : "is");
 }
 
 static int report(struct copy *c)
 {
-	bool rerr = c->read_failed_jobs > 0, werr = false;
+	const struct result *r = &c->res;
+	bool rerr = r->read_err, werr = false, skip = false;
 
-	if (rerr)
-		say_range_failure(src_name(c), "read", c->read_failed_jobs,
-				  c->src.start + c->read_fail_start,
-				  c->read_fail_count);
+	if (rerr) {
+		say("%s: %s at sector %llu", src_name(c),
+		    strerror(r->read_error),
+		    (unsigned long long)r->read_error_sector);
+		skip = skippable(r->read_error);
+	}
 	for (unsigned int i = 0; i < c->nr_dests; i++) {
 		struct dest *d = &c->dests[i];
 
-		if (d->failed_jobs) {
-			say_range_failure(d->op.path, "write", d->failed_jobs,
-					  d->op.start + d->fail_start,
-					  d->fail_count);
+		if (r->write_err & (1u << i)) {
+			say("%s: %s at sector %llu", d->op.path,
+			    strerror(r->dests[i].error),
+			    (unsigned long long)r->dests[i].error_sector);
 			werr = true;
+			skip = skip || skippable(r->dests[i].error);
 		}
 		if (d->fsync_err) {
-			say("%s: fsync failed: %s", d->op.path,
-			    strerror(d->fsync_err));
+			say("%s: fsync of its directory failed: %s",
+			    d->op.path, strerror(d->fsync_err));
 			werr = true;
 		}
 	}
 	if (c->submit_err) {
-		say("cannot submit a job: %s", strerror(-c->submit_err));
+		say("cannot submit the copy: %s", strerror(-c->submit_err));
 		werr = true;
 	}
-	if (c->stop)
+	if (c->o->ignore_errors)
+		say_lost(c);
+	else if ((rerr || r->write_err) && skip)
 		say("stopped after the first error; --ignore-errors would go "
-		    "on to the end");
-	if (c->signo) {
-		sector_t first = c->backward ? c->total - c->completed : 0;
-
-		say("interrupted after %llu bytes (%.0f%%) by %s: sectors "
-		    "%llu+%llu of the range are done on every destination",
-		    (unsigned long long)c->completed << KCOPYD_SECTOR_SHIFT,
-		    percent(c, c->completed), strsignal(c->signo),
-		    (unsigned long long)first,
-		    (unsigned long long)c->completed);
+		    "on past the failed blocks");
+	else if (rerr || r->write_err)
+		say("stopped after the first error");
+	if (c->signo && r->cancelled) {
+		say_interrupted(c);
 		return EXIT_INTERRUPTED;
 	}
 	if (rerr && werr)
@@ -768,6 +806,12 @@ static int report(struct copy *c)
 		return EXIT_READ_ERR;
 	if (werr)
 		return EXIT_WRITE_ERR;
+	if (c->signo) {
+		/* The signal came after the job's I/O was over. */
+		say("interrupted by %s after the copy was done",
+		    strsignal(c->signo));
+		return EXIT_INTERRUPTED;
+	}
 	return EXIT_SUCCESS;
 }
 
@@ -861,6 +905,7 @@ static int setup(struct copy *c)
 
 	c->flags = (c->o->ignore_errors ? KCOPYD_IGNORE_ERROR : 0) |
 		   (c->o->write_seq ? KCOPYD_WRITE_SEQ : 0) |
+		   (c->o->fsync ? KCOPYD_FLUSH : 0) |
 		   (c->o->allocated ? KCOPYD_ALLOCATED : 0) |
 		   (c->o->target_zero ? KCOPYD_TARGET_ZERO : 0);
 
@@ -951,7 +996,7 @@ int direct_main(const struct options *o, int argc, char **argv)
 	else
 		progress_finish(&c->prog);
 	if (o->fsync && !c->signo)
-		sync_dests(c);
+		sync_dirs(c);
 	status = report(c);
 	if (o->verbose > 0)
 		say_summary(c);
@@ -960,6 +1005,7 @@ out:
 	for (unsigned int i = 0; i < c->nr_dests; i++)
 		free(c->dests[i].op.path);
 	free(c->src.path);
+	free(c->lost);
 	if (c->evfd != -1)
 		close(c->evfd);
 	if (c->sigfd >= 0)
