@@ -10,7 +10,8 @@
  *     kfs_table_read (reading results) and kfs_table_counts (stats);
  *   - the engine's worker threads: job_progress, which touches only the
  *     job's atomic `done` counter and so takes no lock;
- *   - the engine's callback thread: job_finished;
+ *   - the engine's callback thread: job_finished (which may log through
+ *     ops->log with no lock held);
  *   - the main thread at unmount: kfs_table_unfinished, kfs_table_describe.
  * t->lock protects the list and every field marked (lock).  A batch is
  * handed to the engine with t->lock held, so the ids of one write are
@@ -23,6 +24,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,6 +40,7 @@ enum job_state {
 	JOB_RUNNING,
 	JOB_DONE,
 	JOB_FAILED,
+	JOB_CANCELLED,
 };
 
 static const char *const state_names[] = {
@@ -45,6 +48,7 @@ static const char *const state_names[] = {
 	[JOB_RUNNING] = "running",
 	[JOB_DONE] = "done",
 	[JOB_FAILED] = "failed",
+	[JOB_CANCELLED] = "cancelled",
 };
 
 struct kfs_job {
@@ -58,11 +62,18 @@ struct kfs_job {
 	uint64_t sectors;
 	struct timespec queued_at;
 	void *waiter;
+	uint64_t eid;			/* the engine's id of the job */
+	int src_dev;			/* device indices, for errors */
+	int dest_dev[KFS_MAX_DESTS];
 
 	atomic_uint_fast64_t done;	/* sectors so far */
 	bool finished;			/* (lock) */
 	int read_err;			/* (lock) */
 	unsigned int write_err;		/* (lock) */
+	bool cancelled;			/* (lock) */
+	int error;			/* errno of the first failure (lock) */
+	uint64_t error_sector;		/* (lock) */
+	int error_dev;			/* device index of it (lock) */
 	uint64_t usec;			/* queued to finished (lock) */
 	/*
 	 * A finished job's results line never changes: it is formatted once,
@@ -86,6 +97,7 @@ struct kfs_table {
 	unsigned int nr_finished;	/* finished and kept (lock) */
 	uint64_t total_done;		/* (lock) */
 	uint64_t total_failed;		/* (lock) */
+	uint64_t total_cancelled;	/* (lock) */
 };
 
 static void lock(struct kfs_table *t)
@@ -167,8 +179,10 @@ static void trim(struct kfs_table *t)
 
 static enum job_state job_state(const struct kfs_job *j)
 {
+	if (j->finished && (j->read_err || j->write_err))
+		return JOB_FAILED;
 	if (j->finished)
-		return j->read_err || j->write_err ? JOB_FAILED : JOB_DONE;
+		return j->cancelled ? JOB_CANCELLED : JOB_DONE;
 	return atomic_load_explicit(&j->done, memory_order_relaxed) ?
 	       JOB_RUNNING : JOB_QUEUED;
 }
@@ -203,30 +217,59 @@ static void freeze_line(struct kfs_job *j)
 	}
 }
 
-static void job_finished(int read_err, unsigned int write_err, void *context)
+/* The failure a results line names: the read's, else the first dest's. */
+static void note_error(struct kfs_job *j, const struct kcopyd_completion *c)
+{
+	if (c->read_error) {
+		j->error = c->read_error;
+		j->error_sector = c->read_error_sector;
+		j->error_dev = j->src_dev;
+		return;
+	}
+	for (unsigned int i = 0; i < c->num_dests; i++) {
+		if (c->dests[i].error) {
+			j->error = c->dests[i].error;
+			j->error_sector = c->dests[i].error_sector;
+			j->error_dev = j->dest_dev[i];
+			return;
+		}
+	}
+}
+
+static void job_finished(const struct kcopyd_completion *c, void *context)
 {
 	struct kfs_job *j = context;
 	struct kfs_table *t = j->t;
 	void *waiter = j->waiter;
-	bool failed = read_err || write_err;
+	bool failed = c->read_err || c->write_err;
+	char line[512] = "";
 
 	lock(t);
 	j->finished = true;
-	j->read_err = read_err;
-	j->write_err = write_err;
+	j->read_err = c->read_err;
+	j->write_err = c->write_err;
+	j->cancelled = c->cancelled;
+	note_error(j, c);
 	j->usec = usec_since(&j->queued_at);
 	freeze_line(j);
+	if ((failed || j->cancelled) && t->ops.log)
+		format_job(j, line, sizeof(line));
 	t->nr_unfinished--;
 	t->nr_finished++;
 	if (failed)
 		t->total_failed++;
+	else if (j->cancelled)
+		t->total_cancelled++;
 	else
 		t->total_done++;
 	trim(t);	/* may free j */
 	unlock(t);
 
+	if (line[0])
+		t->ops.log(failed, line, t->ops.opaque);
 	if (waiter)
-		t->ops.finished(waiter, failed, t->ops.opaque);
+		t->ops.finished(waiter, failed || c->cancelled,
+				t->ops.opaque);
 	t->ops.changed(t->ops.opaque);
 }
 
@@ -245,6 +288,8 @@ static void cmd_regions(struct block_device *const *bdevs,
 		*flags |= KCOPYD_IGNORE_ERROR;
 	if (c->flags & KFS_WRITE_SEQ)
 		*flags |= KCOPYD_WRITE_SEQ;
+	if (c->flags & KFS_FLUSH)
+		*flags |= KCOPYD_FLUSH;
 	if (c->op == KFS_OP_COPY) {
 		src->bdev = bdevs[c->src.dev];
 		src->sector = c->src.sector;
@@ -267,12 +312,54 @@ static int submit_one(struct kfs_table *t, const struct kfs_cmd *c,
 		      struct kfs_job *j)
 {
 	struct io_region src, dests[KFS_MAX_DESTS];
-	unsigned int flags;
+	struct kcopyd_job_desc d = {
+		.size = sizeof(d),
+		.op = c->op == KFS_OP_COPY ? KCOPYD_OP_COPY : KCOPYD_OP_ZERO,
+		.from = c->op == KFS_OP_COPY ? &src : NULL,
+		.num_dests = c->num_dests,
+		.dests = dests,
+		.complete = job_finished,
+		.progress = job_progress,
+		.context = j,
+	};
 
-	cmd_regions(t->bdevs, c, &src, dests, &flags);
-	return kcopyd_copy_progress(t->kc, c->op == KFS_OP_COPY ? &src : NULL,
-				    c->num_dests, dests, flags, job_finished,
-				    job_progress, j);
+	cmd_regions(t->bdevs, c, &src, dests, &d.flags);
+	return kcopyd_submit(t->kc, &d, &j->eid);
+}
+
+/*
+ * Cancel the unfinished job with id c->cancel_id, or every one tagged
+ * c->tag (lock held).  Sets *first to the first id cancelled.  Returns 0
+ * or -ENOENT if there was none.
+ */
+static int cancel_jobs(struct kfs_table *t, const struct kfs_cmd *c,
+		       uint64_t *first)
+{
+	struct kfs_job *j;
+
+	*first = 0;
+	for_each_job(j, t) {
+		if (j->finished ||
+		    (c->cancel_id ? j->id != c->cancel_id :
+				    strcmp(j->tag, c->tag)))
+			continue;
+		/* -ENOENT: its I/O is over, the callback is coming. */
+		if (kcopyd_cancel(t->kc, j->eid))
+			continue;
+		if (!*first)
+			*first = j->id;
+	}
+	return *first ? 0 : -ENOENT;
+}
+
+/* Run a cancel or throttle command in its place in a batch (lock held). */
+static int control_one(struct kfs_table *t, const struct kfs_cmd *c,
+		       uint64_t *id)
+{
+	*id = 0;
+	if (c->op == KFS_OP_CANCEL)
+		return cancel_jobs(t, c, id);
+	return kcopyd_client_set_throttle(t->kc, c->rate, c->percent);
 }
 
 static struct kfs_job *new_job(struct kfs_table *t, const struct kfs_cmd *c,
@@ -285,6 +372,9 @@ static struct kfs_job *new_job(struct kfs_table *t, const struct kfs_cmd *c,
 	j->t = t;
 	j->op = c->op;
 	memcpy(j->tag, c->tag, sizeof(j->tag));
+	j->src_dev = c->src.dev;
+	for (unsigned int i = 0; i < c->num_dests; i++)
+		j->dest_dev[i] = c->dests[i].dev;
 	if (c->op == KFS_OP_COPY) {
 		j->sectors = c->src.count;
 	} else {
@@ -301,17 +391,29 @@ int kfs_table_submit(struct kfs_table *t, const struct kfs_cmd *cmds,
 		     unsigned int n, void *waiter, uint64_t *ids,
 		     unsigned int *queued)
 {
+	unsigned int njobs = 0;
 	int r = 0;
 
 	*queued = 0;
+	for (unsigned int i = 0; i < n; i++)
+		if (cmds[i].op == KFS_OP_COPY || cmds[i].op == KFS_OP_ZERO)
+			njobs++;
 	lock(t);
-	if (n > t->max_queue || t->nr_unfinished > t->max_queue - n) {
+	if (njobs > t->max_queue || t->nr_unfinished > t->max_queue - njobs) {
 		unlock(t);
 		return -EAGAIN;
 	}
 	for (unsigned int i = 0; i < n; i++) {
-		struct kfs_job *j = new_job(t, &cmds[i], waiter);
+		struct kfs_job *j;
 
+		if (cmds[i].op != KFS_OP_COPY && cmds[i].op != KFS_OP_ZERO) {
+			r = control_one(t, &cmds[i], &ids[i]);
+			if (r)
+				break;
+			(*queued)++;
+			continue;
+		}
+		j = new_job(t, &cmds[i], waiter);
 		if (!j) {
 			r = -ENOMEM;
 			break;
@@ -341,21 +443,39 @@ int kfs_table_submit(struct kfs_table *t, const struct kfs_cmd *cmds,
 static int format_job(const struct kfs_job *j, char *buf, size_t len)
 {
 	uint64_t usec = j->finished ? j->usec : usec_since(&j->queued_at);
+	const char *name, *dev = "?";
+	char ename[16];
+	int n;
 
-	return snprintf(buf, len,
-			"id=%llu tag=%s op=%s state=%s read_err=%d "
-			"write_err=0x%x sectors=%llu done=%llu usec=%llu",
-			(unsigned long long)j->id, j->tag[0] ? j->tag : "-",
-			j->op == KFS_OP_COPY ? "copy" : "zero",
-			state_names[job_state(j)], j->read_err ? 1 : 0,
-			j->write_err, (unsigned long long)j->sectors,
-			(unsigned long long)atomic_load_explicit(
-				&j->done, memory_order_relaxed),
-			(unsigned long long)usec);
+	n = snprintf(buf, len,
+		     "id=%llu tag=%s op=%s state=%s read_err=%d "
+		     "write_err=0x%x sectors=%llu done=%llu usec=%llu",
+		     (unsigned long long)j->id, j->tag[0] ? j->tag : "-",
+		     j->op == KFS_OP_COPY ? "copy" : "zero",
+		     state_names[job_state(j)], j->read_err ? 1 : 0,
+		     j->write_err, (unsigned long long)j->sectors,
+		     (unsigned long long)atomic_load_explicit(
+			     &j->done, memory_order_relaxed),
+		     (unsigned long long)usec);
+	if (!j->error || n < 0 || (size_t)n >= len)
+		return n;
+	/* error=ENOSPC@4096 on sdb: the errno's name, sector and device. */
+	name = strerrorname_np(j->error);
+	if (!name) {
+		snprintf(ename, sizeof(ename), "E%d", j->error);
+		name = ename;
+	}
+	if (j->t->ops.dev_name)
+		dev = j->t->ops.dev_name(j->error_dev, j->t->ops.opaque);
+	return n + snprintf(buf + n, len - (size_t)n, " error=%s@%llu on %s",
+			    name, (unsigned long long)j->error_sector, dev);
 }
 
-/* Longest line: the fixed words, a tag, and eight 20-digit numbers. */
-#define LINE_MAX_LEN (128 + KFS_MAX_NAME + 8 * 20)
+/*
+ * Longest line: the fixed words, a tag, eight 20-digit numbers, and an
+ * error with its name, sector and device name.
+ */
+#define LINE_MAX_LEN (160 + 2 * KFS_MAX_NAME + 9 * 20)
 
 /* A job's results line with its newline, into buf (lock held). */
 static size_t job_line(const struct kfs_job *j, char *buf)
@@ -463,6 +583,7 @@ void kfs_table_counts(struct kfs_table *t, struct kfs_counts *c)
 	}
 	c->done = t->total_done;
 	c->failed = t->total_failed;
+	c->cancelled = t->total_cancelled;
 	unlock(t);
 }
 

@@ -27,6 +27,13 @@ struct kfs_table_ops {
 	 * had an error.  Called on the engine's callback thread, no lock held.
 	 */
 	void (*finished)(void *waiter, bool failed, void *opaque);
+	/*
+	 * Optional: the name of device index dev, for the error of a results
+	 * line; and a line to log for a job that failed or was cancelled
+	 * (engine callback thread, no lock held).
+	 */
+	const char *(*dev_name)(int dev, void *opaque);
+	void (*log)(bool failed, const char *line, void *opaque);
 	void *opaque;
 };
 
@@ -36,6 +43,7 @@ struct kfs_counts {
 	uint64_t running;
 	uint64_t done;		/* ever finished without an error */
 	uint64_t failed;	/* ever finished with an error */
+	uint64_t cancelled;	/* ever cancelled (and not failed) */
 };
 
 /*
@@ -59,11 +67,14 @@ int kfs_cmd_check(struct block_device *const *bdevs, const struct kfs_cmd *c,
 		  int *culprit);
 
 /*
- * Queue cmds[0..n) as one batch: either there is room for all of them or
- * none is queued (-EAGAIN).  ids[i] gets the id of cmds[i].  A command
- * with KFS_SYNC gets `waiter` (ops->finished is called for it).  If the
- * engine refuses a command, the ones before it stay queued: *queued says
- * how many were, and the engine's error is returned.
+ * Queue cmds[0..n) as one batch: either there is room for all of its jobs
+ * or none is queued (-EAGAIN).  ids[i] gets the id of cmds[i] (for a
+ * cancel, the first job it cancelled; 0 for a throttle).  A command with
+ * KFS_SYNC gets `waiter` (ops->finished is called for it).  Cancel and
+ * throttle commands take effect in their place in the batch.  If the
+ * engine refuses a command, or a cancel finds no unfinished job
+ * (-ENOENT), the ones before it stay done: *queued says how many were,
+ * and the error is returned.
  */
 int kfs_table_submit(struct kfs_table *t, const struct kfs_cmd *cmds,
 		     unsigned int n, void *waiter, uint64_t *ids,

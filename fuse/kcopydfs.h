@@ -119,6 +119,9 @@ extern const struct fuse_lowlevel_ops kfs_ops;
 /* The table's hooks: poll wake-ups and sync writers. */
 void kfs_changed(void *opaque);
 void kfs_sync_finished(void *waiter, bool failed, void *opaque);
+/* kfs_table_ops: a device's name, and the log of a finished job. */
+const char *kfs_dev_name(int dev, void *opaque);
+void kfs_job_log(bool failed, const char *line, void *opaque);
 
 /* The thread that sends poll notifications; stop it before the session
  * is destroyed. */

@@ -54,6 +54,7 @@ struct options {
 	unsigned int keep;
 	unsigned int max_queue;
 	struct kcopyd_options engine;
+	struct kfs_cmd throttle;	/* --throttle, as the command */
 	bool allow_other;
 	bool fsname;			/* the user gave -o fsname= */
 	bool verbose;
@@ -76,6 +77,7 @@ enum {
 	KEY_MAX_QUEUE,
 	KEY_FAULT,
 	KEY_PIDFILE,
+	KEY_THROTTLE,
 	KEY_VALUED_END,
 	KEY_ALLOW_OTHER = KEY_VALUED_END,
 	KEY_FSNAME,
@@ -99,6 +101,7 @@ static const struct fuse_opt opt_spec[] = {
 	OPT3("max-queue", KEY_MAX_QUEUE),
 	OPT3("fault", KEY_FAULT),
 	OPT3("pidfile", KEY_PIDFILE),
+	OPT3("throttle", KEY_THROTTLE),
 	FUSE_OPT_KEY("-P ", KEY_PIDFILE),
 	FUSE_OPT_KEY("allow_other", KEY_ALLOW_OTHER),
 	FUSE_OPT_KEY("fsname=", KEY_FSNAME),
@@ -120,8 +123,19 @@ static const char *const opt_names[] = {
 	[KEY_PAGES] = "pages", [KEY_THREADS] = "threads",
 	[KEY_SUBJOB] = "subjob-size", [KEY_KEEP] = "keep",
 	[KEY_MAX_QUEUE] = "max-queue", [KEY_FAULT] = "fault",
-	[KEY_PIDFILE] = "pidfile",
+	[KEY_PIDFILE] = "pidfile", [KEY_THROTTLE] = "throttle",
 };
+
+/* --throttle V: the control file's "throttle V". */
+static int parse_throttle_option(const char *v, struct kfs_cmd *cmd)
+{
+	char line[128], msg[256];
+	int n = snprintf(line, sizeof(line), "throttle %s", v);
+
+	if (n < 0 || (size_t)n >= sizeof(line) || strchr(v, ' '))
+		return -EINVAL;
+	return kfs_parse_line(line, (size_t)n, NULL, cmd, msg, sizeof(msg));
+}
 
 static void usage(const char *prog)
 {
@@ -138,6 +152,8 @@ static void usage(const char *prog)
 	       "    --subjob-size SIZE     bytes per sub-job, K/M (512K)\n"
 	       "    --keep N               finished jobs kept (1000)\n"
 	       "    --max-queue N          queued and running jobs (4096)\n"
+	       "    --throttle RATE|PCT%%   limit the engine: bytes per second\n"
+	       "                           (64M) or a share of the time (50%%)\n"
 	       "    --fault NAME:OP:START+COUNT[:KIND]\n"
 	       "                           OP read|write|rw; KIND an errno,\n"
 	       "                           short or delay=USEC (EIO)\n"
@@ -318,6 +334,9 @@ static int opt_proc(void *data, const char *arg, int key,
 		break;
 	case KEY_PIDFILE:
 		r = set_string(&o->pidfile, v);
+		break;
+	case KEY_THROTTLE:
+		r = parse_throttle_option(v, &o->throttle);
 		break;
 	}
 	if (r) {
@@ -643,6 +662,8 @@ static int start_serving(struct kfs *fs, const struct options *o)
 	struct kfs_table_ops tops = {
 		.changed = kfs_changed,
 		.finished = kfs_sync_finished,
+		.dev_name = kfs_dev_name,
+		.log = kfs_job_log,
 		.opaque = fs,
 	};
 	int r;
@@ -652,6 +673,8 @@ static int start_serving(struct kfs *fs, const struct options *o)
 		fprintf(stderr, "kcopydfs: engine: %s\n", strerror(-r));
 		return r;
 	}
+	kcopyd_client_set_throttle(fs->kc, o->throttle.rate,
+				   o->throttle.percent);
 	r = kfs_table_create(fs->kc, fs->bdevs, o->keep, o->max_queue, &tops,
 			     &fs->table);
 	if (!r)
@@ -825,6 +848,8 @@ static int run(struct fuse_args *args, struct options *o)
 		r = daemonize_and_serve(&fs, o);
 	if (r)
 		goto out_unmount;
+	kfs_log(&fs, LOG_NOTICE, "serving %s: %u device%s", fo.mountpoint,
+		fs.ndevs, fs.ndevs == 1 ? "" : "s");
 
 	cfg = fuse_loop_cfg_create();
 	if (!cfg)
@@ -840,6 +865,7 @@ static int run(struct fuse_args *args, struct options *o)
 	ret = r < 0 ? 1 : 0;
 	if (r < 0)
 		kfs_log(&fs, LOG_ERR, "session loop: %s", strerror(-r));
+	kfs_log(&fs, LOG_NOTICE, "stopping: %s unmounted", fo.mountpoint);
 
 out_unmount:
 	kfs_stopper_stop(&fs);
