@@ -7,24 +7,26 @@
  * ------------
  * Threads that enter here:
  *   - FUSE worker threads: kfs_table_submit (a control write),
- *     kfs_table_read (reading results) and kfs_table_counts (stats);
+ *     kfs_table_wait (`wait ID`), kfs_table_read (reading results) and
+ *     kfs_table_counts (stats);
  *   - the engine's worker threads: job_progress, which touches only the
  *     job's atomic `done` counter and so takes no lock;
- *   - the engine's callback thread: job_finished (which may log through
- *     ops->log with no lock held);
+ *   - the engine's callback thread: job_finished;
  *   - the main thread at unmount: kfs_table_unfinished, kfs_table_describe.
  * t->lock protects the list and every field marked (lock).  A batch is
  * handed to the engine with t->lock held, so the ids of one write are
  * consecutive and the queue bound is checked and taken at once; this is
  * safe because the engine calls back with none of its locks held, and the
- * lock order is always t->lock, then the engine's.  ops->changed and
- * ops->finished are called with no table lock held.
+ * lock order is always t->lock, then the engine's.  ops->hold runs with
+ * t->lock held (a job takes its devices before the engine sees it);
+ * ops->unhold, ops->ended, ops->finished and ops->changed run with no
+ * table lock held, in that order when a job ends, so a writer answered
+ * for a job finds its devices free.
  */
 #include <config.h>
 
 #include <errno.h>
 #include <pthread.h>
-#include <stdbool.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,6 +53,11 @@ static const char *const state_names[] = {
 	[JOB_CANCELLED] = "cancelled",
 };
 
+struct job_wait {
+	struct job_wait *next;
+	void *waiter;
+};
+
 struct kfs_job {
 	struct kfs_table *t;
 	struct list_head link;		/* on t->jobs, in id order (lock) */
@@ -63,8 +70,13 @@ struct kfs_job {
 	struct timespec queued_at;
 	void *waiter;
 	uint64_t eid;			/* the engine's id of the job */
-	int src_dev;			/* device indices, for errors */
-	int dest_dev[KFS_MAX_DESTS];
+	/* Held devices (see ops->hold): the destinations, then the source. */
+	int devs[1 + KFS_MAX_DESTS];
+	struct block_device *bdevs[1 + KFS_MAX_DESTS];
+	unsigned int ndevs;
+
+	/* More waiters, from `wait ID` (lock). */
+	struct job_wait *waits;
 
 	atomic_uint_fast64_t done;	/* sectors so far */
 	bool finished;			/* (lock) */
@@ -86,7 +98,6 @@ struct kfs_job {
 struct kfs_table {
 	pthread_mutex_t lock;
 	struct kcopyd_client *kc;
-	struct block_device **bdevs;
 	unsigned int keep;
 	unsigned int max_queue;
 	struct kfs_table_ops ops;
@@ -123,8 +134,8 @@ static uint64_t usec_since(const struct timespec *a)
 	return us < 0 ? 0 : (uint64_t)us;
 }
 
-int kfs_table_create(struct kcopyd_client *kc, struct block_device **bdevs,
-		     unsigned int keep, unsigned int max_queue,
+int kfs_table_create(struct kcopyd_client *kc, unsigned int keep,
+		     unsigned int max_queue,
 		     const struct kfs_table_ops *ops, struct kfs_table **result)
 {
 	struct kfs_table *t = calloc(1, sizeof(*t));
@@ -133,7 +144,6 @@ int kfs_table_create(struct kcopyd_client *kc, struct block_device **bdevs,
 		return -ENOMEM;
 	pth(pthread_mutex_init(&t->lock, NULL));
 	t->kc = kc;
-	t->bdevs = bdevs;
 	t->keep = keep;
 	t->max_queue = max_queue;
 	t->ops = *ops;
@@ -202,13 +212,15 @@ static void job_progress(sector_t sectors, void *context)
 /* Engine callback thread: the job is over. */
 static int format_job(const struct kfs_job *j, char *buf, size_t len);
 
-/* Keep the final line of a job that just finished, if memory allows. */
-static void freeze_line(struct kfs_job *j)
+/*
+ * Keep the final line of a job that just finished, if memory allows; buf
+ * gets it too, for the ops->ended call.
+ */
+static void freeze_line(struct kfs_job *j, char *buf, size_t len)
 {
-	char buf[512];
-	int n = format_job(j, buf, sizeof(buf));
+	int n = format_job(j, buf, len);
 
-	if (n <= 0 || (size_t)n >= sizeof(buf))
+	if (n <= 0 || (size_t)n >= len)
 		return;
 	j->line = malloc((size_t)n);
 	if (j->line) {
@@ -217,20 +229,23 @@ static void freeze_line(struct kfs_job *j)
 	}
 }
 
-/* The failure a results line names: the read's, else the first dest's. */
+/*
+ * The failure a results line names: the read's (the source is the last
+ * device held), else the first failed destination's.
+ */
 static void note_error(struct kfs_job *j, const struct kcopyd_completion *c)
 {
 	if (c->read_error) {
 		j->error = c->read_error;
 		j->error_sector = c->read_error_sector;
-		j->error_dev = j->src_dev;
+		j->error_dev = j->devs[j->ndevs - 1];
 		return;
 	}
 	for (unsigned int i = 0; i < c->num_dests; i++) {
 		if (c->dests[i].error) {
 			j->error = c->dests[i].error;
 			j->error_sector = c->dests[i].error_sector;
-			j->error_dev = j->dest_dev[i];
+			j->error_dev = j->devs[i];
 			return;
 		}
 	}
@@ -242,35 +257,65 @@ static void job_finished(const struct kcopyd_completion *c, void *context)
 	struct kfs_table *t = j->t;
 	void *waiter = j->waiter;
 	bool failed = c->read_err || c->write_err;
+	/* A waiter learns a cancelled job did not do its work. */
+	bool bad = failed || c->cancelled;
+	int devs[1 + KFS_MAX_DESTS];
+	unsigned int ndevs = j->ndevs;
+	struct job_wait *waits, *next;
 	char line[512] = "";
+	int err;
 
+	memcpy(devs, j->devs, sizeof(devs));
 	lock(t);
 	j->finished = true;
 	j->read_err = c->read_err;
 	j->write_err = c->write_err;
 	j->cancelled = c->cancelled;
 	note_error(j, c);
+	err = failed ? (j->error ? j->error : EIO) : 0;
 	j->usec = usec_since(&j->queued_at);
-	freeze_line(j);
-	if ((failed || j->cancelled) && t->ops.log)
-		format_job(j, line, sizeof(line));
+	freeze_line(j, line, sizeof(line));
+	waits = j->waits;
+	j->waits = NULL;
 	t->nr_unfinished--;
 	t->nr_finished++;
 	if (failed)
 		t->total_failed++;
-	else if (j->cancelled)
+	else if (c->cancelled)
 		t->total_cancelled++;
 	else
 		t->total_done++;
 	trim(t);	/* may free j */
 	unlock(t);
 
-	if (line[0])
-		t->ops.log(failed, line, t->ops.opaque);
+	/* A sync writer or waiter finds its devices free to detach. */
+	for (unsigned int i = 0; i < ndevs; i++)
+		t->ops.unhold(t->ops.opaque, devs[i]);
+	t->ops.ended(failed, c->cancelled, err, line, t->ops.opaque);
 	if (waiter)
-		t->ops.finished(waiter, failed || c->cancelled,
-				t->ops.opaque);
+		t->ops.finished(waiter, bad, t->ops.opaque);
+	for (; waits; waits = next) {
+		next = waits->next;
+		t->ops.finished(waits->waiter, bad, t->ops.opaque);
+		free(waits);
+	}
 	t->ops.changed(t->ops.opaque);
+}
+
+/* Hold a device the command names (lock held). */
+static struct block_device *hold(struct kfs_table *t, struct kfs_job *j,
+				 int dev)
+{
+	j->devs[j->ndevs] = dev;
+	j->bdevs[j->ndevs] = t->ops.hold(t->ops.opaque, dev);
+	return j->bdevs[j->ndevs++];
+}
+
+static void unhold_all(struct kfs_table *t, struct kfs_job *j)
+{
+	for (unsigned int i = 0; i < j->ndevs; i++)
+		t->ops.unhold(t->ops.opaque, j->devs[i]);
+	j->ndevs = 0;
 }
 
 /* The engine's regions and flags of a command. */
@@ -323,7 +368,22 @@ static int submit_one(struct kfs_table *t, const struct kfs_cmd *c,
 		.context = j,
 	};
 
-	cmd_regions(t->bdevs, c, &src, dests, &d.flags);
+	for (unsigned int i = 0; i < c->num_dests; i++) {
+		dests[i].bdev = hold(t, j, c->dests[i].dev);
+		dests[i].sector = c->dests[i].sector;
+		dests[i].count = c->dests[i].count;
+	}
+	if (c->flags & KFS_IGNORE_ERRORS)
+		d.flags |= KCOPYD_IGNORE_ERROR;
+	if (c->flags & KFS_WRITE_SEQ)
+		d.flags |= KCOPYD_WRITE_SEQ;
+	if (c->flags & KFS_FLUSH)
+		d.flags |= KCOPYD_FLUSH;
+	if (c->op == KFS_OP_COPY) {
+		src.bdev = hold(t, j, c->src.dev);
+		src.sector = c->src.sector;
+		src.count = c->src.count;
+	}
 	return kcopyd_submit(t->kc, &d, &j->eid);
 }
 
@@ -372,9 +432,6 @@ static struct kfs_job *new_job(struct kfs_table *t, const struct kfs_cmd *c,
 	j->t = t;
 	j->op = c->op;
 	memcpy(j->tag, c->tag, sizeof(j->tag));
-	j->src_dev = c->src.dev;
-	for (unsigned int i = 0; i < c->num_dests; i++)
-		j->dest_dev[i] = c->dests[i].dev;
 	if (c->op == KFS_OP_COPY) {
 		j->sectors = c->src.count;
 	} else {
@@ -424,6 +481,7 @@ int kfs_table_submit(struct kfs_table *t, const struct kfs_cmd *cmds,
 		t->nr_unfinished++;
 		r = submit_one(t, &cmds[i], j);
 		if (r) {
+			unhold_all(t, j);
 			list_del_init(&j->link);
 			t->nr_unfinished--;
 			free(j);
@@ -436,6 +494,36 @@ int kfs_table_submit(struct kfs_table *t, const struct kfs_cmd *cmds,
 	unlock(t);
 	if (*queued)
 		t->ops.changed(t->ops.opaque);
+	return r;
+}
+
+int kfs_table_wait(struct kfs_table *t, uint64_t id, void *waiter)
+{
+	struct job_wait *w = malloc(sizeof(*w));
+	struct kfs_job *j;
+	int r;
+
+	if (!w)
+		return -ENOMEM;
+	lock(t);
+	r = !id || id >= t->next_id ? -ENOENT : -ESRCH;
+	for_each_job(j, t) {
+		if (j->id != id)
+			continue;
+		if (j->finished) {
+			r = j->read_err || j->write_err || j->cancelled ? 2 :
+									  1;
+		} else {
+			w->waiter = waiter;
+			w->next = j->waits;
+			j->waits = w;
+			w = NULL;
+			r = 0;
+		}
+		break;
+	}
+	unlock(t);
+	free(w);
 	return r;
 }
 

@@ -28,12 +28,23 @@ struct kfs_table_ops {
 	 */
 	void (*finished)(void *waiter, bool failed, void *opaque);
 	/*
-	 * Optional: the name of device index dev, for the error of a results
-	 * line; and a line to log for a job that failed or was cancelled
-	 * (engine callback thread, no lock held).
+	 * A job has finished: its final results line (no newline), whether
+	 * it was cancelled, and, if it failed, the errno of its first
+	 * failure.  Called on the engine's callback thread, no lock held,
+	 * before its waiters' finished calls.
 	 */
+	void (*ended)(bool failed, bool cancelled, int err, const char *line,
+		      void *opaque);
+	/* Optional: the name of device index dev, for an error= field. */
 	const char *(*dev_name)(int dev, void *opaque);
-	void (*log)(bool failed, const char *line, void *opaque);
+	/*
+	 * The engine's handle of device index dev, held while a job that
+	 * names it is queued or running (called with the table's lock
+	 * held); unhold ends the hold, on the engine's callback thread with
+	 * no table lock held, before the job's waiters are called.
+	 */
+	struct block_device *(*hold)(void *opaque, int dev);
+	void (*unhold)(void *opaque, int dev);
 	void *opaque;
 };
 
@@ -47,13 +58,13 @@ struct kfs_counts {
 };
 
 /*
- * Create a table for the engine client kc.  bdevs[i] is the device that
- * index i of a parsed command means.  keep bounds the finished jobs kept
+ * Create a table for the engine client kc; ops->hold says which device an
+ * index of a parsed command means.  keep bounds the finished jobs kept
  * (oldest dropped first); max_queue bounds the unfinished ones.
  * Returns 0 or -ENOMEM.
  */
-int kfs_table_create(struct kcopyd_client *kc, struct block_device **bdevs,
-		     unsigned int keep, unsigned int max_queue,
+int kfs_table_create(struct kcopyd_client *kc, unsigned int keep,
+		     unsigned int max_queue,
 		     const struct kfs_table_ops *ops,
 		     struct kfs_table **result);
 void kfs_table_free(struct kfs_table *t);
@@ -79,6 +90,15 @@ int kfs_cmd_check(struct block_device *const *bdevs, const struct kfs_cmd *c,
 int kfs_table_submit(struct kfs_table *t, const struct kfs_cmd *cmds,
 		     unsigned int n, void *waiter, uint64_t *ids,
 		     unsigned int *queued);
+
+/*
+ * Call ops->finished(waiter) when job id ends.  Returns 0 when it will,
+ * 1 when the job has already ended without an error, 2 when with one (or
+ * cancelled),
+ * -ENOENT for an id never given, -ESRCH for a job finished and no longer
+ * kept, -ENOMEM.
+ */
+int kfs_table_wait(struct kfs_table *t, uint64_t id, void *waiter);
 
 /*
  * A reader's place in MNT/results, as a seq_file's: the job whose line

@@ -9,11 +9,13 @@
  *     None of them ever blocks on a job: a `sync` write keeps its request
  *     in a struct waiter and returns; the answer comes later.
  *   - the engine's callback thread: kfs_sync_finished answers a waiting
- *     write; kfs_changed.
+ *     write (or `wait ID`); kfs_job_ended logs a job and appends it to
+ *     MNT/finished; kfs_changed.
  *   - the engine's worker threads: kfs_changed (first progress of a job),
  *     which takes no lock: an atomic count and a semaphore post.
- *   - the notifier thread: sends poll notifications.  It is the only
- *     thread that notifies, so no FUSE request handler ever writes a
+ *   - the notifier thread: sends poll notifications, and drops the
+ *     kernel's entries of detached devices.  It is the only thread that
+ *     notifies, so no FUSE request handler ever writes a
  *     notification, and stopping it before the session is destroyed
  *     guarantees none is sent afterwards.
  *   - the stopper thread: after a stop signal, waits for the sync jobs,
@@ -24,6 +26,9 @@
  *     record of the last sync write; held while a write is parsed and
  *     queued (the job table's lock nests inside), never in a libfuse
  *     call.
+ *   fs->dlock (devices.c): the set of devices; read-held from the parse
+ *     of a write to its queueing, and by lookups; write-held by attach,
+ *     detach and the freeing of a device.  Never in a libfuse call.
  *   fs->reply_lock: the list of sync waiters and the stop flags; held
  *     while a sync write is answered (fuse_reply_write/_err and clearing
  *     its interrupt callback), so no answer races with the session's end.
@@ -31,10 +36,13 @@
  * and, each alone and never in a libfuse call: fs->plock (the poll
  * handles waiting; the notifier takes them, then notifies without it),
  * control_fh.lock (a read-back), kfs_poller.lock (a status handle's place
- * or text), fs->hlock (the list of open handles).
+ * or text; MNT/finished's lock nests inside), fs->hlock (the list of open
+ * handles).
  * libfuse runs the interrupt callback (waiter_interrupted, which answers
  * EINTR) with the request's lock held; it takes only waiter.lock, which
- * is therefore never held while calling fuse_req_interrupt_func().
+ * is therefore never held while calling fuse_req_interrupt_func().  When
+ * fuse_req_interrupt_func() runs the callback itself (the request was
+ * interrupted already), the answer is left to its caller.
  */
 #include <config.h>
 
@@ -60,7 +68,8 @@ enum {
 	INO_CONTROL,
 	INO_RESULTS,
 	INO_STATS,
-	INO_DEV0 = 16,		/* dev/NAME is INO_DEV0 + its index */
+	INO_FINISHED,
+	INO_DEV0 = KFS_INO_DEV0,	/* dev/NAME, one number per attach */
 };
 
 /* Attributes never change but sizes of status files: 1 s is plenty. */
@@ -71,19 +80,15 @@ static struct kfs *fs_of(fuse_req_t req)
 	return fuse_req_userdata(req);
 }
 
+/*
+ * The name of a device a job holds: its slot and name stay put while it
+ * is held (see devices.c), so no lock is needed.
+ */
 const char *kfs_dev_name(int dev, void *opaque)
 {
 	struct kfs *fs = opaque;
 
-	return dev >= 0 && (unsigned int)dev < fs->ndevs ?
-	       fs->devs[dev].name : "?";
-}
-
-/* A failed or cancelled job, for the log (syslog when daemonised). */
-void kfs_job_log(bool failed, const char *line, void *opaque)
-{
-	kfs_log(opaque, failed ? LOG_WARNING : LOG_NOTICE, "job %s: %s",
-		failed ? "failed" : "cancelled", line);
+	return fs->devs[dev]->name;
 }
 
 void kfs_log(const struct kfs *fs, int prio, const char *fmt, ...)
@@ -103,11 +108,20 @@ void kfs_log(const struct kfs *fs, int prio, const char *fmt, ...)
 
 /* --- Inodes and attributes ------------------------------------------------ */
 
+/*
+ * The device of an inode, attached or not.  Its open files hold it, so
+ * a request on an open file may go on using it after the lock is gone.
+ */
 static struct kfs_dev *dev_of(struct kfs *fs, fuse_ino_t ino)
 {
-	if (ino < INO_DEV0 || ino - INO_DEV0 >= fs->ndevs)
+	struct kfs_dev *d;
+
+	if (ino < INO_DEV0)
 		return NULL;
-	return &fs->devs[ino - INO_DEV0];
+	pth(pthread_rwlock_rdlock(&fs->dlock));
+	d = kfs_dev_by_ino(fs, ino);
+	pth(pthread_rwlock_unlock(&fs->dlock));
+	return d;
 }
 
 static int fill_attr(struct kfs *fs, fuse_ino_t ino, struct stat *st)
@@ -141,19 +155,32 @@ static int fill_attr(struct kfs *fs, fuse_ino_t ino, struct stat *st)
 	case INO_STATS:
 		st->st_mode = S_IFREG | 0444;
 		return 0;
+	case INO_FINISHED:
+		/* It only grows: the size is what `tail -f` watches. */
+		st->st_mode = S_IFREG | 0444;
+		st->st_size = (off_t)kfs_finished_size(fs->finished);
+		return 0;
 	}
-	d = dev_of(fs, ino);
-	if (!d)
-		return -ENOENT;
-	st->st_mode = S_IFREG | fs->dev_mode;
-	if (kcopyd_bdev_is_read_only(d->bdev))
-		st->st_mode &= ~(mode_t)0222;
-	st->st_size = (off_t)d->size;
-	/* The image's own allocation, so du and cp --sparse see holes. */
-	if (kcopyd_bdev_allocated(d->bdev, &alloc) || alloc > d->size)
-		alloc = d->size;
-	st->st_blocks = (blkcnt_t)(alloc / 512);
-	return 0;
+	pth(pthread_rwlock_rdlock(&fs->dlock));
+	d = kfs_dev_by_ino(fs, ino);
+	if (d) {
+		st->st_mode = S_IFREG | fs->dev_mode;
+		if (kcopyd_bdev_is_read_only(d->bdev))
+			st->st_mode &= ~(mode_t)0222;
+		st->st_size = (off_t)d->size;
+		/* The image's allocation, so du and cp --sparse see holes. */
+		if (kcopyd_bdev_allocated(d->bdev, &alloc) || alloc > d->size)
+			alloc = d->size;
+		st->st_blocks = (blkcnt_t)(alloc / 512);
+	}
+	pth(pthread_rwlock_unlock(&fs->dlock));
+	return d ? 0 : -ENOENT;
+}
+
+/* finished's size changes with every job: never cached. */
+static double attr_timeout(fuse_ino_t ino)
+{
+	return ino == INO_FINISHED ? 0 : ATTR_TIMEOUT;
 }
 
 static void reply_attr(fuse_req_t req, fuse_ino_t ino)
@@ -164,7 +191,7 @@ static void reply_attr(fuse_req_t req, fuse_ino_t ino)
 	if (r)
 		fuse_reply_err(req, -r);
 	else
-		fuse_reply_attr(req, &st, ATTR_TIMEOUT);
+		fuse_reply_attr(req, &st, attr_timeout(ino));
 }
 
 static fuse_ino_t child_ino(struct kfs *fs, fuse_ino_t parent,
@@ -179,10 +206,18 @@ static fuse_ino_t child_ino(struct kfs *fs, fuse_ino_t parent,
 			return INO_RESULTS;
 		if (!strcmp(name, "stats"))
 			return INO_STATS;
+		if (!strcmp(name, "finished"))
+			return INO_FINISHED;
 	} else if (parent == INO_DEVDIR) {
-		for (unsigned int i = 0; i < fs->ndevs; i++)
-			if (!strcmp(name, fs->devs[i].name))
-				return INO_DEV0 + i;
+		fuse_ino_t ino = 0;
+		int slot;
+
+		pth(pthread_rwlock_rdlock(&fs->dlock));
+		slot = kfs_dev_find(fs, name, strlen(name));
+		if (slot >= 0)
+			ino = fs->devs[slot]->ino;
+		pth(pthread_rwlock_unlock(&fs->dlock));
+		return ino;
 	}
 	return 0;
 }
@@ -199,9 +234,13 @@ static void kfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	}
 	memset(&e, 0, sizeof(e));
 	e.ino = ino;
-	e.attr_timeout = ATTR_TIMEOUT;
+	e.attr_timeout = attr_timeout(ino);
 	e.entry_timeout = ATTR_TIMEOUT;
-	fill_attr(fs, ino, &e.attr);
+	/* Detached since child_ino()? */
+	if (fill_attr(fs, ino, &e.attr)) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
 	fuse_reply_entry(req, &e);
 }
 
@@ -227,7 +266,8 @@ static void kfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 		return;
 	}
 	if (to_set & FUSE_SET_ATTR_SIZE) {
-		if (ino == INO_RESULTS || ino == INO_STATS) {
+		if (ino == INO_RESULTS || ino == INO_STATS ||
+		    ino == INO_FINISHED) {
 			fuse_reply_err(req, EACCES);
 			return;
 		}
@@ -268,7 +308,7 @@ static void kfs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
 	} root[] = {
 		{ ".", INO_ROOT }, { "..", INO_ROOT }, { "dev", INO_DEVDIR },
 		{ "control", INO_CONTROL }, { "results", INO_RESULTS },
-		{ "stats", INO_STATS },
+		{ "stats", INO_STATS }, { "finished", INO_FINISHED },
 	};
 	struct kfs *fs = fs_of(req);
 	size_t used = 0, n;
@@ -283,9 +323,13 @@ static void kfs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
+	/* A device's offset is its slot's: attach and detach move none. */
+	pth(pthread_rwlock_rdlock(&fs->dlock));
 	n = ino == INO_ROOT ? sizeof(root) / sizeof(root[0]) : fs->ndevs + 2;
 	for (size_t i = (size_t)off; i < n && used <= size; i++) {
 		size_t before = used;
+		struct kfs_dev *d = ino == INO_DEVDIR && i >= 2 ?
+				    fs->devs[i - 2] : NULL;
 
 		if (ino == INO_ROOT)
 			add_entry(req, buf, size, &used, root[i].name,
@@ -293,14 +337,15 @@ static void kfs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
 		else if (i < 2)
 			add_entry(req, buf, size, &used, i ? ".." : ".",
 				  i ? INO_ROOT : INO_DEVDIR, (off_t)i + 1);
-		else
-			add_entry(req, buf, size, &used, fs->devs[i - 2].name,
-				  INO_DEV0 + i - 2, (off_t)i + 1);
+		else if (d && d->attached)
+			add_entry(req, buf, size, &used, d->name, d->ino,
+				  (off_t)i + 1);
 		if (used > size) {
 			used = before;
 			break;
 		}
 	}
+	pth(pthread_rwlock_unlock(&fs->dlock));
 	fuse_reply_buf(req, buf, used);
 	free(buf);
 }
@@ -350,6 +395,7 @@ struct kfs_poller {
 	fuse_ino_t ino;
 	pthread_mutex_t lock;
 	struct kfs_results_pos pos;	/* results (lock) */
+	struct kfs_finished_pos fpos;	/* finished (lock) */
 	char *buf;			/* stats (lock) */
 	size_t len;			/* stats (lock) */
 	uint64_t gen;			/* changes seen at the last read at 0 */
@@ -362,12 +408,16 @@ static int render_stats(struct kfs *fs, char **buf, size_t *len)
 {
 	struct kcopyd_stats ks;
 	struct kfs_counts c;
-	size_t cap = 512 + (size_t)fs->ndevs * (11 * (KFS_MAX_NAME + 64));
-	char *out = malloc(cap);
-	size_t n = 0;
+	size_t cap, n = 0;
+	char *out;
 
-	if (!out)
+	pth(pthread_rwlock_rdlock(&fs->dlock));
+	cap = 512 + (size_t)fs->ndevs * (11 * (KFS_MAX_NAME + 64));
+	out = malloc(cap);
+	if (!out) {
+		pth(pthread_rwlock_unlock(&fs->dlock));
 		return -ENOMEM;
+	}
 	kfs_table_counts(fs->table, &c);
 	kcopyd_client_get_stats(fs->kc, &ks);
 	n += (size_t)snprintf(out + n, cap - n,
@@ -381,9 +431,11 @@ static int render_stats(struct kfs *fs, char **buf, size_t *len)
 		(unsigned long long)ks.bytes_read,
 		(unsigned long long)ks.bytes_written);
 	for (unsigned int i = 0; i < fs->ndevs; i++) {
-		struct kfs_dev *d = &fs->devs[i];
+		struct kfs_dev *d = fs->devs[i];
 		struct kcopyd_bdev_stats bs;
 
+		if (!d || !d->attached)
+			continue;
 		kcopyd_bdev_get_stats2(d->bdev, &bs, sizeof(bs));
 		n += (size_t)snprintf(out + n, cap - n,
 			"dev.%s.reads=%llu\ndev.%s.writes=%llu\n"
@@ -416,6 +468,7 @@ static int render_stats(struct kfs *fs, char **buf, size_t *len)
 				atomic_load(&d->bytes_written),
 			d->name, (unsigned long long)atomic_load(&d->errors));
 	}
+	pth(pthread_rwlock_unlock(&fs->dlock));
 	*buf = out;
 	*len = n;
 	return 0;
@@ -518,6 +571,30 @@ static void read_results(fuse_req_t req, struct kfs_poller *p, size_t size,
 		start_pass(fs, p);
 	pth(pthread_mutex_lock(&p->lock));
 	n = kfs_table_read(fs->table, &p->pos, (uint64_t)off, buf, size);
+	pth(pthread_mutex_unlock(&p->lock));
+	fuse_reply_buf(req, buf, n);
+	free(buf);
+}
+
+static void read_finished(fuse_req_t req, struct kfs_poller *p, size_t size,
+			  off_t off)
+{
+	struct kfs *fs = fs_of(req);
+	char *buf;
+	size_t n;
+
+	if (off < 0) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	buf = malloc(size ? size : 1);
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	pth(pthread_mutex_lock(&p->lock));
+	n = kfs_finished_read(fs->finished, &p->fpos, (uint64_t)off, buf,
+			      size);
 	pth(pthread_mutex_unlock(&p->lock));
 	fuse_reply_buf(req, buf, n);
 	free(buf);
@@ -638,6 +715,67 @@ static void notify_pollers(struct kfs *fs)
 	} while (n == NOTIFY_BATCH);
 }
 
+struct forget {
+	struct list_head link;		/* on fs->forget (plock) */
+	char name[KFS_MAX_NAME + 1];
+};
+
+void kfs_forget_name(struct kfs *fs, const char *name)
+{
+	struct forget *f = calloc(1, sizeof(*f));
+
+	/* Without it the kernel forgets the name within ATTR_TIMEOUT. */
+	if (!f)
+		return;
+	snprintf(f->name, sizeof(f->name), "%s", name);
+	pth(pthread_mutex_lock(&fs->plock));
+	list_add_tail(&f->link, &fs->forget);
+	pth(pthread_mutex_unlock(&fs->plock));
+	if (!atomic_exchange(&fs->kicked, true))
+		pth(sem_post(&fs->kick) ? errno : 0);
+}
+
+/*
+ * Drop the kernel's entries of detached devices.  Never from a request
+ * handler: the kernel takes dev/'s lock, which a lookup waiting for a
+ * busy daemon may hold.
+ */
+static void forget_names(struct kfs *fs, bool send)
+{
+	struct forget *f;
+
+	for (;;) {
+		pth(pthread_mutex_lock(&fs->plock));
+		f = list_empty(&fs->forget) ? NULL :
+		    list_first_entry(&fs->forget, struct forget, link);
+		if (f)
+			list_del_init(&f->link);
+		pth(pthread_mutex_unlock(&fs->plock));
+		if (!f)
+			return;
+		if (send)
+			fuse_lowlevel_notify_inval_entry(fs->se, INO_DEVDIR,
+							 f->name,
+							 strlen(f->name));
+		free(f);
+	}
+}
+
+void kfs_job_ended(bool failed, bool cancelled, int err, const char *line,
+		   void *opaque)
+{
+	struct kfs *fs = opaque;
+
+	kfs_finished_add(fs->finished, line);
+	if (failed)
+		kfs_log(fs, LOG_ERR, "job failed: %s (errno %d: %s)", line,
+			err, strerror(err));
+	else if (cancelled)
+		kfs_log(fs, LOG_NOTICE, "job cancelled: %s", line);
+	else if (fs->verbose)
+		kfs_log(fs, LOG_INFO, "job done: %s", line);
+}
+
 static void *notifier_main(void *arg)
 {
 	struct kfs *fs = arg;
@@ -649,6 +787,7 @@ static void *notifier_main(void *arg)
 		atomic_store(&fs->kicked, false);
 		if (atomic_load(&fs->notifier_quit))
 			break;
+		forget_names(fs, true);
 		notify_pollers(fs);
 	}
 	return NULL;
@@ -674,6 +813,7 @@ void kfs_notifier_stop(struct kfs *fs)
 	pth(sem_post(&fs->kick) ? errno : 0);
 	pth(pthread_join(fs->notifier, NULL));
 	fs->notifier_running = false;
+	forget_names(fs, false);
 
 	/* Handles still waiting are dropped without a notification. */
 	pth(pthread_mutex_lock(&fs->plock));
@@ -687,17 +827,38 @@ void kfs_notifier_stop(struct kfs *fs)
 
 /* --- Device files --------------------------------------------------------- */
 
-static void open_dev(fuse_req_t req, struct kfs_dev *d,
+/* An open file holds its device: a detach leaves it readable. */
+static void open_dev(fuse_req_t req, fuse_ino_t ino,
 		     struct fuse_file_info *fi)
 {
+	struct kfs *fs = fs_of(req);
+	struct kfs_dev *d;
+
+	pth(pthread_rwlock_rdlock(&fs->dlock));
+	d = kfs_dev_by_ino(fs, ino);
+	if (d && d->attached)
+		kfs_dev_get(d);
+	else
+		d = NULL;
+	pth(pthread_rwlock_unlock(&fs->dlock));
+	if (!d) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
 	if ((fi->flags & O_ACCMODE) != O_RDONLY &&
 	    kcopyd_bdev_is_read_only(d->bdev)) {
+		kfs_dev_put(fs, d);
 		fuse_reply_err(req, EROFS);
 		return;
 	}
 	/* The kernel's I/O on the image itself shares the image's cache. */
-	if (kfs_pt_open(req, fs_of(req), d, fi))
+	fi->fh = 0;
+	if (kfs_pt_open(req, fs, d, fi)) {
+		/* Refused: no release will come. */
+		if (fi->fh != KFS_FH_PASSTHROUGH)
+			kfs_dev_put(fs, d);
 		return;
+	}
 	/*
 	 * Direct I/O: the engine writes the images behind the kernel's
 	 * back, so a page cache here could serve stale data, or write
@@ -706,7 +867,8 @@ static void open_dev(fuse_req_t req, struct kfs_dev *d,
 	fi->fh = 0;
 	fi->direct_io = 1;
 	fi->keep_cache = 0;
-	fuse_reply_open(req, fi);
+	if (fuse_reply_open(req, fi) == -ENOENT)
+		kfs_dev_put(fs, d);
 }
 
 static void read_dev(fuse_req_t req, struct kfs_dev *d, size_t size,
@@ -891,6 +1053,14 @@ struct waiter {
 	unsigned int refs;
 	bool failed;		/* (lock) */
 	bool interrupted;	/* answered EINTR; a retry may follow (lock) */
+	/*
+	 * A thread is in fuse_req_interrupt_func() for req, which calls the
+	 * callback at once if req was already interrupted: the callback then
+	 * leaves the EINTR answer to that thread (intr_pending), as
+	 * answering there would free req under its own lock (lock).
+	 */
+	bool setting_up;
+	bool intr_pending;
 };
 
 static void set_reply(struct control_fh *c, char *text, size_t len,
@@ -982,24 +1152,25 @@ static int find_dev(const struct kfs_devlookup *dl, const char *name,
 		    size_t len, uint64_t *sectors)
 {
 	const struct kfs *fs = dl->opaque;
+	int slot = kfs_dev_find(fs, name, len);	/* dlock held */
 
-	for (unsigned int i = 0; i < fs->ndevs; i++) {
-		const struct kfs_dev *d = &fs->devs[i];
-
-		if (strlen(d->name) == len && !memcmp(d->name, name, len)) {
-			*sectors = kcopyd_bdev_sectors(d->bdev);
-			return (int)i;
-		}
-	}
-	return -ENOENT;
+	if (slot >= 0)
+		*sectors = kcopyd_bdev_sectors(fs->devs[slot]->bdev);
+	return slot;
 }
 
 static int check_cmd(const struct kfs_devlookup *dl, const struct kfs_cmd *c,
 		     int *culprit)
 {
 	const struct kfs *fs = dl->opaque;
+	/* Indexed as the command's regions; dlock held: the slots stay. */
+	struct block_device *bdevs[KFS_MAX_DEVS];
 
-	return kfs_cmd_check(fs->bdevs, c, culprit);
+	for (unsigned int i = 0; i < c->num_dests; i++)
+		bdevs[c->dests[i].dev] = fs->devs[c->dests[i].dev]->bdev;
+	if (c->op == KFS_OP_COPY)
+		bdevs[c->src.dev] = fs->devs[c->src.dev]->bdev;
+	return kfs_cmd_check(bdevs, c, culprit);
 }
 
 /* A failed write: the read-back line, the log line, the errno. */
@@ -1134,6 +1305,10 @@ static void waiter_interrupted(fuse_req_t req, void *data)
 	if (mine) {
 		w->req = NULL;
 		w->interrupted = true;
+		if (w->setting_up) {
+			w->intr_pending = true;
+			mine = false;
+		}
 	}
 	pth(pthread_mutex_unlock(&w->lock));
 	if (mine)
@@ -1147,32 +1322,52 @@ static void waiter_interrupted(fuse_req_t req, void *data)
  */
 static void waiter_wait(struct waiter *w, fuse_req_t req)
 {
+	bool intr;
+
+	pth(pthread_mutex_lock(&w->lock));
+	w->setting_up = true;
+	pth(pthread_mutex_unlock(&w->lock));
 	fuse_req_interrupt_func(req, waiter_interrupted, w);
+	pth(pthread_mutex_lock(&w->lock));
+	w->setting_up = false;
+	intr = w->intr_pending;
+	w->intr_pending = false;
+	pth(pthread_mutex_unlock(&w->lock));
+	if (intr)
+		fuse_reply_err(req, EINTR);
 	waiter_put(w, false);
 }
 
 /* A waiter if any command is `sync` (else *result is NULL). */
+static int alloc_waiter(fuse_req_t req, unsigned int jobs, size_t size,
+			struct waiter **result);
+
 static int new_waiter(fuse_req_t req, const struct kfs_cmd *cmds,
 		      unsigned int n, size_t size, struct waiter **result)
 {
-	struct kfs *fs = fs_of(req);
-	struct waiter *w;
 	unsigned int nsync = 0;
 
 	*result = NULL;
 	for (unsigned int i = 0; i < n; i++)
 		if (cmds[i].flags & KFS_SYNC)
 			nsync++;
-	if (!nsync)
-		return 0;
-	w = calloc(1, sizeof(*w));
+	return nsync ? alloc_waiter(req, nsync, size, result) : 0;
+}
+
+/* A waiter for `jobs` jobs, on fs->waiters. */
+static int alloc_waiter(fuse_req_t req, unsigned int jobs, size_t size,
+			struct waiter **result)
+{
+	struct kfs *fs = fs_of(req);
+	struct waiter *w = calloc(1, sizeof(*w));
+
 	if (!w)
 		return -ENOMEM;
 	pth(pthread_mutex_init(&w->lock, NULL));
 	w->fs = fs;
 	w->req = req;
 	w->size = size;
-	w->pending = nsync + 1;
+	w->pending = jobs + 1;
 	w->refs = 1;
 	pth(pthread_mutex_lock(&fs->reply_lock));
 	list_add_tail(&w->link, &fs->waiters);
@@ -1310,7 +1505,7 @@ void kfs_signals_remove(void)
 static void *stopper_main(void *arg)
 {
 	struct kfs *fs = arg;
-	bool logged = false;
+	bool logged = false, quit;
 
 	while (sem_wait(&fs->stop_sem))
 		pth(errno == EINTR ? 0 : errno);
@@ -1330,8 +1525,9 @@ static void *stopper_main(void *arg)
 		}
 		pth(pthread_cond_wait(&fs->stop_cond, &fs->reply_lock));
 	}
+	quit = fs->stopper_quit;
 	pth(pthread_mutex_unlock(&fs->reply_lock));
-	if (!fs->stopper_quit) {
+	if (!quit) {
 		/* The signal wakes the loop's wait on the main thread. */
 		fuse_session_exit(fs->se);
 		pth(pthread_kill(fs->main_thread, SIGTERM));
@@ -1439,6 +1635,85 @@ static void keep_tail(struct control_fh *c, const char *tail, size_t tlen,
 }
 
 /*
+ * `wait ID`: the write is answered when the job ends, as a sync write is
+ * (EIO if it failed), or at once if it has ended already.  This part
+ * registers the waiter and calls no libfuse function: 0 when the job will
+ * call back, 1 or 2 when it has ended (without or with an error), or
+ * -errno with a message (and no waiter left).
+ */
+static int wait_register(fuse_req_t req, uint64_t id, size_t size,
+			 struct waiter **wp, char *msg, size_t msglen)
+{
+	struct kfs *fs = fs_of(req);
+	struct waiter *w;
+	int r;
+
+	if (alloc_waiter(req, 1, size, &w)) {
+		snprintf(msg, msglen, "out of memory");
+		return -ENOMEM;
+	}
+	r = kfs_table_wait(fs->table, id, w);
+	if (r) {
+		/* The table will not call back: drop the job's count. */
+		pth(pthread_mutex_lock(&w->lock));
+		w->pending--;
+		if (r < 0)
+			w->req = NULL;	/* and nobody answers */
+		pth(pthread_mutex_unlock(&w->lock));
+	}
+	if (r < 0) {
+		waiter_put(w, false);	/* the last count: frees it */
+		w = NULL;
+		if (r == -ENOENT)
+			snprintf(msg, msglen, "no job %llu",
+				 (unsigned long long)id);
+		else if (r == -ESRCH)
+			snprintf(msg, msglen, "job %llu has finished and is "
+				 "no longer kept (--keep %u)",
+				 (unsigned long long)id, fs->keep);
+		else
+			snprintf(msg, msglen, "out of memory");
+	}
+	*wp = w;
+	return r;
+}
+
+/*
+ * attach, detach and wait: alone in a write, under the handle's wlock,
+ * which this drops when it succeeds.  Returns 0 when the request has
+ * been answered (or will be), or -errno with a message: the caller then
+ * refuses the write, and nothing has changed.
+ */
+static int run_admin(fuse_req_t req, struct control_fh *c,
+		     const struct kfs_admin *a, size_t size, uint64_t base,
+		     const char *tail, size_t tlen, char *msg, size_t msglen)
+{
+	struct kfs *fs = fs_of(req);
+	struct waiter *w = NULL;
+	int r;
+
+	if (a->op == KFS_ADMIN_ATTACH)
+		r = kfs_attach(fs, a->name, a->path, a->ro, msg, msglen);
+	else if (a->op == KFS_ADMIN_DETACH)
+		r = kfs_detach(fs, a->name, msg, msglen);
+	else
+		r = wait_register(req, a->id, size, &w, msg, msglen);
+	if (r < 0)
+		return r;
+	keep_tail(c, tail, tlen, false);
+	pth(pthread_mutex_unlock(&c->wlock));
+	set_reply(c, NULL, 0, base);
+	if (!w) {
+		fuse_reply_write(req, size);
+	} else if (r == 0) {
+		waiter_wait(w, req);
+	} else {
+		waiter_put(w, r == 2);
+	}
+	return 0;
+}
+
+/*
  * A write to control.  Commands end at a newline: the handle keeps an
  * unfinished last line and joins it to the next write, so a command cut
  * into pieces by dd, stdio or the kernel runs whole, once.  The lines a
@@ -1462,10 +1737,12 @@ static void write_control(fuse_req_t req, struct control_fh *c,
 	const char *tail;
 	size_t blen, tlen;
 	char *batch = NULL;
+	struct kfs_admin admin;
+	bool dlocked = false;
 	char msg[640];
 	char *text;
 	size_t len;
-	int r;
+	int r = 0;
 
 	pth(pthread_mutex_lock(&c->wlock));
 	if (take_retry(c, req, buf, size, off, &w, &r)) {
@@ -1502,6 +1779,14 @@ static void write_control(fuse_req_t req, struct control_fh *c,
 		fuse_reply_write(req, size);
 		return;
 	}
+	r = kfs_parse_admin(batch, blen, &admin, msg, sizeof(msg));
+	if (!r && admin.op)
+		r = run_admin(req, c, &admin, size, base, tail, tlen, msg,
+			      sizeof(msg));
+	if (r)
+		goto refuse;
+	if (admin.op)
+		goto out;
 	max_cmds = count_lines(batch, blen);
 	if (max_cmds > KFS_MAX_CMDS)
 		max_cmds = KFS_MAX_CMDS;
@@ -1512,6 +1797,9 @@ static void write_control(fuse_req_t req, struct control_fh *c,
 		r = -ENOMEM;
 		goto refuse;
 	}
+	/* No device may come or go between lookup and queueing. */
+	pth(pthread_rwlock_rdlock(&fs->dlock));
+	dlocked = true;
 	r = kfs_parse_write(batch, blen, &dl, cmds, max_cmds, &n, msg,
 			    sizeof(msg));
 	if (r)
@@ -1522,6 +1810,8 @@ static void write_control(fuse_req_t req, struct control_fh *c,
 		goto refuse;
 	}
 	r = kfs_table_submit(fs->table, cmds, n, w, ids, &queued);
+	pth(pthread_rwlock_unlock(&fs->dlock));
+	dlocked = false;
 	if (r) {
 		if (r == -EAGAIN)
 			snprintf(msg, sizeof(msg),
@@ -1565,6 +1855,8 @@ static void write_control(fuse_req_t req, struct control_fh *c,
 	goto out;
 
 refuse:
+	if (dlocked)
+		pth(pthread_rwlock_unlock(&fs->dlock));
 	pth(pthread_mutex_unlock(&c->wlock));
 	control_error(req, c, -r, msg, failed_base);
 out:
@@ -1577,8 +1869,6 @@ out:
 
 static void kfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	struct kfs *fs = fs_of(req);
-
 	switch (ino) {
 	case INO_ROOT:
 	case INO_DEVDIR:
@@ -1589,14 +1879,11 @@ static void kfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return;
 	case INO_RESULTS:
 	case INO_STATS:
+	case INO_FINISHED:
 		open_status(req, ino, fi);
 		return;
 	}
-	if (!dev_of(fs, ino)) {
-		fuse_reply_err(req, ENOENT);
-		return;
-	}
-	open_dev(req, dev_of(fs, ino), fi);
+	open_dev(req, ino, fi);
 }
 
 static void kfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -1608,6 +1895,10 @@ static void kfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	case INO_CONTROL:
 		read_control(req, (struct control_fh *)(uintptr_t)fi->fh, size,
 			     off);
+		return;
+	case INO_FINISHED:
+		read_finished(req, (struct kfs_poller *)(uintptr_t)fi->fh,
+			      size, off);
 		return;
 	case INO_RESULTS:
 	case INO_STATS:
@@ -1686,8 +1977,10 @@ static void kfs_release(fuse_req_t req, fuse_ino_t ino,
 {
 	struct kfs_dev *d = dev_of(fs_of(req), ino);
 
-	if (d)
+	if (d) {
 		kfs_pt_release(req, fs_of(req), d, fi);
+		kfs_dev_put(fs_of(req), d);
+	}
 	switch (ino) {
 	case INO_CONTROL:
 		release_control(fs_of(req),
@@ -1695,6 +1988,7 @@ static void kfs_release(fuse_req_t req, fuse_ino_t ino,
 		break;
 	case INO_RESULTS:
 	case INO_STATS:
+	case INO_FINISHED:
 		release_status(fs_of(req),
 			       (struct kfs_poller *)(uintptr_t)fi->fh);
 		break;
@@ -1713,7 +2007,8 @@ static void kfs_poll(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 	/* Other files are always ready, as regular files are. */
 	if (ph)
 		fuse_pollhandle_destroy(ph);
-	fuse_reply_poll(req, ino == INO_STATS ? POLLIN | POLLRDNORM :
+	fuse_reply_poll(req, ino == INO_STATS || ino == INO_FINISHED ?
+			POLLIN | POLLRDNORM :
 			POLLIN | POLLRDNORM | POLLOUT | POLLWRNORM);
 }
 

@@ -22,16 +22,23 @@
 #include "jobs.h"
 #include "parse.h"
 #include "passthrough.h"
+#include "finished.h"
 
 /* Largest read or write one FUSE request carries (mount option too). */
 #define KFS_MAX_READ	(1024 * 1024)
 /* Most commands one control write may hold. */
 #define KFS_MAX_CMDS	4096
+/* Most devices, attached or detached and still open. */
+#define KFS_MAX_DEVS	1024
+/* dev/NAME's inode numbers count up from here, one per attach. */
+#define KFS_INO_DEV0	16
 
 /*
  * One device: the engine's handle, through which the daemon does all of
  * dev/NAME's I/O; fd is only the backing file the kernel is given for
  * passthrough, where the daemon sees no I/O.
+ * Devices are attached at mount or by `attach`, and live until they are
+ * detached and the last open dev/NAME is closed (devices.c).
  */
 struct kfs_dev {
 	char name[KFS_MAX_NAME + 1];
@@ -39,6 +46,13 @@ struct kfs_dev {
 	struct block_device *bdev;
 	int fd;
 	uint64_t size;			/* bytes, whole sectors */
+	fuse_ino_t ino;			/* never reused within a mount */
+	bool attached;			/* listed in dev/ (dlock) */
+	unsigned int slot;		/* its index in fs->devs */
+	/* The listing and each open dev/NAME (atomic). */
+	atomic_uint refs;
+	/* Queued and running jobs that name it: detach refuses (atomic). */
+	atomic_uint busy;
 	/* I/O through dev/NAME. */
 	atomic_uint_fast64_t reads, writes, bytes_read, bytes_written, errors;
 	struct kfs_pt_dev pt;		/* passthrough or direct I/O */
@@ -60,18 +74,33 @@ struct kfs_open {
 };
 
 struct kfs {
+	/*
+	 * The devices, attached or still open after a detach; a slot is
+	 * NULL once its device is freed, and a device keeps its slot for
+	 * its life, so a job's device index stays valid.  dlock is taken
+	 * before a table's lock: commands are parsed and queued under it
+	 * (read), attach and detach change the set under it (write).
+	 */
+	pthread_rwlock_t dlock;
+	struct kfs_dev **devs;		/* (dlock) */
+	unsigned int ndevs;		/* slots in use or free (dlock) */
+	unsigned int cap;		/* slots allocated (dlock) */
+	uint64_t next_ino;		/* (dlock) */
+	/* Where attach may open images: the image directory, or -1. */
+	int image_dirfd;
+	const char *image_dir;
+
 	/* Read-only once the session runs. */
-	struct kfs_dev *devs;
-	unsigned int ndevs;
-	struct block_device **bdevs;
 	struct kcopyd_client *kc;
 	struct kfs_table *table;
+	struct kfs_finished *finished;	/* MNT/finished */
 	struct fuse_session *se;
 	uid_t uid;
 	gid_t gid;
 	struct timespec mounted;	/* every file's times */
 	mode_t dev_mode;
 	bool foreground;
+	bool verbose;			/* log jobs that succeed too */
 	unsigned int keep;
 	unsigned int max_queue;
 	struct kfs_pt pt;
@@ -112,16 +141,20 @@ struct kfs {
 
 	pthread_mutex_t hlock;
 	struct list_head open;		/* struct kfs_open (hlock) */
+
+	/* Names of detached devices, for the notifier to drop (plock). */
+	struct list_head forget;
 };
 
 extern const struct fuse_lowlevel_ops kfs_ops;
 
-/* The table's hooks: poll wake-ups and sync writers. */
+/* The table's hooks: poll wake-ups, sync writers and the log. */
 void kfs_changed(void *opaque);
+void kfs_job_ended(bool failed, bool cancelled, int err, const char *line,
+		   void *opaque);
 void kfs_sync_finished(void *waiter, bool failed, void *opaque);
-/* kfs_table_ops: a device's name, and the log of a finished job. */
+/* kfs_table_ops: the name of a device a job holds, for results. */
 const char *kfs_dev_name(int dev, void *opaque);
-void kfs_job_log(bool failed, const char *line, void *opaque);
 
 /* The thread that sends poll notifications; stop it before the session
  * is destroyed. */
@@ -146,6 +179,47 @@ void kfs_stopper_stop(struct kfs *fs);
  * answered after this.
  */
 void kfs_session_over(struct kfs *fs);
+
+/*
+ * Devices (devices.c).  kfs_dev_new opens open_path (if not NULL) or
+ * path, falling back to read-only if it must (or takes fd, if >= 0)
+ * and makes a device of it, not yet attached; kfs_dev_attach lists it in
+ * dev/.  Both return 0 or -errno with a message.  kfs_dev_find and
+ * kfs_dev_by_ino want dlock held; kfs_dev_get and kfs_dev_put count the
+ * open files of a device, the last put of a detached one frees it.
+ */
+int kfs_devs_init(struct kfs *fs);
+int kfs_dev_new(struct kfs *fs, const char *name, const char *path,
+		const char *open_path, int fd, bool ro,
+		struct kfs_dev **result, char *msg, size_t msglen);
+int kfs_dev_attach(struct kfs *fs, struct kfs_dev *d, char *msg,
+		   size_t msglen);
+void kfs_dev_free(struct kfs_dev *d);
+int kfs_dev_find(const struct kfs *fs, const char *name, size_t len);
+struct kfs_dev *kfs_dev_by_ino(const struct kfs *fs, fuse_ino_t ino);
+void kfs_dev_get(struct kfs_dev *d);
+void kfs_dev_put(struct kfs *fs, struct kfs_dev *d);
+void kfs_devs_free(struct kfs *fs);
+
+/*
+ * Open an image of the image directory, never a file outside it: an fd,
+ * or -EXDEV (outside), -EINVAL (not a file or block device) or the
+ * errno of the open, with a message.
+ */
+int kfs_open_image(const struct kfs *fs, const char *path, bool ro,
+		   char *msg, size_t msglen);
+
+/* The control file's attach and detach: 0 or -errno with a message. */
+int kfs_attach(struct kfs *fs, const char *name, const char *path, bool ro,
+	       char *msg, size_t msglen);
+int kfs_detach(struct kfs *fs, const char *name, char *msg, size_t msglen);
+
+/* The table's device hooks: a job's hold on device index dev. */
+struct block_device *kfs_dev_hold(void *opaque, int dev);
+void kfs_dev_unhold(void *opaque, int dev);
+
+/* Have the notifier thread drop the kernel's entry of dev/NAME. */
+void kfs_forget_name(struct kfs *fs, const char *name);
 
 /* Free the control and status handles still open at exit. */
 void kfs_release_all(struct kfs *fs);

@@ -159,7 +159,8 @@ static void usage(const char *prog)
 	       "                           short or delay=USEC (EIO)\n"
 	       "    --no-passthrough       dev/NAME I/O through the daemon\n"
 	       "    -P, --pidfile PIDFILE  write the pid once serving\n"
-	       "    --verbose              log every job, not only failures\n\n",
+	       "    --verbose              log every job, not failures only\n"
+	       "\n",
 	       prog);
 }
 
@@ -374,6 +375,36 @@ static int image_filter(const struct dirent *e)
 	return e->d_name[0] != '.';
 }
 
+/* Make a device of a spec and attach it. */
+static int add_one(struct kfs *fs, const struct options *o,
+		   const struct dev_spec *spec)
+{
+	const char *name = spec->name;
+	struct kfs_dev *d;
+	bool faults = false;
+	char msg[512], proc[64];
+	int r;
+
+	/* An image directory's file: the very file checked there. */
+	if (spec->fd >= 0)
+		snprintf(proc, sizeof(proc), "/proc/self/fd/%d", spec->fd);
+	r = kfs_dev_new(fs, name, spec->path, spec->fd >= 0 ? proc : NULL,
+			-1, o->read_only || spec->read_only, &d, msg,
+			sizeof(msg));
+	if (!r) {
+		for (unsigned int j = 0; j < o->nfaults; j++)
+			faults |= !strcmp(o->faults[j].name, d->name);
+		kfs_pt_dev_setup(fs, d, faults);
+		d->pt_ready = true;
+		r = kfs_dev_attach(fs, d, msg, sizeof(msg));
+		if (r)
+			kfs_dev_free(d);
+	}
+	if (r)
+		fprintf(stderr, "kcopydfs: %s\n", msg);
+	return r;
+}
+
 /*
  * name in the directory dfd, as an O_PATH fd, never by a path that leaves
  * the directory: a symbolic link may point at another file of it, not at
@@ -468,104 +499,37 @@ static int add_image_dir(struct options *o, const char *dir)
 	return r;
 }
 
-static void close_devs(struct kfs *fs)
-{
-	for (unsigned int i = 0; i < fs->ndevs; i++) {
-		if (fs->devs[i].bdev)
-			kcopyd_bdev_close(fs->devs[i].bdev);
-		if (fs->devs[i].fd >= 0)
-			close(fs->devs[i].fd);
-		if (fs->devs[i].pt_ready)
-			kfs_pt_dev_destroy(&fs->devs[i]);
-	}
-	free(fs->devs);
-	free(fs->bdevs);
-}
-
-static int dev_index(const struct kfs *fs, const char *name)
-{
-	for (unsigned int i = 0; i < fs->ndevs; i++)
-		if (!strcmp(fs->devs[i].name, name))
-			return (int)i;
-	return -ENOENT;
-}
-
 /*
- * Open an image for the engine, read-only when asked, or when it cannot
- * be opened for writing (a write-protected disk is the classic source of
- * a rescue copy): then it serves reads and copies from it, and refuses
- * writes with EROFS.
+ * The devices of the command line, then the image directory's, attached
+ * before the session runs.
  */
-static int open_image(struct kfs *fs, struct kfs_dev *d, const char *path,
-		      bool read_only)
-{
-	int r = -EROFS;
-
-	if (!read_only) {
-		r = kcopyd_bdev_open(path, O_RDWR, &d->bdev);
-		if (r == -EACCES || r == -EROFS || r == -EPERM)
-			fprintf(stderr, "kcopydfs: %s: %s: device %s is "
-				"read-only\n", d->path, strerror(-r),
-				d->name);
-	}
-	if (r == -EACCES || r == -EROFS || r == -EPERM)
-		r = kcopyd_bdev_open(path, O_RDONLY, &d->bdev);
-	if (r)
-		fprintf(stderr, "kcopydfs: %s: %s\n", d->path, strerror(-r));
-	return r;
-}
-
 static int open_devs(struct kfs *fs, const struct options *o)
 {
-	fs->devs = calloc(o->ndevs, sizeof(*fs->devs));
-	fs->bdevs = calloc(o->ndevs, sizeof(*fs->bdevs));
-	if (!fs->devs || !fs->bdevs)
-		return -ENOMEM;
-	for (unsigned int i = 0; i < o->ndevs; i++) {
-		struct kfs_dev *d = &fs->devs[i];
-		char proc[PATH_MAX];
-		int r;
+	int r;
 
-		d->fd = -1;
-		for (unsigned int j = 0; j < i; j++)
-			if (!strcmp(fs->devs[j].name, o->devs[i].name)) {
-				fprintf(stderr, "kcopydfs: device '%s' given "
-					"twice\n", o->devs[i].name);
-				return -EINVAL;
-			}
-		fs->ndevs++;
-		snprintf(d->name, sizeof(d->name), "%s", o->devs[i].name);
-		d->path = o->devs[i].path;
-		/* An image directory's file: the very file checked there. */
-		if (o->devs[i].fd >= 0)
-			snprintf(proc, sizeof(proc), "/proc/self/fd/%d",
-				 o->devs[i].fd);
-		else
-			snprintf(proc, sizeof(proc), "%s", d->path);
-		r = open_image(fs, d, proc,
-			       o->read_only || o->devs[i].read_only);
-		if (r)
-			return r;
-		d->fd = open(proc, (kcopyd_bdev_is_read_only(d->bdev) ?
-				    O_RDONLY : O_RDWR) | O_CLOEXEC);
-		if (d->fd < 0) {
-			fprintf(stderr, "kcopydfs: %s: %s\n", d->path,
-				strerror(errno));
-			return -errno;
-		}
-		d->size = kcopyd_bdev_sectors(d->bdev) << KCOPYD_SECTOR_SHIFT;
-		fs->bdevs[i] = d->bdev;
+	r = kfs_devs_init(fs);
+	if (r)
+		return r;
+	kfs_pt_setup(fs, o->no_passthrough);
+	for (unsigned int i = 0; i < o->ndevs && !r; i++)
+		r = add_one(fs, o, &o->devs[i]);
+	if (r)
+		return r;
+	if (!fs->ndevs && !fs->image_dir) {
+		fprintf(stderr, "kcopydfs: no device: give IMAGE_DIR or "
+				"dev=NAME=PATH\n");
+		return -EINVAL;
 	}
 	for (unsigned int i = 0; i < o->nfaults; i++) {
-		int idx = dev_index(fs, o->faults[i].name);
-		int r;
+		const char *name = o->faults[i].name;
+		int slot = kfs_dev_find(fs, name, strlen(name));
 
-		if (idx < 0) {
+		if (slot < 0) {
 			fprintf(stderr, "kcopydfs: fault: unknown device "
-				"'%s'\n", o->faults[i].name);
+				"'%s'\n", name);
 			return -ENOENT;
 		}
-		r = kcopyd_bdev_add_fault(fs->devs[idx].bdev,
+		r = kcopyd_bdev_add_fault(fs->devs[slot]->bdev,
 					  &o->faults[i].fault);
 		if (r) {
 			fprintf(stderr, "kcopydfs: fault: %s\n",
@@ -573,15 +537,22 @@ static int open_devs(struct kfs *fs, const struct options *o)
 			return r;
 		}
 	}
-	kfs_pt_setup(fs, o->no_passthrough);
-	for (unsigned int i = 0; i < fs->ndevs; i++) {
-		bool faults = false;
+	return 0;
+}
 
-		for (unsigned int j = 0; j < o->nfaults; j++)
-			faults |= !strcmp(o->faults[j].name, fs->devs[i].name);
-		kfs_pt_dev_setup(fs, &fs->devs[i], faults);
-		fs->devs[i].pt_ready = true;
+/* attach opens images beneath the image directory, by this fd. */
+static int open_image_dir(struct kfs *fs, const char *dir)
+{
+	fs->image_dirfd = -1;
+	if (!dir)
+		return 0;
+	fs->image_dirfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (fs->image_dirfd < 0) {
+		fprintf(stderr, "kcopydfs: image directory %s: %s\n", dir,
+			strerror(errno));
+		return -errno;
 	}
+	fs->image_dir = dir;
 	return 0;
 }
 
@@ -662,8 +633,10 @@ static int start_serving(struct kfs *fs, const struct options *o)
 	struct kfs_table_ops tops = {
 		.changed = kfs_changed,
 		.finished = kfs_sync_finished,
+		.ended = kfs_job_ended,
+		.hold = kfs_dev_hold,
+		.unhold = kfs_dev_unhold,
 		.dev_name = kfs_dev_name,
-		.log = kfs_job_log,
 		.opaque = fs,
 	};
 	int r;
@@ -675,8 +648,7 @@ static int start_serving(struct kfs *fs, const struct options *o)
 	}
 	kcopyd_client_set_throttle(fs->kc, o->throttle.rate,
 				   o->throttle.percent);
-	r = kfs_table_create(fs->kc, fs->bdevs, o->keep, o->max_queue, &tops,
-			     &fs->table);
+	r = kfs_table_create(fs->kc, o->keep, o->max_queue, &tops, &fs->table);
 	if (!r)
 		r = kfs_notifier_start(fs);
 	if (!r)
@@ -768,6 +740,36 @@ static int daemonize_and_serve(struct kfs *fs, const struct options *o)
 	return status ? -EIO : 0;
 }
 
+/* The start line: what serves where, and how dev/NAME's I/O may go. */
+static void log_start(struct kfs *fs, const char *mnt)
+{
+	char names[1024] = "";
+	size_t n = 0;
+
+	for (unsigned int i = 0; i < fs->ndevs && n < sizeof(names); i++)
+		n += (size_t)snprintf(names + n, sizeof(names) - n, " %s",
+				      fs->devs[i]->name);
+	if (n >= sizeof(names))
+		strcpy(names + sizeof(names) - 5, " ...");
+	kfs_log(fs, LOG_INFO, "kcopydfs %s (libkcopyd %s) serving %s on %s: "
+		"%u device%s%s; passthrough %s", PACKAGE_VERSION,
+		kcopyd_version(), fs->image_dir ? fs->image_dir : "devices",
+		mnt, fs->ndevs, fs->ndevs == 1 ? "" : "s", names,
+		fs->pt.disabled ? "off" :
+		fs->pt.sys_admin ? "if the kernel offers it" :
+		"off (no CAP_SYS_ADMIN)");
+}
+
+static void log_stop(struct kfs *fs, const char *mnt)
+{
+	struct kfs_counts c;
+
+	kfs_table_counts(fs->table, &c);
+	kfs_log(fs, LOG_INFO, "kcopydfs stopped on %s: %llu jobs done, "
+		"%llu failed", mnt, (unsigned long long)c.done,
+		(unsigned long long)c.failed);
+}
+
 static int run(struct fuse_args *args, struct options *o)
 {
 	struct fuse_cmdline_opts fo = { 0 };
@@ -802,17 +804,13 @@ static int run(struct fuse_args *args, struct options *o)
 		goto out_opts;
 	if (o->pidfile && absolute_path(&o->pidfile))
 		goto out_opts;
-	if (!o->ndevs && !o->image_dir) {
-		fprintf(stderr, "kcopydfs: no device: give IMAGE_DIR or "
-				"dev=NAME=PATH\n");
-		goto out_opts;
-	}
 
 	clock_gettime(CLOCK_REALTIME, &fs.mounted);
 	fs.uid = getuid();
 	fs.gid = getgid();
 	fs.dev_mode = o->allow_other ? 0660 : 0600;
 	fs.foreground = fo.foreground;
+	fs.verbose = o->verbose || fo.debug;
 	fs.keep = o->keep;
 	fs.max_queue = o->max_queue;
 	pth(pthread_mutex_init(&fs.plock, NULL));
@@ -821,11 +819,13 @@ static int run(struct fuse_args *args, struct options *o)
 	pth(pthread_mutex_init(&fs.hlock, NULL));
 	list_init(&fs.pollers);
 	list_init(&fs.open);
+	list_init(&fs.forget);
 	list_init(&fs.waiters);
 	pth(pthread_cond_init(&fs.stop_cond, NULL));
 	pth(sem_init(&fs.stop_sem, 0, 0) ? errno : 0);
 
-	if (open_devs(&fs, o))
+	if (open_image_dir(&fs, o->image_dir) || open_devs(&fs, o) ||
+	    kfs_finished_create(o->keep, &fs.finished))
 		goto out_devs;
 	if (add_mount_opts(args, o))
 		goto out_devs;
@@ -848,8 +848,7 @@ static int run(struct fuse_args *args, struct options *o)
 		r = daemonize_and_serve(&fs, o);
 	if (r)
 		goto out_unmount;
-	kfs_log(&fs, LOG_NOTICE, "serving %s: %u device%s", fo.mountpoint,
-		fs.ndevs, fs.ndevs == 1 ? "" : "s");
+	log_start(&fs, fo.mountpoint);
 
 	cfg = fuse_loop_cfg_create();
 	if (!cfg)
@@ -865,7 +864,6 @@ static int run(struct fuse_args *args, struct options *o)
 	ret = r < 0 ? 1 : 0;
 	if (r < 0)
 		kfs_log(&fs, LOG_ERR, "session loop: %s", strerror(-r));
-	kfs_log(&fs, LOG_NOTICE, "stopping: %s unmounted", fo.mountpoint);
 
 out_unmount:
 	kfs_stopper_stop(&fs);
@@ -874,8 +872,10 @@ out_unmount:
 	kfs_notifier_stop(&fs);
 	if (mounted)
 		fuse_session_unmount(fs.se);
-	if (fs.kc && fs.table)
+	if (fs.kc && fs.table) {
 		finish_jobs(&fs);
+		log_stop(&fs, fo.mountpoint);
+	}
 	kfs_release_all(&fs);
 out_signals:
 	kfs_signals_remove();
@@ -885,7 +885,10 @@ out_devs:
 	if (fs.kc)
 		kcopyd_client_destroy(fs.kc);
 	kfs_table_free(fs.table);
-	close_devs(&fs);
+	kfs_finished_free(fs.finished);
+	kfs_devs_free(&fs);
+	if (fs.image_dirfd > 0)
+		close(fs.image_dirfd);
 	pth(sem_destroy(&fs.kick) ? errno : 0);
 	pth(sem_destroy(&fs.stop_sem) ? errno : 0);
 	pth(pthread_cond_destroy(&fs.stop_cond));

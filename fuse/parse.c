@@ -605,3 +605,109 @@ int kfs_parse_fault(const char *spec, char *name, size_t namelen,
 			    "delay=USEC", spec);
 	return 0;
 }
+
+static int admin_verb(struct token t)
+{
+	if (token_is(t, "attach"))
+		return KFS_ADMIN_ATTACH;
+	if (token_is(t, "detach"))
+		return KFS_ADMIN_DETACH;
+	if (token_is(t, "wait"))
+		return KFS_ADMIN_WAIT;
+	return KFS_ADMIN_NONE;
+}
+
+static int parse_admin_args(const char *line, size_t len, size_t pos,
+			    struct kfs_admin *out, char *errmsg,
+			    size_t errlen)
+{
+	static const char *const usage[] = {
+		[KFS_ADMIN_ATTACH] = "attach NAME PATH [ro]",
+		[KFS_ADMIN_DETACH] = "detach NAME",
+		[KFS_ADMIN_WAIT] = "wait ID",
+	};
+	struct token t[4];
+	unsigned int n = 0, want = out->op == KFS_ADMIN_ATTACH ? 2 : 1;
+
+	for (;;) {
+		struct token tok;
+
+		pos = next_token(line, len, pos, &tok);
+		if (!tok.len)
+			break;
+		if (n == 3)
+			return fail(errmsg, errlen, -EINVAL, "extra word "
+				    TOK_FMT " (%s)", TOK_ARG(tok),
+				    usage[out->op]);
+		t[n++] = tok;
+	}
+	if (n < want)
+		return fail(errmsg, errlen, -EINVAL, "usage: %s",
+			    usage[out->op]);
+	if (n > want && !(out->op == KFS_ADMIN_ATTACH && n == 3 &&
+			  token_is(t[2], "ro")))
+		return fail(errmsg, errlen, -EINVAL, "extra word " TOK_FMT
+			    " (%s)", TOK_ARG(t[want]), usage[out->op]);
+	if (out->op == KFS_ADMIN_WAIT) {
+		if (parse_u64(t[0].s, t[0].len, &out->id))
+			return fail(errmsg, errlen, -EINVAL, "bad job id "
+				    TOK_FMT, TOK_ARG(t[0]));
+		return 0;
+	}
+	if (!kfs_valid_name(t[0].s, t[0].len))
+		return fail(errmsg, errlen, -EINVAL, "bad device name " TOK_FMT
+			    " (1 to %d of A-Z a-z 0-9 _ . -)", TOK_ARG(t[0]),
+			    KFS_MAX_NAME);
+	memcpy(out->name, t[0].s, t[0].len);
+	out->name[t[0].len] = '\0';
+	if (out->op == KFS_ADMIN_ATTACH) {
+		memcpy(out->path, t[1].s, t[1].len);
+		out->path[t[1].len] = '\0';
+		out->ro = n == 3;
+	}
+	return 0;
+}
+
+int kfs_parse_admin(const char *buf, size_t len, struct kfs_admin *out,
+		    char *errmsg, size_t errlen)
+{
+	const char *end = buf + len, *p = buf, *line = NULL;
+	size_t line_len = 0, pos = 0;
+	unsigned int lines = 0;
+	int r;
+
+	memset(out, 0, sizeof(*out));
+	if (errlen)
+		errmsg[0] = '\0';
+	while (p < end) {
+		const char *nl = memchr(p, '\n', (size_t)(end - p));
+		const char *eol = nl ? nl : end;
+		struct token t;
+		size_t after = next_token(p, (size_t)(eol - p), 0, &t);
+		int op = admin_verb(t);
+
+		if (t.len)
+			lines++;
+		if (op != KFS_ADMIN_NONE && !out->op) {
+			out->op = op;
+			line = p;
+			line_len = (size_t)(eol - p);
+			pos = after;
+		}
+		p = nl ? nl + 1 : end;
+	}
+	if (!out->op)
+		return 0;
+	if (lines > 1)
+		return fail(errmsg, errlen, -EINVAL, "%s must be alone in a "
+			    "write", out->op == KFS_ADMIN_ATTACH ? "attach" :
+			    out->op == KFS_ADMIN_DETACH ? "detach" : "wait");
+	if (line_len > KFS_MAX_LINE)
+		return fail(errmsg, errlen, -EFBIG,
+			    "line of %zu bytes is longer than %d", line_len,
+			    KFS_MAX_LINE);
+	r = kfs_check_bytes(line, line_len, errmsg, errlen);
+	if (r)
+		return r;
+	return parse_admin_args(line, line_len, pos, out, errmsg, errlen);
+}

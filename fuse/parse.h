@@ -20,6 +20,7 @@
 #ifndef KCOPYDFS_PARSE_H
 #define KCOPYDFS_PARSE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -120,6 +121,38 @@ int kfs_parse_write(const char *buf, size_t len,
  * Returns 0 or -EINVAL with a message naming the byte and its offset.
  */
 int kfs_check_bytes(const char *s, size_t len, char *errmsg, size_t errlen);
+
+/*
+ * The commands that change the mount rather than queue a job, each alone
+ * in its write:
+ *   attach NAME PATH [ro]   a new device dev/NAME
+ *   detach NAME             remove dev/NAME
+ *   wait ID                 return when job ID has finished
+ */
+enum kfs_admin_op {
+	KFS_ADMIN_NONE = 0,
+	KFS_ADMIN_ATTACH,
+	KFS_ADMIN_DETACH,
+	KFS_ADMIN_WAIT,
+};
+
+struct kfs_admin {
+	enum kfs_admin_op op;
+	char name[KFS_MAX_NAME + 1];
+	char path[KFS_MAX_LINE + 1];
+	bool ro;
+	uint64_t id;
+};
+
+/*
+ * If a write (buf, len bytes: whole lines) holds one of the commands
+ * above, parse it into out; else set out->op to KFS_ADMIN_NONE and return
+ * 0.  Errors: -EINVAL (not alone in the write, a bad name or id, a
+ * missing or extra word, a non-printable byte), -EFBIG (a line longer
+ * than KFS_MAX_LINE), with a message naming the problem.
+ */
+int kfs_parse_admin(const char *buf, size_t len, struct kfs_admin *out,
+		    char *errmsg, size_t errlen);
 
 /*
  * A size in the grammar of every kcopyd program (size.h: s, B, k, K, M,

@@ -56,7 +56,7 @@ struct fuse_backing_map {
 #define KFS_PT_STACK_DEPTH	1
 
 /* fi->fh of a passthrough open of dev/NAME (direct opens keep 0). */
-#define KFS_FH_PASSTHROUGH	1
+
 
 static bool load_bool(const bool *p)
 {
@@ -115,6 +115,20 @@ void kfs_pt_dev_setup(struct kfs *fs, struct kfs_dev *d, bool has_faults)
 		set_direct(p, "no CAP_SYS_ADMIN", 0);
 }
 
+/*
+ * After INIT, passthrough is had only if it was asked for then (for the
+ * devices of the mount); a device attached later goes without otherwise.
+ */
+void kfs_pt_dev_attach(struct kfs *fs, struct kfs_dev *d)
+{
+	kfs_pt_dev_setup(fs, d, false);
+	pthread_mutex_lock(&d->pt.lock);
+	if (d->pt.mode == KFS_IO_PASSTHROUGH && !load_bool(&fs->pt.requested))
+		set_direct(&d->pt, "passthrough was not set up at mount", 0);
+	pthread_mutex_unlock(&d->pt.lock);
+	d->pt_ready = true;
+}
+
 void kfs_pt_dev_destroy(struct kfs_dev *d)
 {
 	pthread_mutex_destroy(&d->pt.lock);
@@ -135,7 +149,8 @@ static bool any_candidate(struct kfs *fs)
 	bool any = false;
 
 	for (unsigned int i = 0; i < fs->ndevs; i++)
-		any |= kfs_pt_mode(&fs->devs[i]) == KFS_IO_PASSTHROUGH;
+		any |= fs->devs[i] &&
+		       kfs_pt_mode(fs->devs[i]) == KFS_IO_PASSTHROUGH;
 	return any;
 }
 
@@ -147,8 +162,10 @@ static void log_modes(struct kfs *fs)
 		load_bool(&fs->pt.offered) ? "not needed" :
 		"not offered by the kernel", kfs_pt_method);
 	for (unsigned int i = 0; i < fs->ndevs; i++) {
-		struct kfs_dev *d = &fs->devs[i];
+		struct kfs_dev *d = fs->devs[i];
 
+		if (!d)
+			continue;
 		pthread_mutex_lock(&d->pt.lock);
 		if (d->pt.mode == KFS_IO_PASSTHROUGH)
 			kfs_log(fs, LOG_INFO, "dev/%s: passthrough", d->name);
@@ -165,8 +182,11 @@ static void settle_at_init(struct kfs *fs)
 	bool on = load_bool(&fs->pt.requested);
 
 	for (unsigned int i = 0; i < fs->ndevs; i++) {
-		struct kfs_pt_dev *p = &fs->devs[i].pt;
+		struct kfs_pt_dev *p;
 
+		if (!fs->devs[i])
+			continue;
+		p = &fs->devs[i]->pt;
 		pthread_mutex_lock(&p->lock);
 		if (!on && p->mode == KFS_IO_PASSTHROUGH)
 			set_direct(p, "the kernel does not offer passthrough",

@@ -35,6 +35,9 @@ enum kfs_io_mode {
 	KFS_IO_PASSTHROUGH,	/* the kernel does the I/O on the image */
 };
 
+/* fi->fh of a dev/NAME opened for passthrough. */
+#define KFS_FH_PASSTHROUGH	1
+
 /* A device's side of passthrough. */
 struct kfs_pt_dev {
 	pthread_mutex_t lock;
@@ -66,6 +69,8 @@ extern const char kfs_pt_method[];
 void kfs_pt_setup(struct kfs *fs, bool disabled);
 void kfs_pt_dev_setup(struct kfs *fs, struct kfs_dev *d, bool has_faults);
 void kfs_pt_dev_destroy(struct kfs_dev *d);
+/* A device attached while the session runs. */
+void kfs_pt_dev_attach(struct kfs *fs, struct kfs_dev *d);
 
 /*
  * After fuse_session_mount(): install the shim's custom I/O on the

@@ -490,6 +490,73 @@ START_TEST(test_fault)
 }
 END_TEST
 
+/* attach, detach, wait: parsed whole, alone in a write. */
+static int admin(const char *text, struct kfs_admin *a)
+{
+	return kfs_parse_admin(text, strlen(text), a, msg, sizeof(msg));
+}
+
+START_TEST(test_admin)
+{
+	struct kfs_admin a;
+
+	ck_assert_int_eq(admin("attach sdc images/c.img\n", &a), 0);
+	ck_assert_int_eq(a.op, KFS_ADMIN_ATTACH);
+	ck_assert_str_eq(a.name, "sdc");
+	ck_assert_str_eq(a.path, "images/c.img");
+	ck_assert(!a.ro);
+	ck_assert_int_eq(admin("\t attach  r\tc.img ro", &a), 0);
+	ck_assert_str_eq(a.name, "r");
+	ck_assert(a.ro);
+	ck_assert_int_eq(admin("detach sdc\n", &a), 0);
+	ck_assert_int_eq(a.op, KFS_ADMIN_DETACH);
+	ck_assert_str_eq(a.name, "sdc");
+	ck_assert_int_eq(admin("wait 18446744073709551615\n", &a), 0);
+	ck_assert_int_eq(a.op, KFS_ADMIN_WAIT);
+	ck_assert_uint_eq(a.id, UINT64_MAX);
+	/* Blank lines around it are no other command. */
+	ck_assert_int_eq(admin("\nwait 3\n\n", &a), 0);
+	ck_assert_uint_eq(a.id, 3);
+	/* Not an admin command: left to kfs_parse_write. */
+	ck_assert_int_eq(admin("copy a:0+1 b:0\nzero b:0+1\n", &a), 0);
+	ck_assert_int_eq(a.op, KFS_ADMIN_NONE);
+	ck_assert_int_eq(admin("attached x y\n", &a), 0);
+	ck_assert_int_eq(a.op, KFS_ADMIN_NONE);
+}
+END_TEST
+
+START_TEST(test_admin_errors)
+{
+	static const struct {
+		const char *text;
+		int err;
+		const char *says;
+	} bad[] = {
+		{ "attach x c.img\nzero b:0+1\n", -EINVAL, "alone" },
+		{ "zero b:0+1\ndetach x\n", -EINVAL, "detach must be alone" },
+		{ "attach x\n", -EINVAL, "attach NAME PATH [ro]" },
+		{ "attach x c.img rw\n", -EINVAL, "'rw'" },
+		{ "attach x c.img ro ro\n", -EINVAL, "extra word 'ro'" },
+		{ "attach x/y c.img\n", -EINVAL, "bad device name 'x/y'" },
+		{ "attach .. c.img\n", -EINVAL, "bad device name" },
+		{ "detach\n", -EINVAL, "detach NAME" },
+		{ "detach a b\n", -EINVAL, "extra word 'b'" },
+		{ "wait\n", -EINVAL, "wait ID" },
+		{ "wait -1\n", -EINVAL, "bad job id '-1'" },
+		{ "wait 18446744073709551616\n", -EINVAL, "bad job id" },
+		{ "attach x c\x01.img\n", -EINVAL, "binary byte 0x01" },
+	};
+	struct kfs_admin a;
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		ck_assert_msg(admin(bad[i].text, &a) == bad[i].err,
+			      "'%s' gave %s", bad[i].text, msg);
+		ck_assert_msg(strstr(msg, bad[i].says), "'%s': %s",
+			      bad[i].text, msg);
+	}
+}
+END_TEST
+
 static Suite *parse_suite(void)
 {
 	Suite *s = suite_create("parse");
@@ -525,6 +592,11 @@ static Suite *parse_suite(void)
 	tcase_add_test(tc, test_size);
 	tcase_add_test(tc, test_region_units);
 	tcase_add_test(tc, test_fault);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("admin");
+	tcase_add_test(tc, test_admin);
+	tcase_add_test(tc, test_admin_errors);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -17,13 +17,14 @@ mnt=$tmp/mnt
 start_kcopydfs "$mnt" --image-dir "$tmp/img" --dev "extra=$tmp/extra.img"
 
 # Layout, modes and sizes.
-[ "$(ls "$mnt")" = "$(printf 'control\ndev\nresults\nstats')" ] ||
+[ "$(ls "$mnt")" = "$(printf 'control\ndev\nfinished\nresults\nstats')" ] ||
 	fail "top level: $(ls "$mnt")"
 [ "$(ls "$mnt/dev")" = "$(printf 'a\nb\nc\nextra')" ] ||
 	fail "dev/: $(ls "$mnt/dev")"
 [ "$(stat -c %a "$mnt/control")" = 600 ] || fail "control mode"
 [ "$(stat -c %a "$mnt/results")" = 444 ] || fail "results mode"
 [ "$(stat -c %a "$mnt/stats")" = 444 ] || fail "stats mode"
+[ "$(stat -c %a "$mnt/finished")" = 444 ] || fail "finished mode"
 [ "$(stat -c %a "$mnt/dev/a")" = 600 ] || fail "dev/a mode"
 [ "$(stat -c %s "$mnt/dev/c")" = 524288 ] || fail "dev/c size"
 [ "$(stat -c %s "$mnt/dev/extra")" = 65536 ] || fail "dev/extra size"
