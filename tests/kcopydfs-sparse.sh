@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # kcopydfs and holes: dev/NAME reports its image's allocation (du), answers
 # SEEK_DATA/SEEK_HOLE (cp --sparse=always) and fallocate (punch, zero
-# range); a sparse copy through control stays sparse; read-only devices;
+# range), so fstrim over a loop device frees blocks; a sparse copy
+# through control stays sparse; read-only devices;
 # one image under two names is one device to the overlap rules, and a
 # refused batch queues nothing.
 source "$abs_srcdir/functions.sh"
@@ -102,6 +103,28 @@ expect_fail "Invalid argument" bash -c \
 	fail "a refused batch queued jobs: $(cat "$mnt/results")"
 grep -q "'y:8' overlaps another destination" "$kcopydfs_log" ||
 	fail "aliased overlap not named"
+
+# A file system on a loop device over dev/NAME: fstrim's discards reach
+# the image as punched holes (root, losetup, mkfs.ext4 and fstrim only).
+if [ "$(id -u)" = 0 ] && command -v losetup >/dev/null &&
+   command -v mkfs.ext4 >/dev/null && command -v fstrim >/dev/null &&
+   loop=$(losetup -f --show "$mnt/dev/d" 2>/dev/null); then
+	cleanup_fn "losetup -d $loop 2>/dev/null"
+	mkdir "$tmp/fs"
+	mkfs.ext4 -q -F -E nodiscard "$loop" || fail "mkfs.ext4 on $loop"
+	mount "$loop" "$tmp/fs" || fail "mount $loop"
+	cleanup_fn "umount '$tmp/fs' 2>/dev/null"
+	head -c $((16 * MiB)) /dev/urandom >"$tmp/fs/f" || fail "write in fs"
+	sync
+	full=$(alloc "$tmp/d.img")
+	rm "$tmp/fs/f"
+	sync
+	fstrim "$tmp/fs" || fail "fstrim"
+	[ "$(alloc "$tmp/d.img")" -le $((full - 12 * MiB)) ] ||
+		fail "fstrim freed too little: $full, now $(alloc "$tmp/d.img")"
+	umount "$tmp/fs" || fail "umount"
+	losetup -d "$loop"
+fi
 
 stop_kcopydfs "$mnt"
 
