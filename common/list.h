@@ -47,6 +47,19 @@ static inline void list_del_init(struct list_head *n)
 	list_init(n);
 }
 
+/* Move every entry of from to the end of to; from is left empty. */
+static inline void list_splice_tail_init(struct list_head *from,
+					 struct list_head *to)
+{
+	if (list_empty(from))
+		return;
+	from->next->prev = to->prev;
+	to->prev->next = from->next;
+	from->prev->next = to;
+	to->prev = from->prev;
+	list_init(from);
+}
+
 #define list_entry(ptr, type, member)					\
 	((type *)((char *)(ptr) - offsetof(type, member)))
 

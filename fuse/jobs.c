@@ -54,7 +54,7 @@ static const char *const state_names[] = {
 };
 
 struct job_wait {
-	struct job_wait *next;
+	struct list_head link;		/* on its job's waits (lock) */
 	void *waiter;
 };
 
@@ -76,7 +76,7 @@ struct kfs_job {
 	unsigned int ndevs;
 
 	/* More waiters, from `wait ID` (lock). */
-	struct job_wait *waits;
+	struct list_head waits;
 
 	atomic_uint_fast64_t done;	/* sectors so far */
 	bool finished;			/* (lock) */
@@ -261,7 +261,7 @@ static void job_finished(const struct kcopyd_completion *c, void *context)
 	bool bad = failed || c->cancelled;
 	int devs[1 + KFS_MAX_DESTS];
 	unsigned int ndevs = j->ndevs;
-	struct job_wait *waits, *next;
+	struct list_head waits;
 	char line[512] = "";
 	int err;
 
@@ -275,8 +275,8 @@ static void job_finished(const struct kcopyd_completion *c, void *context)
 	err = failed ? (j->error ? j->error : EIO) : 0;
 	j->usec = usec_since(&j->queued_at);
 	freeze_line(j, line, sizeof(line));
-	waits = j->waits;
-	j->waits = NULL;
+	list_init(&waits);
+	list_splice_tail_init(&j->waits, &waits);
 	t->nr_unfinished--;
 	t->nr_finished++;
 	if (failed)
@@ -294,10 +294,13 @@ static void job_finished(const struct kcopyd_completion *c, void *context)
 	t->ops.ended(failed, c->cancelled, err, line, t->ops.opaque);
 	if (waiter)
 		t->ops.finished(waiter, bad, t->ops.opaque);
-	for (; waits; waits = next) {
-		next = waits->next;
-		t->ops.finished(waits->waiter, bad, t->ops.opaque);
-		free(waits);
+	while (!list_empty(&waits)) {
+		struct job_wait *w = list_first_entry(&waits, struct job_wait,
+						      link);
+
+		list_del_init(&w->link);
+		t->ops.finished(w->waiter, bad, t->ops.opaque);
+		free(w);
 	}
 	t->ops.changed(t->ops.opaque);
 }
@@ -429,6 +432,7 @@ static struct kfs_job *new_job(struct kfs_table *t, const struct kfs_cmd *c,
 
 	if (!j)
 		return NULL;
+	list_init(&j->waits);
 	j->t = t;
 	j->op = c->op;
 	memcpy(j->tag, c->tag, sizeof(j->tag));
@@ -515,8 +519,7 @@ int kfs_table_wait(struct kfs_table *t, uint64_t id, void *waiter)
 									  1;
 		} else {
 			w->waiter = waiter;
-			w->next = j->waits;
-			j->waits = w;
+			list_add_tail(&w->link, &j->waits);
 			w = NULL;
 			r = 0;
 		}

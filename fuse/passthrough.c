@@ -58,16 +58,6 @@ struct fuse_backing_map {
 /* fi->fh of a passthrough open of dev/NAME (direct opens keep 0). */
 
 
-static bool load_bool(const bool *p)
-{
-	return __atomic_load_n(p, __ATOMIC_ACQUIRE);
-}
-
-static void store_bool(bool *p, bool v)
-{
-	__atomic_store_n(p, v, __ATOMIC_RELEASE);
-}
-
 /* CAP_SYS_ADMIN in the effective set: BACKING_OPEN is EPERM without. */
 static bool have_sys_admin(void)
 {
@@ -100,7 +90,7 @@ void kfs_pt_dev_setup(struct kfs *fs, struct kfs_dev *d, bool has_faults)
 	struct kfs_pt_dev *p = &d->pt;
 	struct stat st;
 
-	pthread_mutex_init(&p->lock, NULL);
+	pth(pthread_mutex_init(&p->lock, NULL));
 	p->mode = KFS_IO_PASSTHROUGH;
 	p->backing_id = -1;
 	if (fs->pt.disabled)
@@ -122,25 +112,25 @@ void kfs_pt_dev_setup(struct kfs *fs, struct kfs_dev *d, bool has_faults)
 void kfs_pt_dev_attach(struct kfs *fs, struct kfs_dev *d)
 {
 	kfs_pt_dev_setup(fs, d, false);
-	pthread_mutex_lock(&d->pt.lock);
-	if (d->pt.mode == KFS_IO_PASSTHROUGH && !load_bool(&fs->pt.requested))
+	pth(pthread_mutex_lock(&d->pt.lock));
+	if (d->pt.mode == KFS_IO_PASSTHROUGH && !atomic_load(&fs->pt.requested))
 		set_direct(&d->pt, "passthrough was not set up at mount", 0);
-	pthread_mutex_unlock(&d->pt.lock);
+	pth(pthread_mutex_unlock(&d->pt.lock));
 	d->pt_ready = true;
 }
 
 void kfs_pt_dev_destroy(struct kfs_dev *d)
 {
-	pthread_mutex_destroy(&d->pt.lock);
+	pth(pthread_mutex_destroy(&d->pt.lock));
 }
 
 enum kfs_io_mode kfs_pt_mode(struct kfs_dev *d)
 {
 	enum kfs_io_mode m;
 
-	pthread_mutex_lock(&d->pt.lock);
+	pth(pthread_mutex_lock(&d->pt.lock));
 	m = d->pt.mode;
-	pthread_mutex_unlock(&d->pt.lock);
+	pth(pthread_mutex_unlock(&d->pt.lock));
 	return m;
 }
 
@@ -158,28 +148,28 @@ static void log_modes(struct kfs *fs)
 {
 	kfs_log(fs, LOG_INFO, "passthrough: %s (%s)",
 		fs->pt.disabled ? "off" :
-		load_bool(&fs->pt.requested) ? "on" :
-		load_bool(&fs->pt.offered) ? "not needed" :
+		atomic_load(&fs->pt.requested) ? "on" :
+		atomic_load(&fs->pt.offered) ? "not needed" :
 		"not offered by the kernel", kfs_pt_method);
 	for (unsigned int i = 0; i < fs->ndevs; i++) {
 		struct kfs_dev *d = fs->devs[i];
 
 		if (!d)
 			continue;
-		pthread_mutex_lock(&d->pt.lock);
+		pth(pthread_mutex_lock(&d->pt.lock));
 		if (d->pt.mode == KFS_IO_PASSTHROUGH)
 			kfs_log(fs, LOG_INFO, "dev/%s: passthrough", d->name);
 		else
 			kfs_log(fs, LOG_INFO, "dev/%s: direct_io (%s)",
 				d->name, d->pt.why);
-		pthread_mutex_unlock(&d->pt.lock);
+		pth(pthread_mutex_unlock(&d->pt.lock));
 	}
 }
 
 /* INIT settles the devices that were waiting only for the kernel. */
 static void settle_at_init(struct kfs *fs)
 {
-	bool on = load_bool(&fs->pt.requested);
+	bool on = atomic_load(&fs->pt.requested);
 
 	for (unsigned int i = 0; i < fs->ndevs; i++) {
 		struct kfs_pt_dev *p;
@@ -187,11 +177,11 @@ static void settle_at_init(struct kfs *fs)
 		if (!fs->devs[i])
 			continue;
 		p = &fs->devs[i]->pt;
-		pthread_mutex_lock(&p->lock);
+		pth(pthread_mutex_lock(&p->lock));
 		if (!on && p->mode == KFS_IO_PASSTHROUGH)
 			set_direct(p, "the kernel does not offer passthrough",
 				   0);
-		pthread_mutex_unlock(&p->lock);
+		pth(pthread_mutex_unlock(&p->lock));
 	}
 }
 
@@ -216,12 +206,12 @@ void kfs_pt_init(struct kfs *fs, struct fuse_conn_info *conn)
 {
 	bool offered = conn->capable_ext & FUSE_CAP_PASSTHROUGH;
 
-	store_bool(&fs->pt.offered, offered);
+	atomic_store(&fs->pt.offered, offered);
 	if (offered && !fs->pt.disabled && any_candidate(fs)) {
 		fuse_set_feature_flag(conn, FUSE_CAP_PASSTHROUGH);
 		/* libfuse sends the kernel one more (0 is "stacked under"). */
 		conn->max_backing_stack_depth = KFS_PT_STACK_DEPTH - 1;
-		store_bool(&fs->pt.requested, true);
+		atomic_store(&fs->pt.requested, true);
 	}
 	settle_at_init(fs);
 	log_modes(fs);
@@ -289,8 +279,8 @@ static ssize_t shim_read(int fd, void *buf, size_t len, void *userdata)
 	flags = init->flags;
 	if (flags & FUSE_INIT_EXT)
 		flags |= (uint64_t)init->flags2 << 32;
-	__atomic_store_n(&fs->pt.init_unique, in->unique, __ATOMIC_RELEASE);
-	store_bool(&fs->pt.offered, flags & FUSE_PASSTHROUGH);
+	atomic_store(&fs->pt.init_unique, in->unique);
+	atomic_store(&fs->pt.offered, flags & FUSE_PASSTHROUGH);
 	return n;
 }
 
@@ -319,14 +309,13 @@ static ssize_t shim_writev(int fd, struct iovec *iov, int count,
 {
 	struct kfs *fs = userdata;
 	const struct fuse_out_header *out = iov[0].iov_base;
-	uint64_t unique = __atomic_load_n(&fs->pt.init_unique,
-					  __ATOMIC_ACQUIRE);
+	uint64_t unique = atomic_load(&fs->pt.init_unique);
 	bool init = unique && count >= 1 &&
 		    iov[0].iov_len >= sizeof(*out) && out->unique == unique;
 
 	if (init) {
-		__atomic_store_n(&fs->pt.init_unique, 0, __ATOMIC_RELEASE);
-		if (load_bool(&fs->pt.requested))
+		atomic_store(&fs->pt.init_unique, 0);
+		if (atomic_load(&fs->pt.requested))
 			amend_init_reply(iov, count);
 	}
 	return writev(fd, iov, count);
@@ -347,9 +336,9 @@ int kfs_pt_session(struct kfs *fs)
 void kfs_pt_init(struct kfs *fs, struct fuse_conn_info *conn)
 {
 	/* Passthrough and a writeback cache exclude each other. */
-	if (load_bool(&fs->pt.offered) && !fs->pt.disabled &&
+	if (atomic_load(&fs->pt.offered) && !fs->pt.disabled &&
 	    !(conn->want & FUSE_CAP_WRITEBACK_CACHE) && any_candidate(fs))
-		store_bool(&fs->pt.requested, true);
+		atomic_store(&fs->pt.requested, true);
 	settle_at_init(fs);
 	log_modes(fs);
 }
@@ -395,9 +384,9 @@ bool kfs_pt_open(fuse_req_t req, struct kfs *fs, struct kfs_dev *d,
 	struct kfs_pt_dev *p = &d->pt;
 	int id, r;
 
-	pthread_mutex_lock(&p->lock);
+	pth(pthread_mutex_lock(&p->lock));
 	if (p->mode != KFS_IO_PASSTHROUGH) {
-		pthread_mutex_unlock(&p->lock);
+		pth(pthread_mutex_unlock(&p->lock));
 		return false;
 	}
 	if (!p->opens) {
@@ -407,14 +396,14 @@ bool kfs_pt_open(fuse_req_t req, struct kfs *fs, struct kfs_dev *d,
 				   "backing file", -id);
 			kfs_log(fs, LOG_WARNING, "dev/%s: direct_io "
 				"(passthrough: %s)", d->name, strerror(-id));
-			pthread_mutex_unlock(&p->lock);
+			pth(pthread_mutex_unlock(&p->lock));
 			return false;
 		}
 		if (id < 0) {
 			/* Passthrough before: never mix modes on one inode. */
 			kfs_log(fs, LOG_ERR, "dev/%s: passthrough: %s",
 				d->name, strerror(-id));
-			pthread_mutex_unlock(&p->lock);
+			pth(pthread_mutex_unlock(&p->lock));
 			fuse_reply_err(req, -id);
 			return true;
 		}
@@ -430,7 +419,7 @@ bool kfs_pt_open(fuse_req_t req, struct kfs *fs, struct kfs_dev *d,
 		backing_close(req, fs, p->backing_id);
 		p->backing_id = -1;
 	}
-	pthread_mutex_unlock(&p->lock);
+	pth(pthread_mutex_unlock(&p->lock));
 	return true;
 }
 
@@ -441,10 +430,10 @@ void kfs_pt_release(fuse_req_t req, struct kfs *fs, struct kfs_dev *d,
 
 	if (fi->fh != KFS_FH_PASSTHROUGH)
 		return;
-	pthread_mutex_lock(&p->lock);
+	pth(pthread_mutex_lock(&p->lock));
 	if (p->opens && !--p->opens) {
 		backing_close(req, fs, p->backing_id);
 		p->backing_id = -1;
 	}
-	pthread_mutex_unlock(&p->lock);
+	pth(pthread_mutex_unlock(&p->lock));
 }

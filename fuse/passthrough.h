@@ -21,6 +21,7 @@
 #define KCOPYDFS_PASSTHROUGH_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -53,10 +54,11 @@ struct kfs_pt_dev {
 struct kfs_pt {
 	bool disabled;		/* --no-passthrough */
 	bool sys_admin;		/* CAP_SYS_ADMIN at mount */
-	/* Written at INIT, read by any FUSE thread (atomics). */
-	bool offered;		/* the kernel offered passthrough */
-	bool requested;		/* ... and the INIT reply asks for it */
-	uint64_t init_unique;	/* shim: the INIT request being answered */
+	/* Written at INIT, read by any FUSE thread. */
+	atomic_bool offered;	/* the kernel offered passthrough */
+	atomic_bool requested;	/* ... and the INIT reply asks for it */
+	atomic_uint_fast64_t init_unique; /* shim: the INIT request being
+					     answered */
 };
 
 /* How passthrough is had: "libfuse" or "compat" (the custom I/O shim). */
