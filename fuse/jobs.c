@@ -72,7 +72,6 @@ struct kfs_job {
 	uint64_t eid;			/* the engine's id of the job */
 	/* Held devices (see ops->hold): the destinations, then the source. */
 	int devs[1 + KFS_MAX_DESTS];
-	struct block_device *bdevs[1 + KFS_MAX_DESTS];
 	unsigned int ndevs;
 
 	/* More waiters, from `wait ID` (lock). */
@@ -309,9 +308,8 @@ static void job_finished(const struct kcopyd_completion *c, void *context)
 static struct block_device *hold(struct kfs_table *t, struct kfs_job *j,
 				 int dev)
 {
-	j->devs[j->ndevs] = dev;
-	j->bdevs[j->ndevs] = t->ops.hold(t->ops.opaque, dev);
-	return j->bdevs[j->ndevs++];
+	j->devs[j->ndevs++] = dev;
+	return t->ops.hold(t->ops.opaque, dev);
 }
 
 static void unhold_all(struct kfs_table *t, struct kfs_job *j)
@@ -359,6 +357,7 @@ int kfs_cmd_check(struct block_device *const *bdevs, const struct kfs_cmd *c,
 static int submit_one(struct kfs_table *t, const struct kfs_cmd *c,
 		      struct kfs_job *j)
 {
+	struct kcopyd_job_desc desc = { .size = sizeof(desc) };
 	struct io_region src, dests[KFS_MAX_DESTS];
 	struct kcopyd_job_desc d = {
 		.size = sizeof(d),

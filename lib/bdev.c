@@ -80,13 +80,6 @@ sector_t kcopyd_bdev_sectors(const struct block_device *bdev)
 	return bdev ? bdev->sectors : 0;
 }
 
-/* A failed I/O (r < 0): counted, and its errno kept for the stats. */
-static void note_error(struct block_device *bdev, int r)
-{
-	atomic_fetch_add(&bdev->errors, 1);
-	atomic_store(&bdev->last_error, r < 0 ? -r : EIO);
-}
-
 void kcopyd_bdev_get_stats(const struct block_device *bdev,
 			   struct kcopyd_bdev_stats *st)
 {
@@ -121,8 +114,6 @@ int kcopyd_bdev_get_stats2(const struct block_device *bdev,
 		return -EINVAL;
 	kcopyd_bdev_get_stats(bdev, &all);
 	all.flushes = atomic_load(&((struct block_device *)bdev)->flushes);
-	all.last_error =
-		atomic_load(&((struct block_device *)bdev)->last_error);
 	memcpy(st, &all, size < sizeof(all) ? size : sizeof(all));
 	return 0;
 }
@@ -320,7 +311,7 @@ static int io_full(struct block_device *bdev, bool write, struct iovec *iov,
 	return 0;
 
 fail:
-	note_error(bdev, r);
+	atomic_fetch_add(&bdev->errors, 1);
 	if (failed_at)
 		*failed_at = (uint64_t)off;
 	return r;
@@ -353,7 +344,7 @@ int bdev_flush(struct block_device *bdev)
 	if (!r)
 		r = bdev->ops->flush(bdev);
 	if (r) {
-		note_error(bdev, r);
+		atomic_fetch_add(&bdev->errors, 1);
 		return r;
 	}
 	atomic_fetch_add(&bdev->flushes, 1);
@@ -457,7 +448,7 @@ int bdev_zero(struct block_device *bdev, uint64_t off, uint64_t len,
 	return 0;
 
 fail:
-	note_error(bdev, r);
+	atomic_fetch_add(&bdev->errors, 1);
 	return r;
 }
 
@@ -472,7 +463,7 @@ int bdev_read_hole(struct block_device *bdev, uint64_t off, uint64_t len)
 
 		r = apply_faults(bdev, KCOPYD_FAULT_READ, off, &n);
 		if (r) {
-			note_error(bdev, r);
+			atomic_fetch_add(&bdev->errors, 1);
 			return r;
 		}
 		off += n;

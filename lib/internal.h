@@ -117,7 +117,6 @@ struct block_device {
 	atomic_uint zero_unsupported;
 
 	atomic_uint_fast64_t reads, writes, bytes_read, bytes_written, errors;
-	atomic_int last_error;		/* positive errno of the last error */
 	atomic_uint_fast64_t zeros, bytes_zeroed, bytes_holes;
 	atomic_uint_fast64_t zero_bytes[BDEV_ZERO_METHODS];
 	atomic_uint_fast64_t flushes;

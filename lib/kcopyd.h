@@ -172,7 +172,6 @@ struct kcopyd_bdev_stats {
 	uint64_t zeroed_write;	/* ... by writing zeros */
 	/* Filled by kcopyd_bdev_get_stats2() only: */
 	uint64_t flushes;	/* flushes (KCOPYD_FLUSH) that completed */
-	int last_error;		/* positive errno of the last error, or 0 */
 };
 /* The counters up to and including `zeroed_write`. */
 void kcopyd_bdev_get_stats(const struct block_device *bdev,
