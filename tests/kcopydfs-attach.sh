@@ -28,8 +28,8 @@ ctl()
 	echo "$1" 2>&1 >"$mnt/control"
 }
 
-# A slow source: every read of a.img's first 8 sectors takes 5 s.
-start_kcopydfs "$mnt" "$img" --fault a.img:read:0+8:delay=5000000
+# A slow source: every read of a.img's first 8 sectors takes 10 s.
+start_kcopydfs "$mnt" "$img" --fault a.img:read:0+8:delay=10000000
 [ "$(ls "$mnt/dev" | tr '\n' ' ')" = "a.img b.img " ] ||
 	fail "links out of the image directory were served: $(ls "$mnt/dev")"
 grep -q "skipping 'up': a symbolic link out of the directory" "$kcopydfs_log" ||
