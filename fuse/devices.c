@@ -314,7 +314,6 @@ int kfs_detach(struct kfs *fs, const char *name, char *msg, size_t msglen)
 	pth(pthread_rwlock_unlock(&fs->dlock));
 	if (r)
 		return r;
-	kfs_forget_name(fs, name);
 	kfs_log(fs, LOG_INFO, "detached dev/%s", name);
 	kfs_dev_put(fs, d);
 	return 0;

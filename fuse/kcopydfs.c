@@ -13,9 +13,8 @@
  *     MNT/finished; kfs_changed.
  *   - the engine's worker threads: kfs_changed (first progress of a job),
  *     which takes no lock: an atomic count and a semaphore post.
- *   - the notifier thread: sends poll notifications, and drops the
- *     kernel's entries of detached devices.  It is the only thread that
- *     notifies, so no FUSE request handler ever writes a
+ *   - the notifier thread: sends poll notifications.  It is the only
+ *     thread that notifies, so no FUSE request handler ever writes a
  *     notification, and stopping it before the session is destroyed
  *     guarantees none is sent afterwards.
  *   - the stopper thread: after a stop signal, waits for the sync jobs,
@@ -235,7 +234,11 @@ static void kfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	memset(&e, 0, sizeof(e));
 	e.ino = ino;
 	e.attr_timeout = attr_timeout(ino);
-	e.entry_timeout = ATTR_TIMEOUT;
+	/*
+	 * dev/NAME comes and goes (attach, detach): the kernel asks again at
+	 * every path lookup, so a detached name is gone at once.
+	 */
+	e.entry_timeout = parent == INO_DEVDIR ? 0 : ATTR_TIMEOUT;
 	/* Detached since child_ino()? */
 	if (fill_attr(fs, ino, &e.attr)) {
 		fuse_reply_err(req, ENOENT);
@@ -715,52 +718,6 @@ static void notify_pollers(struct kfs *fs)
 	} while (n == NOTIFY_BATCH);
 }
 
-struct forget {
-	struct list_head link;		/* on fs->forget (plock) */
-	char name[KFS_MAX_NAME + 1];
-};
-
-void kfs_forget_name(struct kfs *fs, const char *name)
-{
-	struct forget *f = calloc(1, sizeof(*f));
-
-	/* Without it the kernel forgets the name within ATTR_TIMEOUT. */
-	if (!f)
-		return;
-	snprintf(f->name, sizeof(f->name), "%s", name);
-	pth(pthread_mutex_lock(&fs->plock));
-	list_add_tail(&f->link, &fs->forget);
-	pth(pthread_mutex_unlock(&fs->plock));
-	if (!atomic_exchange(&fs->kicked, true))
-		pth(sem_post(&fs->kick) ? errno : 0);
-}
-
-/*
- * Drop the kernel's entries of detached devices.  Never from a request
- * handler: the kernel takes dev/'s lock, which a lookup waiting for a
- * busy daemon may hold.
- */
-static void forget_names(struct kfs *fs, bool send)
-{
-	struct forget *f;
-
-	for (;;) {
-		pth(pthread_mutex_lock(&fs->plock));
-		f = list_empty(&fs->forget) ? NULL :
-		    list_first_entry(&fs->forget, struct forget, link);
-		if (f)
-			list_del_init(&f->link);
-		pth(pthread_mutex_unlock(&fs->plock));
-		if (!f)
-			return;
-		if (send)
-			fuse_lowlevel_notify_inval_entry(fs->se, INO_DEVDIR,
-							 f->name,
-							 strlen(f->name));
-		free(f);
-	}
-}
-
 void kfs_job_ended(bool failed, bool cancelled, int err, const char *line,
 		   void *opaque)
 {
@@ -787,7 +744,6 @@ static void *notifier_main(void *arg)
 		atomic_store(&fs->kicked, false);
 		if (atomic_load(&fs->notifier_quit))
 			break;
-		forget_names(fs, true);
 		notify_pollers(fs);
 	}
 	return NULL;
@@ -813,7 +769,6 @@ void kfs_notifier_stop(struct kfs *fs)
 	pth(sem_post(&fs->kick) ? errno : 0);
 	pth(pthread_join(fs->notifier, NULL));
 	fs->notifier_running = false;
-	forget_names(fs, false);
 
 	/* Handles still waiting are dropped without a notification. */
 	pth(pthread_mutex_lock(&fs->plock));

@@ -141,9 +141,6 @@ struct kfs {
 
 	pthread_mutex_t hlock;
 	struct list_head open;		/* struct kfs_open (hlock) */
-
-	/* Names of detached devices, for the notifier to drop (plock). */
-	struct list_head forget;
 };
 
 extern const struct fuse_lowlevel_ops kfs_ops;
@@ -217,9 +214,6 @@ int kfs_detach(struct kfs *fs, const char *name, char *msg, size_t msglen);
 /* The table's device hooks: a job's hold on device index dev. */
 struct block_device *kfs_dev_hold(void *opaque, int dev);
 void kfs_dev_unhold(void *opaque, int dev);
-
-/* Have the notifier thread drop the kernel's entry of dev/NAME. */
-void kfs_forget_name(struct kfs *fs, const char *name);
 
 /* Free the control and status handles still open at exit. */
 void kfs_release_all(struct kfs *fs);

@@ -819,7 +819,6 @@ static int run(struct fuse_args *args, struct options *o)
 	pth(pthread_mutex_init(&fs.hlock, NULL));
 	list_init(&fs.pollers);
 	list_init(&fs.open);
-	list_init(&fs.forget);
 	list_init(&fs.waiters);
 	pth(pthread_cond_init(&fs.stop_cond, NULL));
 	pth(sem_init(&fs.stop_sem, 0, 0) ? errno : 0);
