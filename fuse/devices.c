@@ -199,6 +199,13 @@ struct block_device *kfs_dev_hold(void *opaque, int dev)
 	return d->bdev;
 }
 
+const char *kfs_dev_name(void *opaque, int dev)
+{
+	struct kfs *fs = opaque;
+
+	return fs->devs[dev]->name;
+}
+
 void kfs_dev_unhold(void *opaque, int dev)
 {
 	struct kfs *fs = opaque;

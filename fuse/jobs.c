@@ -73,6 +73,7 @@ struct kfs_job {
 	/* Held devices (see ops->hold): the destinations, then the source. */
 	int devs[1 + KFS_MAX_DESTS];
 	unsigned int ndevs;
+	bool verify;			/* the verify word */
 
 	/* More waiters, from `wait ID` (lock). */
 	struct list_head waits;
@@ -84,7 +85,11 @@ struct kfs_job {
 	bool cancelled;			/* (lock) */
 	int error;			/* errno of the first failure (lock) */
 	uint64_t error_sector;		/* (lock) */
-	int error_dev;			/* device index of it (lock) */
+	char error_name[KFS_MAX_NAME + 1]; /* its device (lock) */
+	unsigned int verify_err;	/* (lock) */
+	char verify_name[KFS_MAX_NAME + 1]; /* the first destination that
+					   failed verify (set before finished) */
+	uint64_t verify_sector;		/* (lock) */
 	uint64_t usec;			/* queued to finished (lock) */
 	/*
 	 * A finished job's results line never changes: it is formatted once,
@@ -234,20 +239,25 @@ static void freeze_line(struct kfs_job *j, char *buf, size_t len)
  */
 static void note_error(struct kfs_job *j, const struct kcopyd_completion *c)
 {
+	struct kfs_table *t = j->t;
+	int dev = -1;
+
 	if (c->read_error) {
 		j->error = c->read_error;
 		j->error_sector = c->read_error_sector;
-		j->error_dev = j->devs[j->ndevs - 1];
-		return;
+		dev = j->devs[j->ndevs - 1];
 	}
-	for (unsigned int i = 0; i < c->num_dests; i++) {
+	for (unsigned int i = 0; dev < 0 && i < c->num_dests; i++) {
 		if (c->dests[i].error) {
 			j->error = c->dests[i].error;
 			j->error_sector = c->dests[i].error_sector;
-			j->error_dev = j->devs[i];
-			return;
+			dev = j->devs[i];
 		}
 	}
+	/* The name, while the job still holds the device. */
+	if (dev >= 0)
+		snprintf(j->error_name, sizeof(j->error_name), "%s",
+			 t->ops.dev_name(t->ops.opaque, dev));
 }
 
 static void job_finished(const struct kcopyd_completion *c, void *context)
@@ -255,23 +265,36 @@ static void job_finished(const struct kcopyd_completion *c, void *context)
 	struct kfs_job *j = context;
 	struct kfs_table *t = j->t;
 	void *waiter = j->waiter;
-	bool failed = c->read_err || c->write_err;
+	bool failed = c->read_err || c->write_err || c->verify_err;
 	/* A waiter learns a cancelled job did not do its work. */
 	bool bad = failed || c->cancelled;
 	int devs[1 + KFS_MAX_DESTS];
 	unsigned int ndevs = j->ndevs;
 	struct list_head waits;
-	char line[512] = "";
+	char line[640] = "";
 	int err;
 
 	memcpy(devs, j->devs, sizeof(devs));
+	/*
+	 * The name, while the device is held (the destinations are held
+	 * first, in order); results show it once `finished` is set.
+	 */
+	for (unsigned int i = 0; i < c->num_dests; i++)
+		if (c->verify_err & (1u << i)) {
+			snprintf(j->verify_name, sizeof(j->verify_name), "%s",
+				 t->ops.dev_name(t->ops.opaque, j->devs[i]));
+			j->verify_sector = c->verify_sector[i];
+			break;
+		}
 	lock(t);
 	j->finished = true;
 	j->read_err = c->read_err;
 	j->write_err = c->write_err;
+	j->verify_err = c->verify_err;
 	j->cancelled = c->cancelled;
 	note_error(j, c);
-	err = failed ? (j->error ? j->error : EIO) : 0;
+	err = failed ? (j->error ? j->error : c->verify_err ? EILSEQ : EIO) :
+		       0;
 	j->usec = usec_since(&j->queued_at);
 	freeze_line(j, line, sizeof(line));
 	list_init(&waits);
@@ -357,7 +380,6 @@ int kfs_cmd_check(struct block_device *const *bdevs, const struct kfs_cmd *c,
 static int submit_one(struct kfs_table *t, const struct kfs_cmd *c,
 		      struct kfs_job *j)
 {
-	struct kcopyd_job_desc desc = { .size = sizeof(desc) };
 	struct io_region src, dests[KFS_MAX_DESTS];
 	struct kcopyd_job_desc d = {
 		.size = sizeof(d),
@@ -381,6 +403,8 @@ static int submit_one(struct kfs_table *t, const struct kfs_cmd *c,
 		d.flags |= KCOPYD_WRITE_SEQ;
 	if (c->flags & KFS_FLUSH)
 		d.flags |= KCOPYD_FLUSH;
+	if (c->flags & KFS_VERIFY)
+		d.flags |= KCOPYD_VERIFY;
 	if (c->op == KFS_OP_COPY) {
 		src.bdev = hold(t, j, c->src.dev);
 		src.sector = c->src.sector;
@@ -443,6 +467,7 @@ static struct kfs_job *new_job(struct kfs_table *t, const struct kfs_cmd *c,
 				j->sectors = c->dests[i].count;
 	}
 	j->waiter = c->flags & KFS_SYNC ? waiter : NULL;
+	j->verify = c->flags & KFS_VERIFY;
 	clock_gettime(CLOCK_MONOTONIC, &j->queued_at);
 	return j;
 }
@@ -533,7 +558,7 @@ int kfs_table_wait(struct kfs_table *t, uint64_t id, void *waiter)
 static int format_job(const struct kfs_job *j, char *buf, size_t len)
 {
 	uint64_t usec = j->finished ? j->usec : usec_since(&j->queued_at);
-	const char *name, *dev = "?";
+	const char *name;
 	char ename[16];
 	int n;
 
@@ -547,25 +572,36 @@ static int format_job(const struct kfs_job *j, char *buf, size_t len)
 		     (unsigned long long)atomic_load_explicit(
 			     &j->done, memory_order_relaxed),
 		     (unsigned long long)usec);
-	if (!j->error || n < 0 || (size_t)n >= len)
+	if (n < 0 || (size_t)n >= len)
 		return n;
 	/* error=ENOSPC@4096 on sdb: the errno's name, sector and device. */
-	name = strerrorname_np(j->error);
-	if (!name) {
-		snprintf(ename, sizeof(ename), "E%d", j->error);
-		name = ename;
+	if (j->error) {
+		name = strerrorname_np(j->error);
+		if (!name) {
+			snprintf(ename, sizeof(ename), "E%d", j->error);
+			name = ename;
+		}
+		n += snprintf(buf + n, len - (size_t)n, " error=%s@%llu on %s",
+			      name, (unsigned long long)j->error_sector,
+			      j->error_name);
+		if ((size_t)n >= len)
+			return n;
 	}
-	if (j->t->ops.dev_name)
-		dev = j->t->ops.dev_name(j->error_dev, j->t->ops.opaque);
-	return n + snprintf(buf + n, len - (size_t)n, " error=%s@%llu on %s",
-			    name, (unsigned long long)j->error_sector, dev);
+	if (!j->verify || !j->finished)
+		return n;
+	if (!j->verify_err)
+		return n + snprintf(buf + n, len - (size_t)n, " verify=ok");
+	return n + snprintf(buf + n, len - (size_t)n,
+			    " verify=failed@%llu on %s",
+			    (unsigned long long)j->verify_sector,
+			    j->verify_name);
 }
 
 /*
- * Longest line: the fixed words, a tag, eight 20-digit numbers, and an
- * error with its name, sector and device name.
+ * Longest line: the fixed words, a tag, eight 20-digit numbers, an error
+ * with its name, sector and device name, and a verify failure.
  */
-#define LINE_MAX_LEN (160 + 2 * KFS_MAX_NAME + 9 * 20)
+#define LINE_MAX_LEN (200 + 3 * KFS_MAX_NAME + 10 * 20)
 
 /* A job's results line with its newline, into buf (lock held). */
 static size_t job_line(const struct kfs_job *j, char *buf)

@@ -35,8 +35,6 @@ struct kfs_table_ops {
 	 */
 	void (*ended)(bool failed, bool cancelled, int err, const char *line,
 		      void *opaque);
-	/* Optional: the name of device index dev, for an error= field. */
-	const char *(*dev_name)(int dev, void *opaque);
 	/*
 	 * The engine's handle of device index dev, held while a job that
 	 * names it is queued or running (called with the table's lock
@@ -45,6 +43,8 @@ struct kfs_table_ops {
 	 */
 	struct block_device *(*hold)(void *opaque, int dev);
 	void (*unhold)(void *opaque, int dev);
+	/* The name of device index dev, while it is held. */
+	const char *(*dev_name)(void *opaque, int dev);
 	void *opaque;
 };
 

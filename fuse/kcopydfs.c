@@ -79,17 +79,6 @@ static struct kfs *fs_of(fuse_req_t req)
 	return fuse_req_userdata(req);
 }
 
-/*
- * The name of a device a job holds: its slot and name stay put while it
- * is held (see devices.c), so no lock is needed.
- */
-const char *kfs_dev_name(int dev, void *opaque)
-{
-	struct kfs *fs = opaque;
-
-	return fs->devs[dev]->name;
-}
-
 void kfs_log(const struct kfs *fs, int prio, const char *fmt, ...)
 {
 	va_list ap;

@@ -150,8 +150,6 @@ void kfs_changed(void *opaque);
 void kfs_job_ended(bool failed, bool cancelled, int err, const char *line,
 		   void *opaque);
 void kfs_sync_finished(void *waiter, bool failed, void *opaque);
-/* kfs_table_ops: the name of a device a job holds, for results. */
-const char *kfs_dev_name(int dev, void *opaque);
 
 /* The thread that sends poll notifications; stop it before the session
  * is destroyed. */
@@ -214,6 +212,8 @@ int kfs_detach(struct kfs *fs, const char *name, char *msg, size_t msglen);
 /* The table's device hooks: a job's hold on device index dev. */
 struct block_device *kfs_dev_hold(void *opaque, int dev);
 void kfs_dev_unhold(void *opaque, int dev);
+/* The name of a held device (a job holds it, so its slot stays). */
+const char *kfs_dev_name(void *opaque, int dev);
 
 /* Free the control and status handles still open at exit. */
 void kfs_release_all(struct kfs *fs);

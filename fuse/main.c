@@ -156,7 +156,7 @@ static void usage(const char *prog)
 	       "                           (64M) or a share of the time (50%%)\n"
 	       "    --fault NAME:OP:START+COUNT[:KIND]\n"
 	       "                           OP read|write|rw; KIND an errno,\n"
-	       "                           short or delay=USEC (EIO)\n"
+	       "                           short, corrupt or delay=USEC (EIO)\n"
 	       "    --no-passthrough       dev/NAME I/O through the daemon\n"
 	       "    -P, --pidfile PIDFILE  write the pid once serving\n"
 	       "    --verbose              log every job, not failures only\n"

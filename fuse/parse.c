@@ -243,6 +243,7 @@ static int parse_option(struct token t, struct kfs_cmd *c, char *errmsg,
 		{ "write_seq", KFS_WRITE_SEQ, true },
 		{ "sync", KFS_SYNC, false },
 		{ "flush", KFS_FLUSH, false },
+		{ "verify", KFS_VERIFY, false },
 	};
 
 	for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++) {
@@ -531,6 +532,11 @@ static int parse_fault_kind(const char *s, struct kcopyd_fault *out)
 	out->error = EIO;
 	if (!*s)
 		return 0;
+	if (!strcmp(s, "corrupt")) {
+		out->kind = KCOPYD_FAULT_CORRUPT;
+		out->error = 0;
+		return 0;
+	}
 	if (!strcmp(s, "short")) {
 		out->kind = KCOPYD_FAULT_SHORT;
 		out->error = 0;
@@ -601,8 +607,8 @@ int kfs_parse_fault(const char *spec, char *name, size_t namelen,
 			    "fault '%s': range is not START+COUNT", spec);
 	if (parse_fault_kind(c3 ? c3 + 1 : "", out))
 		return fail(errmsg, errlen, -EINVAL,
-			    "fault '%s': kind is not an errno, short or "
-			    "delay=USEC", spec);
+			    "fault '%s': kind is not an errno, short, "
+			    "corrupt or delay=USEC", spec);
 	return 0;
 }
 

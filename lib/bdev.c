@@ -114,6 +114,8 @@ int kcopyd_bdev_get_stats2(const struct block_device *bdev,
 		return -EINVAL;
 	kcopyd_bdev_get_stats(bdev, &all);
 	all.flushes = atomic_load(&((struct block_device *)bdev)->flushes);
+	all.bytes_verified =
+		atomic_load(&((struct block_device *)bdev)->bytes_verified);
 	memcpy(st, &all, size < sizeof(all) ? size : sizeof(all));
 	return 0;
 }
@@ -134,6 +136,10 @@ int kcopyd_bdev_add_fault(struct block_device *bdev,
 	case KCOPYD_FAULT_SHORT:
 	case KCOPYD_FAULT_DELAY:
 		break;
+	case KCOPYD_FAULT_CORRUPT:
+		if (fault->ops & KCOPYD_FAULT_FLUSH)
+			return -EINVAL;
+		break;
 	default:
 		return -EINVAL;
 	}
@@ -149,6 +155,8 @@ int kcopyd_bdev_add_fault(struct block_device *bdev,
 	rule->next = bdev->faults;
 	bdev->faults = rule;
 	atomic_fetch_add(&bdev->nr_faults, 1);
+	if (rule->f.kind == KCOPYD_FAULT_CORRUPT)
+		atomic_fetch_add(&bdev->nr_corrupt, 1);
 	pth(pthread_mutex_unlock(&bdev->fault_lock));
 	return 0;
 }
@@ -163,6 +171,7 @@ void kcopyd_bdev_clear_faults(struct block_device *bdev)
 	rule = bdev->faults;
 	bdev->faults = NULL;
 	atomic_store(&bdev->nr_faults, 0);
+	atomic_store(&bdev->nr_corrupt, 0);
 	pth(pthread_mutex_unlock(&bdev->fault_lock));
 	for (; rule; rule = next) {
 		next = rule->next;
@@ -212,6 +221,8 @@ static int apply_faults(struct block_device *bdev, unsigned int op,
 			if (f->delay_us > delay)
 				delay = f->delay_us;
 			break;
+		case KCOPYD_FAULT_CORRUPT:
+			break;		/* applied to the data, see below */
 		}
 	}
 	pth(pthread_mutex_unlock(&bdev->fault_lock));
@@ -235,7 +246,8 @@ static size_t iov_bytes(const struct iovec *iov, int iovcnt)
  * at the limit in place and restored afterwards.
  */
 static ssize_t io_once(struct block_device *bdev, bool write,
-		       struct iovec *iov, int iovcnt, off_t off, uint64_t limit)
+		       struct iovec *iov, int iovcnt, off_t off, uint64_t limit,
+		       bool uncached)
 {
 	size_t sum = 0, saved = 0;
 	int cut = -1, n;
@@ -255,6 +267,8 @@ static ssize_t io_once(struct block_device *bdev, bool write,
 	}
 	if (write)
 		r = bdev->ops->pwritev(bdev, iov, n, (uint64_t)off);
+	else if (uncached && bdev->ops->preadv_uncached)
+		r = bdev->ops->preadv_uncached(bdev, iov, n, (uint64_t)off);
 	else
 		r = bdev->ops->preadv(bdev, iov, n, (uint64_t)off);
 	if (cut >= 0)
@@ -262,8 +276,104 @@ static ssize_t io_once(struct block_device *bdev, bool write,
 	return r;
 }
 
+/* Does a corrupt rule of operation op cover sector s? (fault_lock held) */
+static bool corrupt_rule_at(struct block_device *bdev, unsigned int op,
+			    sector_t s)
+{
+	for (struct fault_rule *rule = bdev->faults; rule; rule = rule->next)
+		if (rule->f.kind == KCOPYD_FAULT_CORRUPT &&
+		    (rule->f.ops & op) && rule->f.sector <= s &&
+		    s - rule->f.sector < rule->f.count)
+			return true;
+	return false;
+}
+
+/*
+ * Apply the corrupt rules of op to the data of iov, which is (or will be)
+ * at byte offset off: the first byte of every sector they cover is
+ * inverted.  Returns whether anything was.
+ */
+static bool corrupt_iov(struct block_device *bdev, unsigned int op,
+			const struct iovec *iov, int iovcnt, uint64_t off)
+{
+	bool hit = false;
+
+	pth(pthread_mutex_lock(&bdev->fault_lock));
+	for (int i = 0; i < iovcnt; i++) {
+		unsigned char *p = iov[i].iov_base;
+		uint64_t pos = (KCOPYD_SECTOR_SIZE - off % KCOPYD_SECTOR_SIZE) %
+			       KCOPYD_SECTOR_SIZE;
+
+		for (; pos < iov[i].iov_len; pos += KCOPYD_SECTOR_SIZE)
+			if (corrupt_rule_at(bdev, op, (off + pos) >>
+						      KCOPYD_SECTOR_SHIFT)) {
+				p[pos] ^= 0xff;
+				hit = true;
+			}
+		off += iov[i].iov_len;
+	}
+	pth(pthread_mutex_unlock(&bdev->fault_lock));
+	return hit;
+}
+
+static int io_transfer(struct block_device *bdev, bool write,
+		       struct iovec *iov, int iovcnt, off_t off,
+		       uint64_t *failed_at, bool uncached);
+
+/*
+ * A transfer with corrupt rules on the device: a write goes out from a
+ * corrupted copy of the data, a read is corrupted once it has arrived.
+ */
+static int io_corrupt(struct block_device *bdev, bool write,
+		      struct iovec *iov, int iovcnt, off_t off,
+		      uint64_t *failed_at, bool uncached)
+{
+	size_t total = iov_bytes(iov, iovcnt), at = 0;
+	struct iovec one, *saved;
+	char *copy;
+	int r;
+
+	if (write) {
+		copy = aligned_alloc(KCOPYD_PAGE_SIZE,
+				     (total + KCOPYD_PAGE_SIZE - 1) /
+				     KCOPYD_PAGE_SIZE * KCOPYD_PAGE_SIZE);
+		if (!copy)
+			return -ENOMEM;
+		for (int i = 0; i < iovcnt; i++) {
+			memcpy(copy + at, iov[i].iov_base, iov[i].iov_len);
+			at += iov[i].iov_len;
+		}
+		one = (struct iovec){ copy, total };
+		corrupt_iov(bdev, KCOPYD_FAULT_WRITE, &one, 1, (uint64_t)off);
+		r = io_transfer(bdev, true, &one, 1, off, failed_at, uncached);
+		free(copy);
+		return r;
+	}
+	saved = malloc(sizeof(*saved) * (size_t)iovcnt);
+	if (!saved)
+		return -ENOMEM;
+	memcpy(saved, iov, sizeof(*saved) * (size_t)iovcnt);
+	r = io_transfer(bdev, false, iov, iovcnt, off, failed_at, uncached);
+	if (!r)
+		corrupt_iov(bdev, KCOPYD_FAULT_READ, saved, iovcnt,
+			    (uint64_t)off);
+	free(saved);
+	return r;
+}
+
 static int io_full(struct block_device *bdev, bool write, struct iovec *iov,
-		   int iovcnt, off_t off, uint64_t *failed_at)
+		   int iovcnt, off_t off, uint64_t *failed_at, bool uncached)
+{
+	if (atomic_load(&bdev->nr_corrupt))
+		return io_corrupt(bdev, write, iov, iovcnt, off, failed_at,
+				  uncached);
+	return io_transfer(bdev, write, iov, iovcnt, off, failed_at,
+			   uncached);
+}
+
+static int io_transfer(struct block_device *bdev, bool write,
+		       struct iovec *iov, int iovcnt, off_t off,
+		       uint64_t *failed_at, bool uncached)
 {
 	unsigned int op = write ? KCOPYD_FAULT_WRITE : KCOPYD_FAULT_READ;
 	size_t total = iov_bytes(iov, iovcnt), left = total;
@@ -276,7 +386,7 @@ static int io_full(struct block_device *bdev, bool write, struct iovec *iov,
 		r = apply_faults(bdev, op, (uint64_t)off, &limit);
 		if (r)
 			goto fail;
-		n = io_once(bdev, write, iov, iovcnt, off, limit);
+		n = io_once(bdev, write, iov, iovcnt, off, limit, uncached);
 		if (n < 0) {
 			if (n == -EINTR)
 				continue;
@@ -304,6 +414,8 @@ static int io_full(struct block_device *bdev, bool write, struct iovec *iov,
 	if (write) {
 		atomic_fetch_add(&bdev->writes, 1);
 		atomic_fetch_add(&bdev->bytes_written, total);
+	} else if (uncached) {
+		atomic_fetch_add(&bdev->bytes_verified, total);
 	} else {
 		atomic_fetch_add(&bdev->reads, 1);
 		atomic_fetch_add(&bdev->bytes_read, total);
@@ -320,19 +432,25 @@ fail:
 int bdev_read_full(struct block_device *bdev, struct iovec *iov, int iovcnt,
 		   off_t off)
 {
-	return io_full(bdev, false, iov, iovcnt, off, NULL);
+	return io_full(bdev, false, iov, iovcnt, off, NULL, false);
 }
 
 int bdev_write_full(struct block_device *bdev, struct iovec *iov, int iovcnt,
 		    off_t off)
 {
-	return io_full(bdev, true, iov, iovcnt, off, NULL);
+	return io_full(bdev, true, iov, iovcnt, off, NULL, false);
 }
 
 int bdev_rw_full(struct block_device *bdev, bool write, struct iovec *iov,
 		 int iovcnt, off_t off, uint64_t *failed_at)
 {
-	return io_full(bdev, write, iov, iovcnt, off, failed_at);
+	return io_full(bdev, write, iov, iovcnt, off, failed_at, false);
+}
+
+int bdev_read_back(struct block_device *bdev, struct iovec *iov, int iovcnt,
+		   off_t off, uint64_t *failed_at)
+{
+	return io_full(bdev, false, iov, iovcnt, off, failed_at, true);
 }
 
 int bdev_flush(struct block_device *bdev)

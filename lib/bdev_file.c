@@ -14,6 +14,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
@@ -29,6 +30,7 @@
 struct file_dev {
 	struct block_device b;		/* first: the generic part */
 	int fd;
+	int direct_fd;			/* O_DIRECT reader for verify, or -1 */
 	int flags;
 	bool is_blockdev;
 	dev_t dev;			/* identity: st_dev and st_ino, or */
@@ -54,6 +56,44 @@ static ssize_t file_pwritev(struct block_device *b, const struct iovec *iov,
 	ssize_t n = pwritev(fdev(b)->fd, iov, iovcnt, (off_t)off);
 
 	return n < 0 ? -errno : n;
+}
+
+/*
+ * A verify reads what was written back from the medium: through a second
+ * handle opened with O_DIRECT, for which the kernel first writes back the
+ * range's dirty pages and then reads the device, not the page cache.
+ * (posix_fadvise(POSIX_FADV_DONTNEED) would not do: it leaves dirty pages
+ * in the cache, and those are exactly the ones just written.)  A read the
+ * handle refuses for its alignment, and a file without such a handle
+ * (tmpfs before Linux 6.6, where the cache is the medium), is read through
+ * the ordinary handle.
+ */
+static ssize_t file_preadv_uncached(struct block_device *b,
+				    const struct iovec *iov, int iovcnt,
+				    uint64_t off)
+{
+	struct file_dev *f = fdev(b);
+	ssize_t n;
+
+	if (f->direct_fd >= 0) {
+		n = preadv(f->direct_fd, iov, iovcnt, (off_t)off);
+		if (n >= 0)
+			return n;
+		if (errno != EINVAL)
+			return -errno;
+	}
+	return file_preadv(b, iov, iovcnt, off);
+}
+
+/* The O_DIRECT reader of a writable handle, if the file takes one. */
+static int open_direct(int fd, int flags)
+{
+	char path[64];
+
+	if ((flags & O_ACCMODE) != O_RDWR || (flags & O_DIRECT))
+		return -1;
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	return open(path, O_RDONLY | O_DIRECT | O_CLOEXEC);
 }
 
 static bool unsupported(int err)
@@ -171,6 +211,8 @@ static int file_allocated(struct block_device *b, uint64_t *bytes)
 static void file_close(struct block_device *b)
 {
 	close(fdev(b)->fd);
+	if (fdev(b)->direct_fd >= 0)
+		close(fdev(b)->direct_fd);
 	free(fdev(b));
 }
 
@@ -178,6 +220,7 @@ static const struct bdev_ops file_ops = {
 	.name = "file",
 	.preadv = file_preadv,
 	.pwritev = file_pwritev,
+	.preadv_uncached = file_preadv_uncached,
 	.zero = file_zero,
 	.extent = file_extent,
 	.flush = file_flush,
@@ -262,6 +305,7 @@ int bdev_file_open(const char *path, int flags, struct block_device **result)
 		goto bad_fd;
 	}
 	f->fd = fd;
+	f->direct_fd = open_direct(fd, flags);
 	f->flags = flags;
 	f->is_blockdev = S_ISBLK(st.st_mode);
 	f->dev = f->is_blockdev ? st.st_rdev : st.st_dev;
@@ -269,6 +313,8 @@ int bdev_file_open(const char *path, int flags, struct block_device **result)
 	r = bdev_init(&f->b, &file_ops, path, bytes, acc == O_RDONLY,
 		      block_size(fd, &st, flags));
 	if (r) {
+		if (f->direct_fd >= 0)
+			close(f->direct_fd);
 		free(f);
 		goto bad_fd;
 	}

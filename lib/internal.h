@@ -71,6 +71,13 @@ struct bdev_ops {
 			  int iovcnt, uint64_t off);
 	ssize_t (*pwritev)(struct block_device *b, const struct iovec *iov,
 			   int iovcnt, uint64_t off);
+	/*
+	 * As preadv, from the medium rather than a cache of the host, for a
+	 * verify's read back; optional (preadv is used without it).
+	 */
+	ssize_t (*preadv_uncached)(struct block_device *b,
+				   const struct iovec *iov, int iovcnt,
+				   uint64_t off);
 	/* Zero by PUNCH or RANGE; -EOPNOTSUPP if the device cannot. */
 	int (*zero)(struct block_device *b, uint64_t off, uint64_t len,
 		    enum bdev_zero_method m);
@@ -111,6 +118,7 @@ struct block_device {
 	/* Fault rules: a list prepended under fault_lock, read under it. */
 	pthread_mutex_t fault_lock;
 	atomic_uint nr_faults;		/* fast path: 0 means no rule */
+	atomic_uint nr_corrupt;		/* ... no KCOPYD_FAULT_CORRUPT rule */
 	struct fault_rule *faults;
 
 	/* Zeroing methods found not to work here (bit per method). */
@@ -119,7 +127,7 @@ struct block_device {
 	atomic_uint_fast64_t reads, writes, bytes_read, bytes_written, errors;
 	atomic_uint_fast64_t zeros, bytes_zeroed, bytes_holes;
 	atomic_uint_fast64_t zero_bytes[BDEV_ZERO_METHODS];
-	atomic_uint_fast64_t flushes;
+	atomic_uint_fast64_t flushes, bytes_verified;
 };
 
 /* bdev.c: set up the common part of a device a backend has allocated. */
@@ -175,6 +183,14 @@ bool bdev_fully_allocated(struct block_device *bdev);
  */
 int bdev_rw_full(struct block_device *bdev, bool write, struct iovec *iov,
 		 int iovcnt, off_t off, uint64_t *failed_at);
+
+/*
+ * A verify's read back, as bdev_rw_full() for a read, but through
+ * ops->preadv_uncached where the backend has it, and counted in
+ * bytes_verified rather than as a read.
+ */
+int bdev_read_back(struct block_device *bdev, struct iovec *iov, int iovcnt,
+		   off_t off, uint64_t *failed_at);
 
 /*
  * Make what was written durable (ops->flush); flush fault rules apply.

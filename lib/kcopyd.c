@@ -51,6 +51,15 @@
  * memory.  Pages are returned before the job reaches kc->complete, which
  * is what lets a callback submit more work without deadlock.
  *
+ * KCOPYD_VERIFY: a chunk's worker hashes each sector it read (XXH3,
+ * 64 bits), writes, then reads each destination's part back into the
+ * same pages and compares hashes, all before it gives the pages back; so
+ * verifying needs no memory beyond the chunk's pages and its hashes.
+ * Holes of such a job are taken in chunks with pages too, to be read
+ * back.  A sector that differs is a verify error of that destination,
+ * which stops the job or is reported and passed over (IGNORE_ERROR) as a
+ * write error is.
+ *
  * A sub-job's state (its pages, iovecs and zero map included) lives in
  * the sub-job, which is allocated with its worker, never on a stack; a
  * backend that completes I/O from a thread of its own can finish it there.
@@ -63,6 +72,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include "internal.h"
 
@@ -112,13 +122,15 @@ struct kcopyd_job {
 	sector_t ext_end;
 	int read_err;
 	unsigned int write_err;
+	unsigned int verify_err;
 	struct io_fail read_fail;	/* the lowest failed read */
 	struct io_fail *dres;		/* num_dests: lowest failed write */
+	sector_t *vsec;			/* num_dests: lowest wrong sector */
 	unsigned int nr_done;
 	struct kcopyd_range *done;	/* offsets, sorted, merged */
 
 	unsigned int num_dests;
-	struct io_region dests[];	/* then dres[], then done[] */
+	struct io_region dests[];	/* then dres[], done[], vsec[] */
 };
 
 /*
@@ -134,12 +146,15 @@ struct sub_job {
 	unsigned int *pages;		/* max_pages indices */
 	struct iovec *iov;		/* max_pages iovecs */
 	unsigned char *zmap;		/* zero detection: 1 = piece is zeros */
+	uint64_t *hash;			/* verify: XXH3 of each sector read */
 	bool skip;			/* job cancelled before its I/O began */
 	bool done;			/* its I/O ran to the end everywhere */
 	int read_err;
 	unsigned int write_err;
+	unsigned int verify_err;
 	struct io_fail read_fail;
 	struct io_fail write_fail[KCOPYD_MAX_DESTS];
+	sector_t verify_sector[KCOPYD_MAX_DESTS];
 	kcopyd_bad_range_fn bad_range;	/* the client's, when it was taken */
 	void *bad_range_context;
 	uint64_t bytes_read;		/* what really went through */
@@ -170,6 +185,7 @@ struct kcopyd_client {
 	unsigned int max_inflight;
 	unsigned int sparse_size;	/* zero detection grain, 0: off */
 	bool allocated;			/* every job KCOPYD_ALLOCATED */
+	uint64_t zero_hash;		/* XXH3 of a sector of zeros */
 	struct worker *workers;
 	pthread_t cb_thread;
 
@@ -207,6 +223,8 @@ struct kcopyd_client {
  * threads: flush and destroy called from there would wait for themselves.
  */
 static __thread struct kcopyd_client *engine_thread;
+
+static const char zero_sector[KCOPYD_SECTOR_SIZE];
 
 const char *kcopyd_version(void)
 {
@@ -325,6 +343,7 @@ enum take {
 static enum take take_chunk(struct kcopyd_client *kc, struct sub_job *sj)
 {
 	struct kcopyd_job *job;
+	bool paged;
 	sector_t n;
 
 	if (list_empty(&kc->ready))
@@ -339,12 +358,14 @@ static enum take take_chunk(struct kcopyd_client *kc, struct sub_job *sj)
 	}
 
 	sj->hole = job->zero || (job->sparse && job->ext_hole);
+	/* A verified hole is read back: it needs pages. */
+	paged = !sj->hole || (job->flags & KCOPYD_VERIFY);
 	n = job->total - job->issued;
 	if (job->sparse)
 		n = min_sector(n, job->ext_end - job->issued);
-	n = min_sector(n, sj->hole ? HOLE_CHUNK_SECTORS : kc->subjob_sectors);
-	sj->nr_pages = sj->hole ? 0 :
-		       (n + SECTORS_PER_PAGE - 1) / SECTORS_PER_PAGE;
+	n = min_sector(n, paged ? kc->subjob_sectors : HOLE_CHUNK_SECTORS);
+	sj->nr_pages = paged ? (n + SECTORS_PER_PAGE - 1) / SECTORS_PER_PAGE :
+			       0;
 	if (sj->nr_pages > kc->pool.nr_free)
 		return TAKE_NONE;
 
@@ -357,6 +378,7 @@ static enum take take_chunk(struct kcopyd_client *kc, struct sub_job *sj)
 	sj->done = false;
 	sj->read_err = 0;
 	sj->write_err = 0;
+	sj->verify_err = 0;
 	sj->read_fail.error = 0;
 	for (unsigned int i = 0; i < job->num_dests; i++)
 		sj->write_fail[i].error = 0;
@@ -428,11 +450,19 @@ static void finish_chunk(struct kcopyd_client *kc, struct sub_job *sj)
 		job->read_err = 1;
 	job->write_err |= sj->write_err;
 	note_fail(&job->read_fail, &sj->read_fail);
-	for (unsigned int i = 0; i < job->num_dests; i++)
+	for (unsigned int i = 0; i < job->num_dests; i++) {
+		unsigned int bit = 1u << i;
+
 		note_fail(&job->dres[i], &sj->write_fail[i]);
+		if ((sj->verify_err & bit) &&
+		    (!(job->verify_err & bit) ||
+		     sj->verify_sector[i] < job->vsec[i]))
+			job->vsec[i] = sj->verify_sector[i];
+	}
+	job->verify_err |= sj->verify_err;
 	if (sj->done)
 		add_done(job, sj->offset, sj->count);
-	if ((sj->read_err || sj->write_err) &&
+	if ((sj->read_err || sj->write_err || sj->verify_err) &&
 	    !(job->flags & KCOPYD_IGNORE_ERROR)) {
 		job->stopped = true;
 		list_del_init(&job->ready);
@@ -935,7 +965,7 @@ static bool copy_chunk_range(struct sub_job *sj)
 	size_t bytes = bytes_of(sj->count);
 
 	if (job->zero || job->detect || job->num_dests != 1 ||
-	    (job->flags & KCOPYD_WRITE_SEQ))
+	    (job->flags & (KCOPYD_WRITE_SEQ | KCOPYD_VERIFY)))
 		return false;
 	if (!bdev_copy_range(job->src.bdev,
 			     bytes_of(job->src.sector + sj->offset),
@@ -946,6 +976,71 @@ static bool copy_chunk_range(struct sub_job *sj)
 	sj->bytes_read = bytes;
 	sj->bytes_written = bytes;
 	return true;
+}
+
+/* Verify: the hash of each sector the destinations should now hold. */
+static void hash_chunk(struct kcopyd_client *kc, struct sub_job *sj)
+{
+	for (sector_t s = 0; s < sj->count; s++)
+		sj->hash[s] = sj->hole ? kc->zero_hash :
+			XXH3_64bits(chunk_byte(kc, sj, bytes_of(s)),
+				    KCOPYD_SECTOR_SIZE);
+}
+
+/*
+ * Read destination i's part of the chunk back into the chunk's pages and
+ * compare it with the hashes.  The first wrong sector is kept; under
+ * IGNORE_ERROR every run of wrong sectors goes to the bad-range function
+ * as a write of that destination that failed with EILSEQ.  A read back
+ * that fails leaves the rest of the part unvouched for: wrong, from
+ * where it failed.
+ */
+static void verify_dest(struct kcopyd_client *kc, struct sub_job *sj,
+			unsigned int i)
+{
+	struct kcopyd_job *job = sj->job;
+	const struct io_region *d = &job->dests[i];
+	sector_t n = dest_len(d, sj), s, bad_end = n, run = n;
+	uint64_t at = bytes_of(d->sector + sj->offset), failed_at = at;
+	bool ignore = job->flags & KCOPYD_IGNORE_ERROR;
+	int cnt, r;
+
+	if (!n)
+		return;
+	cnt = chunk_iov(kc, sj, 0, bytes_of(n));
+	r = bdev_read_back(d->bdev, sj->iov, cnt, (off_t)at, &failed_at);
+	if (r)
+		bad_end = (failed_at - at) >> KCOPYD_SECTOR_SHIFT;
+	for (s = 0; s <= n; s++) {
+		bool bad = s < n && (s >= bad_end ||
+			XXH3_64bits(chunk_byte(kc, sj, bytes_of(s)),
+				    KCOPYD_SECTOR_SIZE) != sj->hash[s]);
+
+		if (bad && run == n) {
+			run = s;
+			if (!(sj->verify_err & (1u << i))) {
+				sj->verify_err |= 1u << i;
+				sj->verify_sector[i] = d->sector + sj->offset +
+						       s;
+			}
+		} else if (!bad && run != n) {
+			if (ignore)
+				report_bad(sj, d->bdev, true,
+					   at + bytes_of(run),
+					   at + bytes_of(s), EILSEQ);
+			run = n;
+			if (!ignore)
+				break;
+		}
+	}
+}
+
+/* Verify every destination whose writes of the chunk went through. */
+static void verify_chunk(struct kcopyd_client *kc, struct sub_job *sj)
+{
+	for (unsigned int i = 0; i < sj->job->num_dests; i++)
+		if (!(sj->write_err & (1u << i)))
+			verify_dest(kc, sj, i);
 }
 
 static void run_chunk(struct kcopyd_client *kc, struct sub_job *sj)
@@ -968,11 +1063,15 @@ static void run_chunk(struct kcopyd_client *kc, struct sub_job *sj)
 	}
 	if (job->flags & KCOPYD_WRITE_SEQ)
 		go = wait_turn(kc, sj) && go;
+	if (go && (job->flags & KCOPYD_VERIFY))
+		hash_chunk(kc, sj);
 	if (go && sj->hole)
 		zero_chunk(sj);
 	else if (go)
 		write_chunk(kc, sj);
-	sj->done = go && (!sj->write_err || ignore);
+	if (go && (job->flags & KCOPYD_VERIFY))
+		verify_chunk(kc, sj);
+	sj->done = go && ((!sj->write_err && !sj->verify_err) || ignore);
 	if (job->progress)
 		job->progress(sj->count, job->context);
 }
@@ -1081,10 +1180,15 @@ static void run_callback(struct kcopyd_job *job)
 		.cancelled = job->cancelled,
 		.nr_done = job->nr_done,
 		.done = job->done,
+
+		.verify_err = job->verify_err,
+		.verify_sector = job->vsec,
 	};
 
 	if (job->fn) {
-		job->fn(job->read_err, job->write_err, job->context);
+		/* The kernel's interface knows only read and write errors. */
+		job->fn(job->read_err, job->write_err | job->verify_err,
+			job->context);
 		return;
 	}
 	if (!job->complete_fn)
@@ -1119,7 +1223,7 @@ static void *callback_main(void *arg)
 		/* Only now is the job gone: destroy waits for this. */
 		list_del_init(&job->all);
 		kc->stats.jobs_running--;
-		if (job->read_err || job->write_err)
+		if (job->read_err || job->write_err || job->verify_err)
 			kc->stats.jobs_failed++;
 		else
 			kc->stats.jobs_done++;
@@ -1171,6 +1275,7 @@ static void free_client(struct kcopyd_client *kc)
 		free(kc->workers[i].sj.pages);
 		free(kc->workers[i].sj.iov);
 		free(kc->workers[i].sj.zmap);
+		free(kc->workers[i].sj.hash);
 	}
 	free(kc->workers);
 	pool_destroy(&kc->pool);
@@ -1253,6 +1358,7 @@ int kcopyd_client_create_opts(unsigned int num_pages,
 		kc->sparse_size = o.sparse_size ? o.sparse_size :
 				  KCOPYD_DEFAULT_SPARSE_SIZE;
 	kc->allocated = o.flags & KCOPYD_OPT_ALLOCATED;
+	kc->zero_hash = XXH3_64bits(zero_sector, sizeof(zero_sector));
 
 	r = pool_init(&kc->pool, num_pages);
 	if (r)
@@ -1269,7 +1375,9 @@ int kcopyd_client_create_opts(unsigned int num_pages,
 		w->sj.iov = malloc(sizeof(*w->sj.iov) * kc->max_pages);
 		/* One byte per piece of the smallest grain, a sector. */
 		w->sj.zmap = malloc((size_t)kc->max_pages * SECTORS_PER_PAGE);
-		if (!w->sj.pages || !w->sj.iov || !w->sj.zmap)
+		w->sj.hash = malloc(sizeof(*w->sj.hash) * kc->max_pages *
+				    SECTORS_PER_PAGE);
+		if (!w->sj.pages || !w->sj.iov || !w->sj.zmap || !w->sj.hash)
 			goto fail_mem;
 	}
 	r = start_threads(kc);
@@ -1420,7 +1528,7 @@ int kcopyd_client_get_stats(struct kcopyd_client *kc, struct kcopyd_stats *st)
 /* --- Submission ------------------------------------------------------------------ */
 
 #define JOB_FLAGS (KCOPYD_IGNORE_ERROR | KCOPYD_WRITE_SEQ | KCOPYD_ALLOCATED | \
-		   KCOPYD_TARGET_ZERO | KCOPYD_FLUSH)
+		   KCOPYD_TARGET_ZERO | KCOPYD_FLUSH | KCOPYD_VERIFY)
 
 static bool region_past_end(const struct io_region *r)
 {
@@ -1560,7 +1668,8 @@ static int submit(struct kcopyd_client *kc, const struct io_region *from,
 	max_done = kc->max_inflight + 2;
 	job = calloc(1, sizeof(*job) + num_dests * sizeof(job->dests[0]) +
 			       num_dests * sizeof(job->dres[0]) +
-			       max_done * sizeof(job->done[0]));
+			       max_done * sizeof(job->done[0]) +
+			       num_dests * sizeof(job->vsec[0]));
 	if (!job)
 		return -ENOMEM;
 	job->kc = kc;
@@ -1583,6 +1692,7 @@ static int submit(struct kcopyd_client *kc, const struct io_region *from,
 	job->dres = (struct io_fail *)&job->dests[num_dests];
 	job->done = (struct kcopyd_range *)&job->dres[num_dests];
 	job->max_done = max_done;
+	job->vsec = (sector_t *)&job->done[max_done];
 	job->max_inflight = kc->max_inflight;
 	for (unsigned int i = 0; i < num_dests; i++)
 		if (dests[i].count > job->total)

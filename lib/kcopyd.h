@@ -56,6 +56,17 @@ typedef uint64_t sector_t;
  * destination.
  */
 #define KCOPYD_FLUSH		(1u << 4)
+/*
+ * VERIFY: after a chunk is written, read each destination's part of it
+ * back (bypassing the page cache where the device allows it) and compare
+ * it, sector by sector, with what was read from the source (XXH3 hashes
+ * taken before the write; holes and zeros must read back as zeros).  A
+ * difference is a verify error of that destination: verify_err and
+ * verify_sector in a kcopyd_completion, and a write_err bit for a
+ * kcopyd_notify_fn, which has nothing else to tell it by.  Copy offload
+ * is not used, since the data must pass through the pages.
+ */
+#define KCOPYD_VERIFY		(1u << 5)
 
 /* Opaque handles. */
 struct block_device;
@@ -172,6 +183,8 @@ struct kcopyd_bdev_stats {
 	uint64_t zeroed_write;	/* ... by writing zeros */
 	/* Filled by kcopyd_bdev_get_stats2() only: */
 	uint64_t flushes;	/* flushes (KCOPYD_FLUSH) that completed */
+	uint64_t bytes_verified; /* read back by KCOPYD_VERIFY (not in
+				    reads or bytes_read) */
 };
 /* The counters up to and including `zeroed_write`. */
 void kcopyd_bdev_get_stats(const struct block_device *bdev,
@@ -194,6 +207,13 @@ int kcopyd_bdev_get_stats2(const struct block_device *bdev,
  *                       asked (at least one sector), so the caller must
  *                       go on
  *   KCOPYD_FAULT_DELAY  the I/O is delayed by delay_us microseconds
+ *   KCOPYD_FAULT_CORRUPT silent corruption, as dm-flakey's
+ *                       corrupt_bio_byte: the first byte of every sector
+ *                       of the range that the I/O carries is inverted
+ *                       (xor 0xff), on the device for a write (the
+ *                       caller's buffer is left alone), in the caller's
+ *                       buffer for a read (the device is left alone);
+ *                       the I/O itself succeeds
  * Rules may be added while jobs run.  Returns 0, -EINVAL or -ENOMEM.
  */
 #define KCOPYD_FAULT_READ	(1u << 0)
@@ -204,6 +224,7 @@ enum kcopyd_fault_kind {
 	KCOPYD_FAULT_ERROR = 0,
 	KCOPYD_FAULT_SHORT = 1,
 	KCOPYD_FAULT_DELAY = 2,
+	KCOPYD_FAULT_CORRUPT = 3,
 };
 
 struct kcopyd_fault {
@@ -361,6 +382,14 @@ struct kcopyd_completion {
 	sector_t sectors_done;		/* sum of the ranges' counts */
 	unsigned int nr_done;
 	const struct kcopyd_range *done;
+	/*
+	 * KCOPYD_VERIFY: bit i set when dests[i] read back differently from
+	 * the source (not set for a destination's chunks whose write
+	 * failed: those are write_err); verify_sector[i] is then the lowest
+	 * device sector of dests[i] found wrong.  num_dests entries.
+	 */
+	unsigned int verify_err;
+	const sector_t *verify_sector;
 };
 
 /*
@@ -381,7 +410,7 @@ struct kcopyd_job_desc {
 	size_t size;
 	unsigned int op;		/* KCOPYD_OP_COPY or KCOPYD_OP_ZERO */
 	unsigned int flags;		/* KCOPYD_IGNORE_ERROR, _WRITE_SEQ,
-					   _FLUSH */
+					   _FLUSH, _VERIFY */
 	const struct io_region *from;	/* the source of a copy; NULL for zero */
 	unsigned int num_dests;
 	const struct io_region *dests;

@@ -71,6 +71,8 @@ struct result {
 	sector_t sectors_done;
 	unsigned int nr_done;
 	struct kcopyd_range done[MAX_DONE];
+	unsigned int verify_err;	/* --verify: bit i = dests[i] */
+	sector_t verify_sector[KCOPYD_MAX_DESTS]; /* read back wrong */
 };
 
 /* A range lost under --ignore-errors. */
@@ -550,6 +552,9 @@ static void job_done(const struct kcopyd_completion *k, void *context)
 	r->sectors_done = k->sectors_done;
 	r->nr_done = k->nr_done < MAX_DONE ? k->nr_done : MAX_DONE;
 	memcpy(r->done, k->done, r->nr_done * sizeof(k->done[0]));
+	r->verify_err = k->verify_err;
+	for (unsigned int i = 0; i < k->num_dests; i++)
+		r->verify_sector[i] = k->verify_sector[i];
 	c->finished = true;
 	unlock_copy(c);
 	wake_main(c);
@@ -761,7 +766,7 @@ static void say_interrupted(const struct copy *c)
 static int report(struct copy *c)
 {
 	const struct result *r = &c->res;
-	bool rerr = r->read_err, werr = false, skip = false;
+	bool rerr = r->read_err, werr = false, verr = false, skip = false;
 
 	if (rerr) {
 		say("%s: %s at sector %llu", src_name(c),
@@ -778,6 +783,12 @@ static int report(struct copy *c)
 			    (unsigned long long)r->dests[i].error_sector);
 			werr = true;
 			skip = skip || skippable(r->dests[i].error);
+		}
+		if (r->verify_err & (1u << i)) {
+			say("%s: verify failed: sector %llu reads back "
+			    "differently from the source", d->op.path,
+			    (unsigned long long)r->verify_sector[i]);
+			verr = true;
 		}
 		if (d->fsync_err) {
 			say("%s: fsync of its directory failed: %s",
@@ -806,6 +817,8 @@ static int report(struct copy *c)
 		return EXIT_READ_ERR;
 	if (werr)
 		return EXIT_WRITE_ERR;
+	if (verr)
+		return EXIT_VERIFY_ERR;
 	if (c->signo) {
 		/* The signal came after the job's I/O was over. */
 		say("interrupted by %s after the copy was done",
@@ -835,6 +848,22 @@ static void say_plan(const struct copy *c)
 		    (unsigned long long)c->dests[i].count);
 }
 
+/* What --verify read back, and its verdict on each destination. */
+static void say_verified(struct copy *c)
+{
+	struct kcopyd_bdev_stats st;
+	char sbytes[32];
+
+	for (unsigned int i = 0; i < c->nr_dests; i++) {
+		struct dest *d = &c->dests[i];
+
+		kcopyd_bdev_get_stats2(d->bdev, &st, sizeof(st));
+		say("  %s: %s read back, verify %s", d->op.path,
+		    format_bytes(st.bytes_verified, sbytes, sizeof(sbytes)),
+		    c->res.verify_err & (1u << i) ? "FAILED" : "ok");
+	}
+}
+
 static void say_summary(struct copy *c)
 {
 	double t = progress_elapsed(&c->prog);
@@ -855,6 +884,8 @@ static void say_summary(struct copy *c)
 	    format_bytes(c->stats.bytes_written, sbytes, sizeof(sbytes)),
 	    format_bytes(c->stats.bytes_holes, srate, sizeof(srate)),
 	    format_bytes(c->stats.bytes_zero_data, zbytes, sizeof(zbytes)));
+	if (c->o->verify)
+		say_verified(c);
 }
 
 /* --- Setup -------------------------------------------------------------- */
@@ -907,7 +938,8 @@ static int setup(struct copy *c)
 		   (c->o->write_seq ? KCOPYD_WRITE_SEQ : 0) |
 		   (c->o->fsync ? KCOPYD_FLUSH : 0) |
 		   (c->o->allocated ? KCOPYD_ALLOCATED : 0) |
-		   (c->o->target_zero ? KCOPYD_TARGET_ZERO : 0);
+		   (c->o->target_zero ? KCOPYD_TARGET_ZERO : 0) |
+		   (c->o->verify ? KCOPYD_VERIFY : 0);
 
 	if (!c->zero) {
 		r = probe_source(c);

@@ -51,6 +51,7 @@ static const char usage_text[] =
 "                         before the copy counts as done\n"
 "      --rate RATE        at most RATE bytes per second, with a unit:\n"
 "                         64M, 1G, 512K (powers of 1024; /s may follow)\n"
+"      --verify           read every destination back and compare\n"
 "      --zero             write zeros to the destinations\n"
 "  -m, --mount MOUNTPOINT send the command to a mounted kcopydfs\n"
 "  -p, -P, --progress[=SECONDS]  print progress every SECONDS (default\n"
@@ -63,7 +64,7 @@ static const char usage_text[] =
 "  -V, --version          show the version and exit\n"
 "\n"
 "Exit status: 0 every destination written, 1 bad usage, 2 read error,\n"
-"3 write error, 4 both, 130 interrupted.  See kcopy(1).\n";
+"3 write error, 4 both, 5 verify failed, 130 interrupted.  See kcopy(1).\n";
 
 enum {
 	OPT_SUBJOB_SIZE = 256,
@@ -76,6 +77,7 @@ enum {
 	OPT_TARGET_ZERO,
 	OPT_PAGES,
 	OPT_RATE,
+	OPT_VERIFY,
 };
 
 static const struct option long_options[] = {
@@ -91,6 +93,7 @@ static const struct option long_options[] = {
 	{ "sparse", required_argument, NULL, OPT_SPARSE },
 	{ "allocated", no_argument, NULL, OPT_ALLOCATED },
 	{ "target-is-zero", no_argument, NULL, OPT_TARGET_ZERO },
+	{ "verify", no_argument, NULL, OPT_VERIFY },
 	{ "mount", required_argument, NULL, 'm' },
 	{ "progress", optional_argument, NULL, 'P' },
 	{ "quiet", no_argument, NULL, 'q' },
@@ -297,6 +300,9 @@ static int parse_options(int argc, char **argv, struct options *o)
 		case OPT_TARGET_ZERO:
 			o->target_zero = true;
 			break;
+		case OPT_VERIFY:
+			o->verify = true;
+			break;
 		case 'm':
 			o->mount = optarg;
 			break;
@@ -340,7 +346,7 @@ static int check_mount_options(const struct options *o)
 	    o->ignore_errors || o->write_seq || o->direct || o->fsync ||
 	    o->rate ||
 	    o->zero || o->sparse_size || o->no_zero_detect || o->allocated ||
-	    o->target_zero) {
+	    o->target_zero || o->verify) {
 		say("--mount takes only -q, -v and --progress; engine options "
 		    "belong to kcopydfs, flags to the command words");
 		return -EINVAL;

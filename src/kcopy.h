@@ -19,6 +19,7 @@
 #define EXIT_READ_ERR		2
 #define EXIT_WRITE_ERR		3
 #define EXIT_BOTH_ERR		4
+#define EXIT_VERIFY_ERR		5
 #define EXIT_INTERRUPTED	130
 
 /* --- Options ------------------------------------------------------------ */
@@ -38,6 +39,7 @@ struct options {
 	bool no_zero_detect;		/* --sparse=0 */
 	bool allocated;			/* --allocated */
 	bool target_zero;		/* --target-is-zero */
+	bool verify;			/* --verify */
 	int verbose;			/* -1 with -q, 1 with -v */
 	double progress_interval;	/* --progress seconds; 0: not asked */
 	const char *mount;		/* mount mode when non-NULL */
