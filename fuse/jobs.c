@@ -193,7 +193,7 @@ static void trim(struct kfs_table *t)
 
 static enum job_state job_state(const struct kfs_job *j)
 {
-	if (j->finished && (j->read_err || j->write_err))
+	if (j->finished && (j->read_err || j->write_err || j->verify_err))
 		return JOB_FAILED;
 	if (j->finished)
 		return j->cancelled ? JOB_CANCELLED : JOB_DONE;
@@ -539,8 +539,8 @@ int kfs_table_wait(struct kfs_table *t, uint64_t id, void *waiter)
 		if (j->id != id)
 			continue;
 		if (j->finished) {
-			r = j->read_err || j->write_err || j->cancelled ? 2 :
-									  1;
+			r = j->read_err || j->write_err || j->verify_err ||
+			    j->cancelled ? 2 : 1;
 		} else {
 			w->waiter = waiter;
 			list_add_tail(&w->link, &j->waits);
