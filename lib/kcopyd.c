@@ -352,7 +352,9 @@ static enum take take_chunk(struct kcopyd_client *kc, struct sub_job *sj)
 	if (job->querying)
 		return TAKE_NONE;
 	if (job->sparse && job->issued >= job->ext_end) {
+		/* In flight, so that no error elsewhere completes the job. */
 		job->querying = true;
+		job->inflight++;
 		sj->job = job;
 		return TAKE_QUERY;
 	}
@@ -402,7 +404,8 @@ static enum take take_chunk(struct kcopyd_client *kc, struct sub_job *sj)
 /*
  * Ask the source's allocation from the issue point on, with no lock
  * held (it is a system call, or a round trip for a remote device).
- * Nothing is issued from the job meanwhile, so `issued` cannot move.  A
+ * Nothing is issued from the job meanwhile, so `issued` cannot move; the
+ * query counts as in flight, so the job cannot complete under it.  A
  * device that fails to say is read in full.
  */
 static void query_extent(struct kcopyd_client *kc, struct kcopyd_job *job)
@@ -429,7 +432,13 @@ static void query_extent(struct kcopyd_client *kc, struct kcopyd_job *job)
 	job->ext_hole = hole;
 	job->ext_end = at + min_sector(n, left);
 	job->querying = false;
+	job->inflight--;
 	pth(pthread_cond_broadcast(&kc->work_cond));
+	/* A chunk that failed meanwhile, or a cancel, may have stopped it. */
+	if (job->inflight == 0 && job->stopped)
+		job_io_over(kc, job);
+	else
+		queue_ready(kc, job);
 }
 
 /* The chunk's I/O is over: give back its pages and account for it. */

@@ -654,6 +654,63 @@ START_TEST(test_write_seq_prefix_holes)
 }
 END_TEST
 
+/*
+ * A job stopped (by an error, or cancelled) while a worker asks the
+ * source's next extent, with no lock held: the query holds the job, which
+ * completes once, after it.  Many small extents make queries frequent;
+ * the sanitizers see any use of a freed job.
+ */
+static void complete_cb(const struct kcopyd_completion *c, void *context)
+{
+	done_cb(c->read_err, c->write_err, context);
+}
+
+START_TEST(test_stop_during_queries)
+{
+	struct kcopyd_client *kc = client_opts(64, 0, 0);
+	struct extent ext[64];
+	struct img src, dst;
+	struct io_region from, to;
+	struct done_count d;
+
+	for (unsigned int i = 0; i < 64; i++)
+		ext[i] = (struct extent){ (size_t)i * 128 * KiB, 4 * KiB };
+	img_sparse(&src, "src", FOUR_SIZE, ext, 64, 30);
+	img_sparse(&dst, "dst", FOUR_SIZE, NULL, 0, 0);
+	add_fault(src.bdev, KCOPYD_FAULT_READ, KCOPYD_FAULT_ERROR,
+		  (3 * 128 * KiB) >> 9, 1);
+	from = (struct io_region){ src.bdev, 0, FOUR_SIZE >> 9 };
+	to = (struct io_region){ dst.bdev, 0, FOUR_SIZE >> 9 };
+	for (unsigned int round = 0; round < 30; round++) {
+		struct kcopyd_job_desc desc = {
+			.size = sizeof(desc), .op = KCOPYD_OP_COPY,
+			.from = &from, .num_dests = 1, .dests = &to,
+			.complete = complete_cb, .context = &d,
+		};
+		uint64_t id;
+		int r;
+
+		done_init(&d);
+		ck_assert_int_eq(kcopyd_copy(kc, &from, 1, &to, 0, done_cb,
+					     &d), 0);
+		done_wait(&d, 1);
+		ck_assert_int_eq(d.read_err, 1);
+
+		done_init(&d);
+		ck_assert_int_eq(kcopyd_submit(kc, &desc, &id), 0);
+		/* Its error may have ended its I/O already. */
+		r = kcopyd_cancel(kc, id);
+		ck_assert(r == 0 || r == -ENOENT);
+		done_wait(&d, 1);
+		ck_assert_int_eq(kcopyd_client_flush(kc), 0);
+		ck_assert_uint_eq(done_calls(&d), 1);
+	}
+	kcopyd_client_destroy(kc);
+	img_free(&src);
+	img_free(&dst);
+}
+END_TEST
+
 /* --- The device seam, public ---------------------------------------------------------- */
 
 START_TEST(test_public_io)
@@ -829,6 +886,7 @@ int main(void)
 	tcase_add_test(tc, test_overlap_down);
 	tcase_add_test(tc, test_overlap_up);
 	tcase_add_test(tc, test_write_seq_prefix_holes);
+	tcase_add_test(tc, test_stop_during_queries);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("seam");
 	tcase_add_test(tc, test_public_io);
