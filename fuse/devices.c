@@ -46,7 +46,10 @@ int kfs_devs_init(struct kfs *fs)
 
 void kfs_dev_free(struct kfs_dev *d)
 {
-	if (d->bdev)
+	/* A clone's bdev is its dest's, closed with the dest. */
+	if (d->clone)
+		kfs_clone_close(d->clone);
+	else if (d->bdev)
 		kcopyd_bdev_close(d->bdev);
 	if (d->fd >= 0)
 		close(d->fd);
@@ -60,6 +63,12 @@ void kfs_devs_free(struct kfs *fs)
 {
 	if (!fs->devs)
 		return;
+	/* Clones first: their last commit needs the devices under them. */
+	for (unsigned int i = 0; i < fs->ndevs; i++)
+		if (fs->devs[i] && fs->devs[i]->clone) {
+			kfs_dev_free(fs->devs[i]);
+			fs->devs[i] = NULL;
+		}
 	for (unsigned int i = 0; i < fs->ndevs; i++)
 		if (fs->devs[i])
 			kfs_dev_free(fs->devs[i]);
@@ -309,7 +318,14 @@ int kfs_detach(struct kfs *fs, const char *name, char *msg, size_t msglen)
 		d = fs->devs[slot];
 		/* Jobs are queued under dlock too: none can start now. */
 		busy = atomic_load(&d->busy);
-		if (busy) {
+		if (atomic_load(&d->under_clone)) {
+			snprintf(msg, msglen, "device '%s' is under a clone",
+				 name);
+			r = -EBUSY;
+		} else if (d->clone && !kfs_clone_removable(d->clone)) {
+			snprintf(msg, msglen, "clone '%s': use remove", name);
+			r = -EBUSY;
+		} else if (busy) {
 			snprintf(msg, msglen, "device '%s' is in use by %u "
 				 "queued or running job%s", name, busy,
 				 busy == 1 ? "" : "s");

@@ -404,7 +404,7 @@ static int render_stats(struct kfs *fs, char **buf, size_t *len)
 	char *out;
 
 	pth(pthread_rwlock_rdlock(&fs->dlock));
-	cap = 512 + (size_t)fs->ndevs * (11 * (KFS_MAX_NAME + 64));
+	cap = 512 + (size_t)fs->ndevs * (22 * (KFS_MAX_NAME + 64));
 	out = malloc(cap);
 	if (!out) {
 		pth(pthread_rwlock_unlock(&fs->dlock));
@@ -428,6 +428,8 @@ static int render_stats(struct kfs *fs, char **buf, size_t *len)
 
 		if (!d || !d->attached)
 			continue;
+		if (d->clone)
+			n += kfs_clone_stats(d->clone, out + n, cap - n);
 		kcopyd_bdev_get_stats2(d->bdev, &bs, sizeof(bs));
 		n += (size_t)snprintf(out + n, cap - n,
 			"dev.%s.reads=%llu\ndev.%s.writes=%llu\n"
@@ -795,6 +797,21 @@ static void open_dev(fuse_req_t req, fuse_ino_t ino,
 		fuse_reply_err(req, EROFS);
 		return;
 	}
+	/* A clone's devices are written by the clone alone. */
+	if ((fi->flags & O_ACCMODE) != O_RDONLY &&
+	    atomic_load(&d->under_clone)) {
+		kfs_dev_put(fs, d);
+		fuse_reply_err(req, EBUSY);
+		return;
+	}
+	if (d->clone) {
+		fi->fh = 0;
+		fi->direct_io = 1;
+		fi->keep_cache = 0;
+		if (fuse_reply_open(req, fi) == -ENOENT)
+			kfs_dev_put(fs, d);
+		return;
+	}
 	/* The kernel's I/O on the image itself shares the image's cache. */
 	fi->fh = 0;
 	if (kfs_pt_open(req, fs, d, fi)) {
@@ -828,6 +845,10 @@ static void read_dev(fuse_req_t req, struct kfs_dev *d, size_t size,
 	}
 	if (size > d->size - (uint64_t)off)
 		size = (size_t)(d->size - (uint64_t)off);
+	if (d->clone) {
+		kfs_clone_read(d->clone, req, size, (uint64_t)off);
+		return;
+	}
 	buf = malloc(size ? size : 1);
 	if (!buf) {
 		fuse_reply_err(req, ENOMEM);
@@ -857,6 +878,10 @@ static void write_dev(fuse_req_t req, struct kfs_dev *d, const char *buf,
 	}
 	if (size > d->size - (uint64_t)off)
 		size = (size_t)(d->size - (uint64_t)off);
+	if (d->clone) {
+		kfs_clone_write(d->clone, req, buf, size, (uint64_t)off);
+		return;
+	}
 	r = kcopyd_bdev_pwrite(d->bdev, buf, size, (uint64_t)off);
 	if (r) {
 		atomic_fetch_add(&d->errors, 1);
@@ -885,6 +910,12 @@ static void lseek_dev(fuse_req_t req, struct kfs_dev *d, off_t off,
 	}
 	if (off < 0 || at >= d->size) {
 		fuse_reply_err(req, ENXIO);
+		return;
+	}
+	/* A clone is data throughout, as a disk without holes. */
+	if (d->clone) {
+		fuse_reply_lseek(req, whence == SEEK_DATA ? off :
+				 (off_t)d->size);
 		return;
 	}
 	while (at < d->size) {
@@ -939,6 +970,11 @@ static void fallocate_dev(fuse_req_t req, struct kfs_dev *d, int mode,
 	if (!(mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) || !n) {
 		/* Preallocation: a device has every byte already. */
 		fuse_reply_err(req, 0);
+		return;
+	}
+	if (d->clone) {
+		kfs_clone_zero(d->clone, req, at, n,
+			       mode & FALLOC_FL_PUNCH_HOLE);
 		return;
 	}
 	r = kcopyd_bdev_zero(d->bdev, at, n,
@@ -1110,6 +1146,20 @@ static int check_cmd(const struct kfs_devlookup *dl, const struct kfs_cmd *c,
 	/* Indexed as the command's regions; dlock held: the slots stay. */
 	struct block_device *bdevs[KFS_MAX_DEVS];
 
+	/*
+	 * A clone is no device for jobs, and those under it are written by
+	 * it alone (its source and dest may still be read).
+	 */
+	if (c->op == KFS_OP_COPY && fs->devs[c->src.dev]->clone) {
+		*culprit = -1;
+		return -EBUSY;
+	}
+	for (unsigned int i = 0; i < c->num_dests; i++)
+		if (fs->devs[c->dests[i].dev]->clone ||
+		    atomic_load(&fs->devs[c->dests[i].dev]->under_clone)) {
+			*culprit = (int)i;
+			return -EBUSY;
+		}
 	for (unsigned int i = 0; i < c->num_dests; i++)
 		bdevs[c->dests[i].dev] = fs->devs[c->dests[i].dev]->bdev;
 	if (c->op == KFS_OP_COPY)
@@ -1723,6 +1773,15 @@ static void write_control(fuse_req_t req, struct control_fh *c,
 		fuse_reply_write(req, size);
 		return;
 	}
+	if (kfs_clone_command(fs, batch, blen, &r, msg, sizeof(msg))) {
+		if (r)
+			goto refuse;
+		keep_tail(c, tail, tlen, false);
+		pth(pthread_mutex_unlock(&c->wlock));
+		set_reply(c, NULL, 0, base);
+		fuse_reply_write(req, size);
+		goto out;
+	}
 	r = kfs_parse_admin(batch, blen, &admin, msg, sizeof(msg));
 	if (!r && admin.op)
 		r = run_admin(req, c, &admin, size, base, tail, tlen, msg,
@@ -1883,7 +1942,10 @@ static void kfs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
 {
 	struct kfs_dev *d = dev_of(fs_of(req), ino);
 
-	fuse_reply_err(req, d ? -kcopyd_bdev_flush(d->bdev) : 0);
+	if (d && d->clone)
+		fuse_reply_err(req, -kfs_clone_fsync(d->clone));
+	else
+		fuse_reply_err(req, d ? -kcopyd_bdev_flush(d->bdev) : 0);
 }
 
 static void kfs_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,

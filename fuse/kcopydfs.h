@@ -23,6 +23,7 @@
 #include "parse.h"
 #include "passthrough.h"
 #include "finished.h"
+#include "clone.h"
 
 /* Largest read or write one FUSE request carries (mount option too). */
 #define KFS_MAX_READ	(1024 * 1024)
@@ -57,6 +58,11 @@ struct kfs_dev {
 	atomic_uint_fast64_t reads, writes, bytes_read, bytes_written, errors;
 	struct kfs_pt_dev pt;		/* passthrough or direct I/O */
 	bool pt_ready;			/* pt set up (main thread) */
+	/* A clone device (bdev is its DEST's, not its own): set before
+	 * it is attached. */
+	struct kfs_clone *clone;
+	/* Under a clone: jobs do not write it, it is not detached. */
+	atomic_bool under_clone;
 };
 
 struct kfs;

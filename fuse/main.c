@@ -46,6 +46,8 @@ struct options {
 	unsigned int ndevs;
 	struct fault_spec *faults;
 	unsigned int nfaults;
+	struct kfs_clone_spec *clones;
+	unsigned int nclones;
 	char *image_dir;
 	char *pidfile;
 	char *args[2];			/* [IMAGE_DIR] MOUNTPOINT */
@@ -78,6 +80,7 @@ enum {
 	KEY_FAULT,
 	KEY_PIDFILE,
 	KEY_THROTTLE,
+	KEY_CLONE,
 	KEY_VALUED_END,
 	KEY_ALLOW_OTHER = KEY_VALUED_END,
 	KEY_FSNAME,
@@ -100,6 +103,7 @@ static const struct fuse_opt opt_spec[] = {
 	OPT3("keep", KEY_KEEP),
 	OPT3("max-queue", KEY_MAX_QUEUE),
 	OPT3("fault", KEY_FAULT),
+	OPT3("clone", KEY_CLONE),
 	OPT3("pidfile", KEY_PIDFILE),
 	OPT3("throttle", KEY_THROTTLE),
 	FUSE_OPT_KEY("-P ", KEY_PIDFILE),
@@ -124,6 +128,7 @@ static const char *const opt_names[] = {
 	[KEY_SUBJOB] = "subjob-size", [KEY_KEEP] = "keep",
 	[KEY_MAX_QUEUE] = "max-queue", [KEY_FAULT] = "fault",
 	[KEY_PIDFILE] = "pidfile", [KEY_THROTTLE] = "throttle",
+	[KEY_CLONE] = "clone",
 };
 
 /* --throttle V: the control file's "throttle V". */
@@ -157,6 +162,12 @@ static void usage(const char *prog)
 	       "    --fault NAME:OP:START+COUNT[:KIND]\n"
 	       "                           OP read|write|rw; KIND an errno,\n"
 	       "                           short, corrupt or delay=USEC (EIO)\n"
+	       "    --clone NAME=SOURCE:DEST:META[:OPT]...\n"
+	       "                           dev/NAME reads as SOURCE at once,\n"
+	       "                           copied to DEST in the background;\n"
+	       "                           META holds its map; OPT\n"
+	       "                           region=SIZE (64K), commit=SECONDS\n"
+	       "                           (1) or paused\n"
 	       "    --no-passthrough       dev/NAME I/O through the daemon\n"
 	       "    -P, --pidfile PIDFILE  write the pid once serving\n"
 	       "    --verbose              log every job, not failures only\n"
@@ -244,6 +255,23 @@ static int add_fault(struct options *o, const char *spec)
 		return -EINVAL;
 	}
 	o->nfaults++;
+	return 0;
+}
+
+static int add_clone(struct options *o, const char *spec)
+{
+	struct kfs_clone_spec *n;
+	char msg[256];
+
+	n = realloc(o->clones, sizeof(*n) * (o->nclones + 1));
+	if (!n)
+		return -ENOMEM;
+	o->clones = n;
+	if (kfs_clone_parse(spec, &n[o->nclones], msg, sizeof(msg))) {
+		fprintf(stderr, "kcopydfs: %s\n", msg);
+		return -EINVAL;
+	}
+	o->nclones++;
 	return 0;
 }
 
@@ -339,9 +367,12 @@ static int opt_proc(void *data, const char *arg, int key,
 	case KEY_THROTTLE:
 		r = parse_throttle_option(v, &o->throttle);
 		break;
+	case KEY_CLONE:
+		r = add_clone(o, v);
+		break;
 	}
 	if (r) {
-		if (key != KEY_DEV && key != KEY_FAULT)
+		if (key != KEY_DEV && key != KEY_FAULT && key != KEY_CLONE)
 			fprintf(stderr, "kcopydfs: bad value '%s' for %s\n", v,
 				opt_names[key]);
 		o->bad = true;
@@ -537,7 +568,35 @@ static int open_devs(struct kfs *fs, const struct options *o)
 			return r;
 		}
 	}
+	/* Clones last: they are made over the devices above. */
+	for (unsigned int i = 0; i < o->nclones; i++) {
+		char msg[512];
+
+		r = kfs_clone_create(fs, &o->clones[i], msg, sizeof(msg));
+		if (r) {
+			fprintf(stderr, "kcopydfs: %s\n", msg);
+			return r;
+		}
+	}
 	return 0;
+}
+
+/* Each clone, hydrating (after any fork) or no more (at the end). */
+static int clones_start(struct kfs *fs)
+{
+	int r = 0;
+
+	for (unsigned int i = 0; !r && i < fs->ndevs; i++)
+		if (fs->devs[i] && fs->devs[i]->clone)
+			r = kfs_clone_start(fs->devs[i]->clone);
+	return r;
+}
+
+static void clones_quiesce(struct kfs *fs)
+{
+	for (unsigned int i = 0; fs->devs && i < fs->ndevs; i++)
+		if (fs->devs[i] && fs->devs[i]->clone)
+			kfs_clone_quiesce(fs->devs[i]->clone);
 }
 
 /* attach opens images beneath the image directory, by this fd. */
@@ -649,6 +708,8 @@ static int start_serving(struct kfs *fs, const struct options *o)
 	kcopyd_client_set_throttle(fs->kc, o->throttle.rate,
 				   o->throttle.percent);
 	r = kfs_table_create(fs->kc, o->keep, o->max_queue, &tops, &fs->table);
+	if (!r)
+		r = clones_start(fs);
 	if (!r)
 		r = kfs_notifier_start(fs);
 	if (!r)
@@ -871,6 +932,7 @@ out_unmount:
 	kfs_notifier_stop(&fs);
 	if (mounted)
 		fuse_session_unmount(fs.se);
+	clones_quiesce(&fs);
 	if (fs.kc && fs.table) {
 		finish_jobs(&fs);
 		log_stop(&fs, fo.mountpoint);
@@ -881,6 +943,7 @@ out_signals:
 out_session:
 	fuse_session_destroy(fs.se);
 out_devs:
+	clones_quiesce(&fs);
 	if (fs.kc)
 		kcopyd_client_destroy(fs.kc);
 	kfs_table_free(fs.table);
@@ -924,6 +987,7 @@ int main(int argc, char *argv[])
 	}
 	free(o.devs);
 	free(o.faults);
+	free(o.clones);
 	free(o.image_dir);
 	free(o.pidfile);
 	free(o.args[0]);

@@ -215,6 +215,9 @@ static int check_job(const struct kfs_devlookup *dl, const struct kfs_cmd *c,
 	if (r == -EROFS)
 		return fail(errmsg, errlen, r, "region " TOK_FMT " is on a "
 			    "read-only device", TOK_ARG(t));
+	if (r == -EBUSY)
+		return fail(errmsg, errlen, r, "region " TOK_FMT " is on a "
+			    "clone or a device under a clone", TOK_ARG(t));
 	if (r != -EINVAL)
 		return fail(errmsg, errlen, r, "region " TOK_FMT ": %s",
 			    TOK_ARG(t), strerror(-r));
