@@ -557,6 +557,30 @@ START_TEST(test_admin_errors)
 }
 END_TEST
 
+/* Names: the charset and length, and never dev/'s own entries. */
+START_TEST(test_valid_name)
+{
+	static const char *const good[] = { "a", "sda", "a.img", "...",
+		".a", "a..", "-_.", "x-1" };
+	static const char *const bad[] = { ".", "..", "", "a/b", "a b",
+		"a\tb", "a\nb", "a\x01b", "a\x7f" };
+	char longest[KFS_MAX_NAME + 2];
+
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+		ck_assert_msg(kfs_valid_name(good[i], strlen(good[i])),
+			      "'%s' refused", good[i]);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		ck_assert_msg(!kfs_valid_name(bad[i], strlen(bad[i])),
+			      "'%s' accepted", bad[i]);
+	/* A length given excludes what follows: "." of ".x" is refused. */
+	ck_assert(!kfs_valid_name(".x", 1));
+	ck_assert(!kfs_valid_name("..x", 2));
+	memset(longest, 'n', sizeof(longest));
+	ck_assert(kfs_valid_name(longest, KFS_MAX_NAME));
+	ck_assert(!kfs_valid_name(longest, KFS_MAX_NAME + 1));
+}
+END_TEST
+
 static Suite *parse_suite(void)
 {
 	Suite *s = suite_create("parse");
@@ -568,6 +592,7 @@ static Suite *parse_suite(void)
 	tcase_add_test(tc, test_zero);
 	tcase_add_test(tc, test_blank);
 	tcase_add_test(tc, test_edges);
+	tcase_add_test(tc, test_valid_name);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("errors");

@@ -121,7 +121,7 @@ grep -q "unfinished line of 20 bytes" "$kcopydfs_log" ||
 	fail "the discarded line was not logged: $(cat "$kcopydfs_log")"
 
 # Every job done; the data says each ran once, at the right place.
-for ((i = 0; i < 100; i++)); do
+for ((i = 0; i < 600; i++)); do
 	[ -z "$(grep -v 'state=done' "$mnt/results")" ] && break
 	sleep 0.1
 done

@@ -97,7 +97,7 @@ for fd in fds:
     if os.read(fd, 50) != text[100:150]:
         sys.exit("a held reader lost its place")
 grown = rss() - base
-print("daemon RSS %d MiB, grew by %d MiB with %d readers holding %d KiB each"
+print("daemon RSS %d MiB, grew by %d MiB with %d readers of %d KiB of results"
       % (rss() // MiB, grown // MiB, nfds, len(text) // 1024))
 if grown > 64 * MiB:
     sys.exit("daemon grew by %d MiB" % (grown // MiB))
