@@ -95,6 +95,18 @@ int kfs_dev_new(struct kfs *fs, const char *name, const char *path,
 	if (!open_path)
 		open_path = path;
 	d->fd = fd;
+	if (fd < 0 && kcopyd_bdev_is_uri(path)) {
+		/* A remote device: no descriptor, I/O through the daemon. */
+		r = kcopyd_bdev_open(path, ro ? O_RDONLY : O_RDWR, &d->bdev);
+		if (r == -EROFS && !ro) {
+			fprintf(stderr, "kcopydfs: %s: %s: device %s is "
+				"read-only\n", path, strerror(-r), name);
+			r = kcopyd_bdev_open(path, O_RDONLY, &d->bdev);
+		}
+		if (r)
+			goto fail;
+		goto opened;
+	}
 	if (fd < 0 && !ro) {
 		/*
 		 * A write-protected image (the classic source of a rescue
@@ -119,6 +131,7 @@ int kfs_dev_new(struct kfs *fs, const char *name, const char *path,
 	r = kcopyd_bdev_open(proc, ro ? O_RDONLY : O_RDWR, &d->bdev);
 	if (r)
 		goto fail;
+opened:
 	d->size = kcopyd_bdev_sectors(d->bdev) << KCOPYD_SECTOR_SHIFT;
 	atomic_init(&d->refs, 1);
 	atomic_init(&d->busy, 0);

@@ -99,6 +99,8 @@ void kfs_pt_dev_setup(struct kfs *fs, struct kfs_dev *d, bool has_faults)
 		set_direct(p, "fault rules: the daemon must see its I/O", 0);
 	else if (d->clone)
 		set_direct(p, "a clone: the daemon routes its I/O", 0);
+	else if (d->fd < 0)
+		set_direct(p, "a remote device: no file to pass through", 0);
 	else if (fstat(d->fd, &st) || !S_ISREG(st.st_mode))
 		set_direct(p, "not a regular file", 0);
 	else if (st.st_size % 512)

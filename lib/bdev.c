@@ -62,7 +62,34 @@ int bdev_init(struct block_device *b, const struct bdev_ops *ops,
 
 int kcopyd_bdev_open(const char *path, int flags, struct block_device **result)
 {
+	if (bdev_is_nbd_uri(path)) {
+#ifdef HAVE_LIBNBD
+		return bdev_nbd_open(path, flags, result);
+#else
+		return -EPROTONOSUPPORT;
+#endif
+	}
 	return bdev_file_open(path, flags, result);
+}
+
+int kcopyd_bdev_is_uri(const char *name)
+{
+	return bdev_is_nbd_uri(name);
+}
+
+bool bdev_is_nbd_uri(const char *name)
+{
+	static const char *const schemes[] = {
+		"nbd://", "nbds://", "nbd+unix://", "nbds+unix://",
+		"nbd+vsock://", "nbds+vsock://",
+	};
+
+	if (!name)
+		return false;
+	for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++)
+		if (!strncmp(name, schemes[i], strlen(schemes[i])))
+			return true;
+	return false;
 }
 
 void kcopyd_bdev_close(struct block_device *bdev)

@@ -138,6 +138,11 @@ int bdev_init(struct block_device *b, const struct bdev_ops *ops,
 /* bdev_file.c: an image file or a block device. */
 int bdev_file_open(const char *path, int flags, struct block_device **result);
 
+/* Does name start with an NBD URI scheme (nbd://, nbds+unix://, ...)? */
+bool bdev_is_nbd_uri(const char *name);
+/* bdev_nbd.c: an NBD export named by a URI. */
+int bdev_nbd_open(const char *uri, int flags, struct block_device **result);
+
 /*
  * Read or write exactly the bytes described by iov at byte offset off,
  * retrying short transfers and EINTR.  Returns 0 or a negative errno

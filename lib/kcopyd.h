@@ -100,15 +100,27 @@ typedef void (*kcopyd_progress_fn)(sector_t sectors, void *context);
 /* --- Block devices ------------------------------------------------------ */
 
 /*
- * Open an image file or a block device.  flags: O_RDONLY or O_RDWR, plus
- * optionally O_DIRECT, O_SYNC, O_DSYNC.  The size is the file's size, or
- * BLKGETSIZE64 for a block device, rounded down to whole sectors.
- * Returns 0, -EINVAL (NULL or unknown flags), -EISDIR (a directory),
- * -ENOTBLK (neither a regular file nor a block device), -ENOMEM, or the
- * errno of open(2), fstat(2) or the size ioctl.
+ * Open an image file, a block device, or a remote NBD export named by a
+ * URI (nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=PATH, the
+ * nbds TLS forms; query parameters timeout=SECONDS and connections=N are
+ * kcopyd's, the rest libnbd's).  flags: O_RDONLY or O_RDWR, plus
+ * optionally O_DIRECT, O_SYNC, O_DSYNC.  The size is the file's size,
+ * BLKGETSIZE64 for a block device, or the export's, rounded down to whole
+ * sectors.  Returns 0, -EINVAL (NULL or unknown flags, a bad kcopyd query
+ * parameter), -EISDIR (a directory), -ENOTBLK (neither a regular file nor
+ * a block device), -ENOMEM, -EROFS (O_RDWR on a read-only export),
+ * -ETIMEDOUT (no handshake within the timeout), -EPROTONOSUPPORT (a URI,
+ * built without libnbd), or the errno of open(2), fstat(2), the size
+ * ioctl or libnbd's connection.
  */
 int kcopyd_bdev_open(const char *path, int flags,
 		     struct block_device **result);
+
+/*
+ * Is name an NBD URI that kcopyd_bdev_open() connects to rather than a
+ * path?  1 or 0.  (A file whose name looks like one: ./nbd:...)
+ */
+int kcopyd_bdev_is_uri(const char *name);
 
 /* Close a device no job uses any more. */
 void kcopyd_bdev_close(struct block_device *bdev);

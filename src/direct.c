@@ -153,8 +153,8 @@ static int check_operand(const struct operand *op)
 		    op->token);
 		return -EINVAL;
 	}
-	/* A missing or unreadable path is for the open to report. */
-	if (stat(op->path, &st) == -1)
+	/* A remote device is for the open to check; so is a missing path. */
+	if (kcopyd_bdev_is_uri(op->path) || stat(op->path, &st) == -1)
 		return 0;
 	return check_kind(op, &st);
 }
@@ -226,6 +226,10 @@ static int size_dest(struct copy *c, struct dest *d, int fd);
 static int prepare_dest(struct copy *c, struct dest *d)
 {
 	int fd, r;
+
+	/* An NBD export has its size: nothing to create or grow. */
+	if (kcopyd_bdev_is_uri(d->op.path))
+		return 0;
 
 	/* O_NONBLOCK: a FIFO put in its place since check_operand(). */
 	fd = open(d->op.path, O_RDWR | O_NONBLOCK | O_CLOEXEC);
@@ -309,8 +313,14 @@ static void unprepare_dests(struct copy *c)
 	}
 }
 
-static bool same_file(const struct stat *a, const struct stat *b)
+/* Local files by identity, remote devices by their URI. */
+static bool same_dev(const struct operand *x, const struct stat *a,
+		     const struct operand *y, const struct stat *b)
 {
+	bool xu = kcopyd_bdev_is_uri(x->path), yu = kcopyd_bdev_is_uri(y->path);
+
+	if (xu || yu)
+		return xu && yu && !strcmp(x->path, y->path);
 	if (S_ISBLK(a->st_mode) && S_ISBLK(b->st_mode))
 		return a->st_rdev == b->st_rdev;
 	return a->st_dev == b->st_dev && a->st_ino == b->st_ino;
@@ -328,13 +338,15 @@ static int open_bdevs(struct copy *c)
 	int r;
 
 	if (!c->zero) {
-		if (stat(c->src.path, &sst) == -1) {
+		if (!kcopyd_bdev_is_uri(c->src.path) &&
+		    stat(c->src.path, &sst) == -1) {
 			r = -errno;
 			say("%s: %s", c->src.path, strerror(errno));
 			return r;
 		}
 		for (unsigned int i = 0; i < c->nr_dests; i++)
-			if (same_file(&sst, &c->dests[i].st))
+			if (same_dev(&c->src, &sst, &c->dests[i].op,
+				     &c->dests[i].st))
 				src_is_dest = true;
 		r = kcopyd_bdev_open(c->src.path,
 				     bdev_flags(c, src_is_dest ? O_RDWR :
@@ -349,10 +361,11 @@ static int open_bdevs(struct copy *c)
 	for (unsigned int i = 0; i < c->nr_dests; i++) {
 		struct dest *d = &c->dests[i];
 
-		if (!c->zero && same_file(&sst, &d->st))
+		if (!c->zero && same_dev(&c->src, &sst, &d->op, &d->st))
 			d->bdev = c->src_bdev;
 		for (unsigned int j = 0; j < i && !d->bdev; j++)
-			if (same_file(&c->dests[j].st, &d->st))
+			if (same_dev(&c->dests[j].op, &c->dests[j].st,
+				     &d->op, &d->st))
 				d->bdev = c->dests[j].bdev;
 		if (d->bdev)
 			continue;

@@ -80,9 +80,23 @@ static int parse_range(const char *range, struct operand *op)
 	return 0;
 }
 
+/*
+ * The last ':' that may start a range: in a URI, only one past the
+ * authority (nbd://HOST:PORT/...), so a port is never taken for a START.
+ */
+static const char *range_colon(const char *token)
+{
+	const char *colon = strrchr(token, ':'), *path;
+
+	if (!colon || !kcopyd_bdev_is_uri(token))
+		return colon;
+	path = strchr(strstr(token, "://") + 3, '/');
+	return path && colon > path ? colon : NULL;
+}
+
 int parse_operand(const char *token, struct operand *op)
 {
-	const char *colon = strrchr(token, ':');
+	const char *colon = range_colon(token);
 	size_t path_len = strlen(token);
 	int r;
 

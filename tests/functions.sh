@@ -9,6 +9,9 @@
 #   expect_fail ERRNO_TEXT CMD...  CMD must fail and print ERRNO_TEXT
 #   wait_progress PID FILE   wait until kcopy PID has printed progress with
 #                            bytes done to FILE
+#   start_nbdkit NAME PLUGIN-ARGS...  serve an NBD export on $tmp/NAME.sock,
+#                            killed at exit; sets nbd_uri and nbd_pid
+#   start_nbdkit_tcp NAME PLUGIN-ARGS...  the same on a free 127.0.0.1 port
 set -u
 
 fail()
@@ -107,6 +110,53 @@ expect_fail()
 	*"$text"*) ;;
 	*) fail "expected '$text' from: $* -- got: $out" ;;
 	esac
+}
+
+# --- nbdkit -----------------------------------------------------------------
+# Wait (bounded) for nbdkit to write its pidfile, which it does once it
+# listens; 0 if it did, 1 if it died first (a port taken, say).
+_wait_nbdkit()
+{
+	local pid=$1 pidfile=$2 i
+	for ((i = 0; i < 600; i++)); do
+		[ -s "$pidfile" ] && return 0
+		kill -0 "$pid" 2>/dev/null || return 1
+		sleep 0.05
+	done
+	fail "nbdkit did not start in 30 s: $(cat "$tmp/nbdkit.log")"
+}
+
+start_nbdkit()
+{
+	local name=$1
+	shift
+	rm -f "$tmp/$name.sock" "$tmp/$name.pid"
+	nbdkit -f --exit-with-parent -U "$tmp/$name.sock" \
+		-P "$tmp/$name.pid" "$@" 2>>"$tmp/nbdkit.log" &
+	nbd_pid=$!
+	cleanup_fn "kill -CONT $nbd_pid 2>/dev/null; kill $nbd_pid 2>/dev/null"
+	_wait_nbdkit "$nbd_pid" "$tmp/$name.pid" ||
+		fail "nbdkit $*: $(cat "$tmp/nbdkit.log")"
+	nbd_uri="nbd+unix:///?socket=$tmp/$name.sock"
+}
+
+start_nbdkit_tcp()
+{
+	local name=$1 port try
+	shift
+	for ((try = 0; try < 20; try++)); do
+		port=$((20000 + RANDOM % 40000))
+		rm -f "$tmp/$name.pid"
+		nbdkit -f --exit-with-parent -i 127.0.0.1 -p "$port" \
+			-P "$tmp/$name.pid" "$@" 2>>"$tmp/nbdkit.log" &
+		nbd_pid=$!
+		if _wait_nbdkit "$nbd_pid" "$tmp/$name.pid"; then
+			cleanup_fn "kill -CONT $nbd_pid 2>/dev/null; kill $nbd_pid 2>/dev/null"
+			nbd_uri="nbd://127.0.0.1:$port/"
+			return 0
+		fi
+	done
+	fail "no free port for nbdkit: $(cat "$tmp/nbdkit.log")"
 }
 
 # --- kcopydfs ---------------------------------------------------------------
