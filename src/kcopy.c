@@ -52,6 +52,10 @@ static const char usage_text[] =
 "      --rate RATE        at most RATE bytes per second, with a unit:\n"
 "                         64M, 1G, 512K (powers of 1024; /s may follow)\n"
 "      --verify           read every destination back and compare\n"
+"      --map FILE         keep a GNU ddrescue map of the copy in FILE;\n"
+"                         run again with it to copy only what is left\n"
+"      --retry-bad        with --map: retry its failed ranges, block by\n"
+"                         block\n"
 "      --zero             write zeros to the destinations\n"
 "  -m, --mount MOUNTPOINT send the command to a mounted kcopydfs\n"
 "  -p, -P, --progress[=SECONDS]  print progress every SECONDS (default\n"
@@ -78,6 +82,8 @@ enum {
 	OPT_PAGES,
 	OPT_RATE,
 	OPT_VERIFY,
+	OPT_MAP,
+	OPT_RETRY_BAD,
 };
 
 static const struct option long_options[] = {
@@ -94,6 +100,8 @@ static const struct option long_options[] = {
 	{ "allocated", no_argument, NULL, OPT_ALLOCATED },
 	{ "target-is-zero", no_argument, NULL, OPT_TARGET_ZERO },
 	{ "verify", no_argument, NULL, OPT_VERIFY },
+	{ "map", required_argument, NULL, OPT_MAP },
+	{ "retry-bad", no_argument, NULL, OPT_RETRY_BAD },
 	{ "mount", required_argument, NULL, 'm' },
 	{ "progress", optional_argument, NULL, 'P' },
 	{ "quiet", no_argument, NULL, 'q' },
@@ -303,6 +311,12 @@ static int parse_options(int argc, char **argv, struct options *o)
 		case OPT_VERIFY:
 			o->verify = true;
 			break;
+		case OPT_MAP:
+			o->map = optarg;
+			break;
+		case OPT_RETRY_BAD:
+			o->retry_bad = true;
+			break;
 		case 'm':
 			o->mount = optarg;
 			break;
@@ -346,7 +360,7 @@ static int check_mount_options(const struct options *o)
 	    o->ignore_errors || o->write_seq || o->direct || o->fsync ||
 	    o->rate ||
 	    o->zero || o->sparse_size || o->no_zero_detect || o->allocated ||
-	    o->target_zero || o->verify) {
+	    o->target_zero || o->verify || o->map || o->retry_bad) {
 		say("--mount takes only -q, -v and --progress; engine options "
 		    "belong to kcopydfs, flags to the command words");
 		return -EINVAL;
@@ -366,6 +380,14 @@ int main(int argc, char **argv)
 		if (check_mount_options(&o))
 			goto usage;
 		return mount_main(&o, argc, argv);
+	}
+	if (o.map && o.zero) {
+		say("--map is for copies, not --zero");
+		goto usage;
+	}
+	if (o.retry_bad && !o.map) {
+		say("--retry-bad needs --map: the map says which ranges failed");
+		goto usage;
 	}
 	return direct_main(&o, argc, argv);
 usage:

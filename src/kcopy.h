@@ -40,6 +40,8 @@ struct options {
 	bool allocated;			/* --allocated */
 	bool target_zero;		/* --target-is-zero */
 	bool verify;			/* --verify */
+	const char *map;		/* --map FILE */
+	bool retry_bad;			/* --retry-bad */
 	int verbose;			/* -1 with -q, 1 with -v */
 	double progress_interval;	/* --progress seconds; 0: not asked */
 	const char *mount;		/* mount mode when non-NULL */
@@ -144,6 +146,38 @@ int signals_block(void);
  * that came in between now takes its default action.
  */
 void signals_unblock(int fd);
+
+/* --- Map files (map.c) --------------------------------------------------- */
+
+/* A range of the copy, in bytes from its start, and its status. */
+struct map_range {
+	uint64_t pos, size;
+	char st;			/* '+' finished, '-' failed, '?' not tried */
+};
+
+struct map {
+	const char *path;
+	char *tmp_path;
+	char ident[2048];		/* the identity line, without "# " */
+	uint64_t size;			/* bytes of the copy */
+	struct map_range *r;		/* sorted, tiling [0, size) */
+	size_t n, cap;
+};
+
+/*
+ * Read the map at path, which must be of this copy (ident) and of `size`
+ * bytes (*resumed true), or create it all untried (*resumed false).
+ * Returns 0 or a negative errno, with a message said.
+ */
+int map_open(struct map *m, const char *path, const char *ident,
+	     uint64_t size, bool *resumed);
+/* Give [pos, pos + size) status st. */
+int map_set(struct map *m, uint64_t pos, uint64_t size, char st);
+/* Bytes with status st. */
+uint64_t map_bytes(const struct map *m, char st);
+/* Replace the file with the map (temp file, fsync, rename). */
+int map_save(struct map *m);
+void map_free(struct map *m);
 
 /* --- Modes -------------------------------------------------------------- */
 
