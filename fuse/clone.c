@@ -18,9 +18,9 @@
  *     longer than that), under fs->reply_lock, so that no answer goes
  *     out once the session is over.
  *   - one thread per clone (clone_main): commits the bitmap every
- *     `commit` seconds (1 by default) when it changed, and asks again for the
- *     hydration of regions a waiting write needs, should the queue have
- *     been full when it was asked for.
+ *     `commit` seconds (1 by default) when it changed, and every second
+ *     asks again for the hydration of regions a waiting write needs,
+ *     should the queue have been full when it was asked for.
  *   - the main thread: open, start, quiesce and close.
  * Locks, outermost first:
  *   c->commit_lock: one commit at a time (held across the flush of DEST
@@ -759,8 +759,9 @@ static void pump(struct kfs_clone *c)
 		 * does one a write needs while paused.
 		 */
 		n = 1;
-		while (!c->paused && !c->tries[r] && n < room && r + n < c->nr &&
-		       c->state[r + n] == R_UNHYD && !c->tries[r + n])
+		while (!c->paused && !c->tries[r] && n < room &&
+		       r + n < c->nr && c->state[r + n] == R_UNHYD &&
+		       !c->tries[r + n])
 			n++;
 		j = malloc(sizeof(*j));
 		if (!j)
@@ -850,9 +851,10 @@ static void hydrated(const struct kcopyd_completion *done, void *context)
 		}
 		c->state[r] = R_FAILED;
 		c->nr_failed++;
-		kfs_log(c->fs, LOG_ERR, "clone %s: region %llu (bytes %llu+%llu) "
-			"failed to hydrate %d times: %s; it is read from the "
-			"source", c->dev->name, (unsigned long long)r,
+		kfs_log(c->fs, LOG_ERR, "clone %s: region %llu (bytes "
+			"%llu+%llu) failed to hydrate %d times: %s; it is "
+			"read from the source", c->dev->name,
+			(unsigned long long)r,
 			(unsigned long long)region_start(c, r),
 			(unsigned long long)(region_end(c, r) -
 					     region_start(c, r)),
@@ -1032,8 +1034,11 @@ void kfs_clone_read(struct kfs_clone *c, fuse_req_t req, size_t size,
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	if (!size)
+	/* Hydrated in full: DEST only, no bookkeeping. */
+	if (!size || is_ended(c)) {
+		r = size ? kcopyd_bdev_pread(c->dst, buf, size, off) : 0;
 		goto out;
+	}
 	first = off >> c->shift;
 	last = (off + size - 1) >> c->shift;
 	/* Each run of regions from one device in one read. */
@@ -1136,14 +1141,16 @@ void kfs_clone_zero(struct kfs_clone *c, fuse_req_t req, uint64_t off,
 static void *clone_main(void *arg)
 {
 	struct kfs_clone *c = arg;
+	unsigned int ticks = 0;
 	struct timespec t;
-	bool quit;
+	bool quit, ended;
 
 	for (;;) {
 		struct clone_op *op;
 
+		/* Every second: the queue may have been full at submission. */
 		clock_gettime(CLOCK_REALTIME, &t);
-		t.tv_sec += c->interval;
+		t.tv_sec++;
 		pth(pthread_mutex_lock(&c->lock));
 		if (!c->quit) {
 			int e = pthread_cond_timedwait(&c->cond, &c->lock, &t);
@@ -1152,7 +1159,8 @@ static void *clone_main(void *arg)
 				pth(e);
 		}
 		quit = c->quit;
-		/* Regions waiting writes need, should the ring have been full. */
+		ended = c->ended;
+		/* What waiting writes need, should the ring have been full. */
 		list_for_each_entry(op, &c->waiting, link)
 			if (c->state[op->wait] == R_UNHYD)
 				prio_push(c, op->wait);
@@ -1160,7 +1168,11 @@ static void *clone_main(void *arg)
 		pth(pthread_mutex_unlock(&c->lock));
 		if (quit)
 			break;
-		commit(c, false);
+		/* At the interval, and at once at the end of hydration. */
+		if (++ticks >= c->interval || ended) {
+			commit(c, false);
+			ticks = 0;
+		}
 	}
 	return NULL;
 }

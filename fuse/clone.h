@@ -44,8 +44,8 @@ struct kfs_clone_spec {
 };
 
 /*
- * Parse "NAME=SOURCE:DEST:META[:region=SIZE][:commit=SECONDS][:paused]".  Returns 0 or
- * -EINVAL with a message naming the offending part.
+ * Parse "NAME=SOURCE:DEST:META[:region=SIZE][:commit=SECONDS][:paused]".
+ * Returns 0 or -EINVAL with a message naming the offending part.
  */
 int kfs_clone_parse(const char *spec, struct kfs_clone_spec *out,
 		    char *errmsg, size_t errlen);

@@ -1,13 +1,12 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Direct mode: open the devices, and run the copy (or zero) through one
- * libkcopyd client as a sequence of bounded jobs.
- *
- * The engine has no cancel, so a copy is cut into jobs of at most
- * JOB_SECTORS, with at most two in flight; after SIGINT or SIGTERM no new
- * job is submitted, the ones in flight finish, and the destinations then
- * hold exactly the jobs that completed.  Each job is still one
- * kcopyd_copy() with every destination: one read feeds them all.
+ * libkcopyd client: one job with every destination (one read feeds them
+ * all), or with --map a job per range of the map.  SIGINT and SIGTERM
+ * cancel the jobs in flight (kcopyd_cancel): their sub-jobs in flight
+ * finish, and their completions say exactly which ranges are on every
+ * destination.  Errors come back with their errno and sector, and with
+ * --ignore-errors each lost range as the engine finds it.
  *
  * Thread model
  * ------------
@@ -21,6 +20,15 @@
  * - Engine workers call copy_progress(), which only adds to an atomic.
  * - The engine's callback thread calls job_done(), which puts the job on
  *   c->finished under c->lock and writes the eventfd.
+ * - With --map or --ignore-errors, engine workers call bad_range(), which
+ *   adds to c->bad and c->lost under c->lock; the main thread alone reads
+ *   them and owns the map.
+ *
+ * With --map the copy is the list of ranges the map has not finished
+ * (c->todo), each cut into jobs; a finished job's done ranges become '+',
+ * the rest of a failed job and every bad range '-', and the map is saved
+ * at most every MAP_SAVE_SECONDS, after the destinations are flushed, so
+ * that what it calls finished is on stable storage.
  */
 #include <config.h>
 
@@ -35,6 +43,7 @@
 #include <sys/ioctl.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 #ifdef HAVE_LINUX_FS_H
 #include <linux/fs.h>
@@ -42,8 +51,13 @@
 
 #include "kcopy.h"
 
-/* Sectors per submitted job (64 MiB): the grain of a clean stop. */
-#define JOB_SECTORS	((sector_t)64 << (20 - KCOPYD_SECTOR_SHIFT))
+/* The done ranges of the copy kept for an interruption's message. */
+#define MAX_DONE	80
+/* Lost ranges listed one by one; the rest are counted. */
+#define MAX_LOST_LINES	100
+/* With --map, 2 MiB: the most a crash between saves can redo per job. */
+#define MAP_JOB_SECTORS	((sector_t)2 << (20 - KCOPYD_SECTOR_SHIFT))
+#define MAP_SAVE_SECONDS 1.0
 /* The size of a file is an off_t, in bytes. */
 #define MAX_FILE_SECTORS	((sector_t)INT64_MAX >> KCOPYD_SECTOR_SHIFT)
 
@@ -56,7 +70,8 @@ struct dest {
 	off_t old_size;			/* before extension */
 	sector_t count;			/* sectors this destination gets */
 	unsigned int failed_jobs;
-	sector_t fail_start, fail_count; /* the first failed job's range */
+	int error;			/* errno of the lowest failed write */
+	sector_t error_sector;		/* its device sector */
 	unsigned int verify_failed_jobs;
 	sector_t verify_sector;		/* the lowest sector read back wrong */
 	int fsync_err;
@@ -65,6 +80,12 @@ struct dest {
 struct job {
 	struct copy *c;
 	struct job *next;		/* on c->finished (c->lock) */
+	struct job *run_next;		/* on c->running (main thread) */
+	uint64_t id;			/* the engine's, for kcopyd_cancel */
+	int read_error;			/* set by job_done(): errnos and */
+	sector_t read_error_sector;	/* device sectors of failures */
+	struct kcopyd_dest_result dres[KCOPYD_MAX_DESTS];
+	bool cancelled;
 	sector_t offset, count;		/* relative to the regions' starts */
 	unsigned int nr_dests;
 	unsigned char dest_idx[KCOPYD_MAX_DESTS]; /* write_err bit -> dest */
@@ -72,6 +93,23 @@ struct job {
 	unsigned int write_err;
 	unsigned int verify_err;
 	sector_t verify_sector[KCOPYD_MAX_DESTS];
+	bool failed;
+	unsigned int nr_done;
+	struct kcopyd_range *done;	/* offsets in the job, malloc'd */
+};
+
+/* A range lost under --ignore-errors: the device's sectors. */
+struct lost {
+	struct block_device *bdev;
+	sector_t sector, count;
+	bool write;
+	int error;
+};
+
+/* A range still to copy, in sectors from the start of the copy. */
+struct todo {
+	sector_t off, count;
+	bool retry;			/* a failed range, --retry-bad */
 };
 
 struct copy {
@@ -95,6 +133,22 @@ struct copy {
 
 	pthread_mutex_t lock;
 	struct job *finished;		/* c->lock */
+	struct kcopyd_range *bad;	/* --map: bad ranges (c->lock) */
+	size_t nr_bad, cap_bad;		/* (c->lock) */
+	bool bad_nomem;			/* (c->lock) */
+	struct lost *lost;		/* --ignore-errors: ranges lost */
+	size_t nr_lost, max_lost;	/* (c->lock) */
+	uint64_t lost_dropped;		/* (c->lock): no memory to keep */
+
+	/* --map (main thread only) */
+	bool use_map;
+	struct map map;
+	bool resumed;
+	struct todo *todo;
+	size_t nr_todo, todo_i;
+	sector_t todo_off;		/* into todo[todo_i] */
+	double last_save;
+	int map_err;
 
 	/* Main thread only. */
 	sector_t submitted;		/* sectors handed to jobs */
@@ -103,7 +157,12 @@ struct copy {
 	bool stop;			/* an error without --ignore-errors */
 	int signo;			/* the signal that interrupted us */
 	unsigned int read_failed_jobs;
-	sector_t read_fail_start, read_fail_count;
+	int read_error;			/* errno of the lowest failed read */
+	sector_t read_error_sector;
+	struct job *running;		/* jobs in flight, to cancel */
+	bool skip;			/* an error past which going on helps */
+	unsigned int nr_done;		/* ranges of the copy done everywhere */
+	struct kcopyd_range done[MAX_DONE];
 	int submit_err;
 };
 
@@ -530,7 +589,121 @@ static int check_regions(struct copy *c)
 	}
 	c->backward = up;
 	c->window = up || down || c->o->write_seq ? 1 : 2;
+	if (c->use_map && (up || down)) {
+		say("--map: the destination overlaps the source on %s: a copy "
+		    "interrupted midway could not be resumed from a map (the "
+		    "source is partly overwritten); copy without --map",
+		    c->src.path);
+		return -EINVAL;
+	}
 	return 0;
+}
+
+static double now_seconds(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/*
+ * One device in a map's identity: a block device by its number, a file by
+ * its inode (not its file system's device number, which a FUSE or network
+ * file system changes from one mount to the next).
+ */
+static int ident_dev(char *buf, size_t len, const struct stat *st)
+{
+	if (S_ISBLK(st->st_mode))
+		return snprintf(buf, len, "blockdev %u:%u",
+				major(st->st_rdev), minor(st->st_rdev));
+	return snprintf(buf, len, "inode %llu",
+			(unsigned long long)st->st_ino);
+}
+
+/* What identifies the copy in its map: devices, sizes, regions. */
+static int map_ident(const struct copy *c, char *buf, size_t len)
+{
+	struct stat st;
+	size_t n;
+
+	if (stat(c->src.path, &st) == -1)
+		return -errno;
+	n = (size_t)snprintf(buf, len, "kcopy map of ");
+	n += (size_t)ident_dev(buf + n, len - n, &st);
+	n += (size_t)snprintf(buf + n, len - n, " size %llu range %llu+%llu to",
+			      (unsigned long long)kcopyd_bdev_size(c->src_bdev),
+			      (unsigned long long)c->src.start,
+			      (unsigned long long)c->src.count);
+	for (unsigned int i = 0; i < c->nr_dests && n < len; i++) {
+		n += (size_t)snprintf(buf + n, len - n, " ");
+		if (n < len)
+			n += (size_t)ident_dev(buf + n, len - n,
+					       &c->dests[i].st);
+		if (n < len)
+			n += (size_t)snprintf(buf + n, len - n, " at %llu",
+					      (unsigned long long)
+					      c->dests[i].op.start);
+	}
+	return n < len ? 0 : -ENAMETOOLONG;
+}
+
+/*
+ * The ranges to copy: all of it, or what the map has not finished (and,
+ * with --retry-bad, what it has as failed).
+ */
+static int plan_todo(struct copy *c)
+{
+	char ident[sizeof(c->map.ident)];
+	int r;
+
+	if (!c->use_map) {
+		c->todo = calloc(1, sizeof(*c->todo));
+		if (!c->todo)
+			return -ENOMEM;
+		c->todo[0] = (struct todo){ 0, c->total, false };
+		c->nr_todo = c->total ? 1 : 0;
+		return 0;
+	}
+	r = map_ident(c, ident, sizeof(ident));
+	if (r) {
+		say("%s: %s", c->src.path, strerror(-r));
+		return r;
+	}
+	r = map_open(&c->map, c->o->map, ident,
+		     (uint64_t)c->total << KCOPYD_SECTOR_SHIFT, &c->resumed);
+	if (r)
+		return r;
+	c->todo = calloc(c->map.n ? c->map.n : 1, sizeof(*c->todo));
+	if (!c->todo)
+		return -ENOMEM;
+	for (size_t i = 0; i < c->map.n; i++) {
+		const struct map_range *m = &c->map.r[i];
+		sector_t s = m->pos >> KCOPYD_SECTOR_SHIFT;
+		sector_t e = (m->pos + m->size + KCOPYD_SECTOR_SIZE - 1) >>
+			     KCOPYD_SECTOR_SHIFT;
+
+		if (m->st == '?' || (m->st == '-' && c->o->retry_bad))
+			c->todo[c->nr_todo++] = (struct todo){ s, e - s,
+							       m->st == '-' };
+	}
+	if (c->resumed && c->o->verbose > 0)
+		say("%s: resuming: %llu bytes finished, %llu failed, %llu not "
+		    "tried", c->o->map,
+		    (unsigned long long)map_bytes(&c->map, '+'),
+		    (unsigned long long)map_bytes(&c->map, '-'),
+		    (unsigned long long)map_bytes(&c->map, '?'));
+	c->last_save = now_seconds();
+	return 0;
+}
+
+static sector_t todo_sectors(const struct copy *c)
+{
+	sector_t n = 0;
+
+	for (size_t i = 0; i < c->nr_todo; i++)
+		n += c->todo[i].count;
+	return n;
 }
 
 /* --- Running ------------------------------------------------------------ */
@@ -555,6 +728,21 @@ static void job_done(const struct kcopyd_completion *done, void *context)
 	j->verify_err = done->verify_err;
 	for (unsigned int i = 0; i < done->num_dests; i++)
 		j->verify_sector[i] = done->verify_sector[i];
+	j->failed = done->read_err || done->write_err || done->verify_err ||
+		    done->cancelled;
+	j->cancelled = done->cancelled;
+	j->read_error = done->read_error;
+	j->read_error_sector = done->read_error_sector;
+	memcpy(j->dres, done->dests, done->num_dests * sizeof(j->dres[0]));
+	if (done->nr_done) {
+		/* Without memory the job's ranges stay as the map had them. */
+		j->done = malloc(done->nr_done * sizeof(*j->done));
+		if (j->done) {
+			memcpy(j->done, done->done,
+			       done->nr_done * sizeof(*j->done));
+			j->nr_done = done->nr_done;
+		}
+	}
 	j->next = c->finished;
 	c->finished = j;
 	if (pthread_mutex_unlock(&c->lock))
@@ -567,14 +755,18 @@ static void job_done(const struct kcopyd_completion *done, void *context)
 static int submit_next(struct copy *c)
 {
 	struct io_region from, to[KCOPYD_MAX_DESTS];
-	sector_t n = c->total - c->submitted, off;
+	struct todo *td = &c->todo[c->todo_i];
+	sector_t n = td->count - c->todo_off, off;
+	/* One job for the whole copy, unless a map wants small ones. */
+	sector_t max = c->use_map ? MAP_JOB_SECTORS : td->count;
 	struct kcopyd_job_desc desc;
 	struct job *j;
 	int r;
 
-	if (n > JOB_SECTORS)
-		n = JOB_SECTORS;
-	off = c->backward ? c->total - c->submitted - n : c->submitted;
+	if (n > max)
+		n = max;
+	off = c->backward ? td->off + td->count - c->todo_off - n :
+			    td->off + c->todo_off;
 
 	j = calloc(1, sizeof(*j));
 	if (!j)
@@ -600,7 +792,7 @@ static int submit_next(struct copy *c)
 	desc = (struct kcopyd_job_desc){
 		.size = sizeof(desc),
 		.op = c->zero ? KCOPYD_OP_ZERO : KCOPYD_OP_COPY,
-		.flags = c->flags,
+		.flags = c->flags | (td->retry ? KCOPYD_IGNORE_ERROR : 0),
 		.from = c->zero ? NULL : &from,
 		.num_dests = j->nr_dests,
 		.dests = to,
@@ -608,24 +800,198 @@ static int submit_next(struct copy *c)
 		.progress = copy_progress,
 		.context = j,
 	};
-	r = kcopyd_submit(c->kc, &desc, NULL);
+	r = kcopyd_submit(c->kc, &desc, &j->id);
 	if (r) {
 		free(j);
 		return r;
+	}
+	j->run_next = c->running;
+	c->running = j;
+	c->todo_off += n;
+	if (c->todo_off == td->count) {
+		c->todo_i++;
+		c->todo_off = 0;
 	}
 	c->submitted += n;
 	c->inflight++;
 	return 0;
 }
 
-/* Count a failed job, and keep the lowest failed range for the report. */
-static void note_failure(sector_t *start, sector_t *count, unsigned int *nr,
-			 const struct job *j)
+/*
+ * Errors where going on past the failed block can save the rest: a bad
+ * medium.  Past ENOSPC, EROFS or EDQUOT, every later write fails too.
+ */
+static bool skippable(int error)
 {
-	if ((*nr)++ == 0 || j->offset < *start) {
-		*start = j->offset;
-		*count = j->count;
+	return error == EIO || error == ENODATA || error == EBADMSG ||
+	       error == EILSEQ || error == EREMOTEIO;
+}
+
+/* Count a failure, and keep the lowest failed sector and its errno. */
+static void note_failure(int *error, sector_t *sector, unsigned int *nr,
+			 int err, sector_t at, bool *skip)
+{
+	if ((*nr)++ == 0 || at < *sector) {
+		*error = err ? err : EIO;
+		*sector = at;
 	}
+	*skip = *skip || skippable(err ? err : EIO);
+}
+
+static void forget_running(struct copy *c, struct job *j)
+{
+	for (struct job **p = &c->running; *p; p = &(*p)->run_next) {
+		if (*p == j) {
+			*p = j->run_next;
+			return;
+		}
+	}
+}
+
+/* What the job put on every destination: into the copy's done ranges. */
+static void note_done(struct copy *c, const struct job *j)
+{
+	for (unsigned int i = 0; i < j->nr_done; i++) {
+		struct kcopyd_range r = {
+			j->offset + j->done[i].sector, j->done[i].count,
+		};
+
+		c->completed += r.count;
+		if (c->nr_done && c->done[c->nr_done - 1].sector +
+				  c->done[c->nr_done - 1].count == r.sector)
+			c->done[c->nr_done - 1].count += r.count;
+		else if (c->nr_done < MAX_DONE)
+			c->done[c->nr_done++] = r;
+	}
+}
+
+/* A finished job in the map: its done ranges '+', the rest '-' if failed. */
+static void map_job(struct copy *c, const struct job *j)
+{
+	uint64_t start = (uint64_t)j->offset << KCOPYD_SECTOR_SHIFT;
+	uint64_t len = (uint64_t)j->count << KCOPYD_SECTOR_SHIFT;
+
+	if (j->failed)
+		c->map_err = c->map_err ?: map_set(&c->map, start, len, '-');
+	for (unsigned int i = 0; i < j->nr_done; i++)
+		c->map_err = c->map_err ?:
+			map_set(&c->map,
+				start + ((uint64_t)j->done[i].sector
+					 << KCOPYD_SECTOR_SHIFT),
+				(uint64_t)j->done[i].count
+					<< KCOPYD_SECTOR_SHIFT, '+');
+}
+
+/*
+ * Every bad range found so far is '-', again after each batch of done
+ * ranges: a range found bad while its job ran must not end up '+'.
+ */
+static void map_bad(struct copy *c)
+{
+	if (pthread_mutex_lock(&c->lock))
+		abort();
+	for (size_t i = 0; i < c->nr_bad; i++)
+		c->map_err = c->map_err ?:
+			map_set(&c->map,
+				(uint64_t)c->bad[i].sector
+					<< KCOPYD_SECTOR_SHIFT,
+				(uint64_t)c->bad[i].count
+					<< KCOPYD_SECTOR_SHIFT, '-');
+	if (c->bad_nomem)
+		c->map_err = c->map_err ?: -ENOMEM;
+	if (pthread_mutex_unlock(&c->lock))
+		abort();
+}
+
+/*
+ * Engine worker: a range of a device was lost under IGNORE_ERROR.  Its
+ * place in the copy: from the source's start, or from the start of the
+ * destination region holding it.
+ */
+/* --ignore-errors: keep each lost range for the report (c->lock held). */
+static void keep_lost(struct copy *c, struct block_device *bdev,
+		      sector_t sector, sector_t count, int write, int error)
+{
+	if (c->nr_lost == c->max_lost) {
+		size_t n = c->max_lost ? 2 * c->max_lost : 16;
+		struct lost *l = realloc(c->lost, n * sizeof(*l));
+
+		if (!l) {
+			c->lost_dropped++;
+			return;
+		}
+		c->lost = l;
+		c->max_lost = n;
+	}
+	c->lost[c->nr_lost++] = (struct lost){ bdev, sector, count, write,
+					       error };
+}
+
+static void bad_range(uint64_t id, struct block_device *bdev, sector_t sector,
+		      sector_t count, int write, int error, void *context)
+{
+	struct copy *c = context;
+	sector_t off = 0;
+	bool found = false;
+
+	if (c->o->ignore_errors) {
+		if (pthread_mutex_lock(&c->lock))
+			abort();
+		keep_lost(c, bdev, sector, count, write, error);
+		if (pthread_mutex_unlock(&c->lock))
+			abort();
+	}
+	if (!c->use_map)
+		return;
+
+	if (!write && bdev == c->src_bdev && sector >= c->src.start) {
+		off = sector - c->src.start;
+		found = true;
+	}
+	for (unsigned int i = 0; write && !found && i < c->nr_dests; i++) {
+		struct dest *d = &c->dests[i];
+
+		if (d->bdev == bdev && sector >= d->op.start &&
+		    sector < d->op.start + d->count) {
+			off = sector - d->op.start;
+			found = true;
+		}
+	}
+	if (!found)
+		return;
+	if (pthread_mutex_lock(&c->lock))
+		abort();
+	if (c->nr_bad == c->cap_bad) {
+		size_t cap = c->cap_bad ? c->cap_bad * 2 : 16;
+		struct kcopyd_range *b = realloc(c->bad, cap * sizeof(*b));
+
+		if (b) {
+			c->bad = b;
+			c->cap_bad = cap;
+		}
+	}
+	if (c->nr_bad < c->cap_bad)
+		c->bad[c->nr_bad++] = (struct kcopyd_range){ off, count };
+	else
+		c->bad_nomem = true;
+	if (pthread_mutex_unlock(&c->lock))
+		abort();
+}
+
+/*
+ * Save the map: the destinations are flushed first, so that what the map
+ * calls finished survives a power cut, not only a crash of kcopy.
+ */
+static void save_map(struct copy *c)
+{
+	/* A read-only source has nothing to flush: 0. */
+	for (unsigned int i = 0; i < c->nr_bdevs && !c->map_err; i++)
+		c->map_err = kcopyd_bdev_flush(c->bdevs[i]);
+	if (!c->map_err)
+		c->map_err = map_save(&c->map);
+	c->last_save = now_seconds();
+	if (c->map_err)
+		c->stop = true;
 }
 
 static void reap(struct copy *c)
@@ -646,16 +1012,20 @@ static void reap(struct copy *c)
 	for (; j; j = next) {
 		next = j->next;
 		c->inflight--;
-		c->completed += j->count;
+		forget_running(c, j);
+		note_done(c, j);
 		if (j->read_err)
-			note_failure(&c->read_fail_start, &c->read_fail_count,
-				     &c->read_failed_jobs, j);
+			note_failure(&c->read_error, &c->read_error_sector,
+				     &c->read_failed_jobs, j->read_error,
+				     j->read_error_sector, &c->skip);
 		for (unsigned int b = 0; b < j->nr_dests; b++) {
 			struct dest *d = &c->dests[j->dest_idx[b]];
 
 			if (j->write_err & (1u << b))
-				note_failure(&d->fail_start, &d->fail_count,
-					     &d->failed_jobs, j);
+				note_failure(&d->error, &d->error_sector,
+					     &d->failed_jobs, j->dres[b].error,
+					     j->dres[b].error_sector,
+					     &c->skip);
 			if ((j->verify_err & (1u << b)) &&
 			    (d->verify_failed_jobs++ == 0 ||
 			     j->verify_sector[b] < d->verify_sector))
@@ -664,17 +1034,27 @@ static void reap(struct copy *c)
 		if ((j->read_err || j->write_err || j->verify_err) &&
 		    !c->o->ignore_errors)
 			c->stop = true;
+		if (c->use_map)
+			map_job(c, j);
+		free(j->done);
 		free(j);
 	}
+	if (c->use_map)
+		map_bad(c);
 }
 
 static void read_signal(struct copy *c)
 {
 	struct signalfd_siginfo si;
 
-	while (read(c->sigfd, &si, sizeof(si)) == sizeof(si))
-		if (!c->signo)
-			c->signo = (int)si.ssi_signo;
+	while (read(c->sigfd, &si, sizeof(si)) == sizeof(si)) {
+		if (c->signo)
+			continue;
+		c->signo = (int)si.ssi_signo;
+		/* -ENOENT: a job whose I/O is over already. */
+		for (struct job *j = c->running; j; j = j->run_next)
+			kcopyd_cancel(c->kc, j->id);
+	}
 }
 
 static void run(struct copy *c)
@@ -687,36 +1067,44 @@ static void run(struct copy *c)
 	for (;;) {
 		/* A signal that came during the setup stops us here. */
 		read_signal(c);
+		int timeout;
+
 		while (!c->signo && !c->stop && !c->submit_err &&
-		       c->submitted < c->total && c->inflight < c->window)
+		       c->todo_i < c->nr_todo && c->inflight < c->window)
 			c->submit_err = submit_next(c);
 		if (!c->inflight)
 			break;
-		if (poll(pfd, 2, progress_timeout(&c->prog)) == -1 &&
-		    errno != EINTR)
+		timeout = progress_timeout(&c->prog);
+		if (c->use_map && (timeout < 0 ||
+				   timeout > MAP_SAVE_SECONDS * 1000))
+			timeout = (int)(MAP_SAVE_SECONDS * 1000);
+		if (poll(pfd, 2, timeout) == -1 && errno != EINTR)
 			abort();
 		if (pfd[0].revents & POLLIN)
 			read_signal(c);
 		if (pfd[1].revents & POLLIN)
 			reap(c);
+		if (c->use_map && !c->map_err &&
+		    now_seconds() - c->last_save >= MAP_SAVE_SECONDS)
+			save_map(c);
 		progress_tick(&c->prog);
 	}
+	if (c->use_map && !c->map_err)
+		save_map(c);
 }
 
-/* fsync every destination, and the directory of every file we created. */
+/*
+ * The engine flushed every destination (KCOPYD_FLUSH); fsync the directory
+ * of every file we created, so that its name is durable too.
+ */
 static void sync_dests(struct copy *c)
 {
 	for (unsigned int i = 0; i < c->nr_dests; i++) {
 		struct dest *d = &c->dests[i];
 		char *dir, *slash;
-		int fd, r;
+		int fd;
 
-		r = kcopyd_bdev_flush(d->bdev);
-		if (r) {
-			d->fsync_err = -r;
-			continue;
-		}
-		if (!d->created)
+		if (!d->created || d->failed_jobs)
 			continue;
 		dir = strdup(d->op.path);
 		if (!dir) {
@@ -743,16 +1131,51 @@ static double percent(const struct copy *c, sector_t n)
 	return c->total ? 100.0 * (double)n / (double)c->total : 100.0;
 }
 
-static void say_range_failure(const char *name, const char *what,
-			      unsigned int nr, sector_t start, sector_t count)
+static const char *bdev_name(const struct copy *c, struct block_device *b)
 {
-	if (nr == 1)
-		say("%s: %s error within sectors %llu+%llu", name, what,
-		    (unsigned long long)start, (unsigned long long)count);
-	else
-		say("%s: %s errors within %u ranges, the first sectors "
-		    "%llu+%llu", name, what, nr, (unsigned long long)start,
-		    (unsigned long long)count);
+	if (b == c->src_bdev && !c->zero)
+		return src_name(c);
+	for (unsigned int i = 0; i < c->nr_dests; i++)
+		if (c->dests[i].bdev == b)
+			return c->dests[i].op.path;
+	return "?";
+}
+
+/* Every range lost under --ignore-errors, by device, as found. */
+static void say_lost(struct copy *c)
+{
+	size_t n = c->nr_lost < MAX_LOST_LINES ? c->nr_lost : MAX_LOST_LINES;
+
+	for (size_t i = 0; i < n; i++) {
+		const struct lost *l = &c->lost[i];
+
+		say("%s: lost sectors %llu+%llu: %s (%s)",
+		    bdev_name(c, l->bdev), (unsigned long long)l->sector,
+		    (unsigned long long)l->count, strerror(l->error),
+		    l->write ? "not written" : "unreadable, written as zeros");
+	}
+	if (c->nr_lost + c->lost_dropped > n)
+		say("... and %llu more lost ranges",
+		    (unsigned long long)(c->nr_lost + c->lost_dropped - n));
+}
+
+/* "A+B, C+D": the ranges of the copy that every destination holds. */
+static void say_interrupted(const struct copy *c)
+{
+	char ranges[MAX_DONE * 44 + 1] = "";
+	size_t len = 0;
+
+	for (unsigned int i = 0; i < c->nr_done; i++)
+		len += (size_t)snprintf(ranges + len, sizeof(ranges) - len,
+					"%s%llu+%llu", i ? ", " : "",
+					(unsigned long long)c->done[i].sector,
+					(unsigned long long)c->done[i].count);
+	say("interrupted after %llu bytes (%.0f%%) by %s: %s%s of the range "
+	    "%s done on every destination",
+	    (unsigned long long)c->completed << KCOPYD_SECTOR_SHIFT,
+	    percent(c, c->completed), strsignal(c->signo),
+	    c->nr_done ? "sectors " : "no sector", ranges,
+	    c->nr_done ? "are" : "is");
 }
 
 static int report(struct copy *c)
@@ -760,16 +1183,16 @@ static int report(struct copy *c)
 	bool rerr = c->read_failed_jobs > 0, werr = false, verr = false;
 
 	if (rerr)
-		say_range_failure(src_name(c), "read", c->read_failed_jobs,
-				  c->src.start + c->read_fail_start,
-				  c->read_fail_count);
+		say("%s: %s at sector %llu", src_name(c),
+		    strerror(c->read_error),
+		    (unsigned long long)c->read_error_sector);
 	for (unsigned int i = 0; i < c->nr_dests; i++) {
 		struct dest *d = &c->dests[i];
 
 		if (d->failed_jobs) {
-			say_range_failure(d->op.path, "write", d->failed_jobs,
-					  d->op.start + d->fail_start,
-					  d->fail_count);
+			say("%s: %s at sector %llu", d->op.path,
+			    strerror(d->error),
+			    (unsigned long long)d->error_sector);
 			werr = true;
 		}
 		if (d->verify_failed_jobs) {
@@ -779,8 +1202,8 @@ static int report(struct copy *c)
 			verr = true;
 		}
 		if (d->fsync_err) {
-			say("%s: fsync failed: %s", d->op.path,
-			    strerror(d->fsync_err));
+			say("%s: fsync of its directory failed: %s",
+			    d->op.path, strerror(d->fsync_err));
 			werr = true;
 		}
 	}
@@ -788,18 +1211,26 @@ static int report(struct copy *c)
 		say("cannot submit a job: %s", strerror(-c->submit_err));
 		werr = true;
 	}
-	if (c->stop)
+	if (c->map_err) {
+		say("%s: the map could not be kept: %s", c->o->map,
+		    strerror(-c->map_err));
+		werr = true;
+	} else if (c->stop && c->skip) {
 		say("stopped after the first error; --ignore-errors would go "
-		    "on to the end");
+		    "on past the failed blocks");
+	} else if (c->stop) {
+		say("stopped after the first error");
+	}
+	if (c->o->ignore_errors)
+		say_lost(c);
+	if (c->signo && c->use_map) {
+		say("interrupted by %s: %s records what is done; run the same "
+		    "command again to copy the rest", strsignal(c->signo),
+		    c->o->map);
+		return EXIT_INTERRUPTED;
+	}
 	if (c->signo) {
-		sector_t first = c->backward ? c->total - c->completed : 0;
-
-		say("interrupted after %llu bytes (%.0f%%) by %s: sectors "
-		    "%llu+%llu of the range are done on every destination",
-		    (unsigned long long)c->completed << KCOPYD_SECTOR_SHIFT,
-		    percent(c, c->completed), strsignal(c->signo),
-		    (unsigned long long)first,
-		    (unsigned long long)c->completed);
+		say_interrupted(c);
 		return EXIT_INTERRUPTED;
 	}
 	if (rerr && werr)
@@ -871,6 +1302,13 @@ static void say_summary(struct copy *c)
 	    format_bytes(c->stats.bytes_zero_data, zbytes, sizeof(zbytes)));
 	if (c->o->verify)
 		say_verified(c);
+	if (c->use_map)
+		say("  %s: %llu bytes read from the source; the map has %llu "
+		    "bytes finished, %llu failed, %llu not tried", c->o->map,
+		    (unsigned long long)c->stats.bytes_read,
+		    (unsigned long long)map_bytes(&c->map, '+'),
+		    (unsigned long long)map_bytes(&c->map, '-'),
+		    (unsigned long long)map_bytes(&c->map, '?'));
 }
 
 /* --- Setup -------------------------------------------------------------- */
@@ -923,7 +1361,8 @@ static int setup(struct copy *c)
 		   (c->o->write_seq ? KCOPYD_WRITE_SEQ : 0) |
 		   (c->o->allocated ? KCOPYD_ALLOCATED : 0) |
 		   (c->o->target_zero ? KCOPYD_TARGET_ZERO : 0) |
-		   (c->o->verify ? KCOPYD_VERIFY : 0);
+		   (c->o->verify ? KCOPYD_VERIFY : 0) |
+		   (c->o->fsync ? KCOPYD_FLUSH : 0);
 
 	if (!c->zero) {
 		r = probe_source(c);
@@ -942,6 +1381,9 @@ static int setup(struct copy *c)
 	if (r)
 		return r;
 	r = check_regions(c);
+	if (r)
+		return r;
+	r = plan_todo(c);
 	if (r)
 		return r;
 	if (c->o->direct) {
@@ -973,6 +1415,7 @@ int direct_main(const struct options *o, int argc, char **argv)
 	}
 	c->o = o;
 	c->zero = o->zero;
+	c->use_map = o->map != NULL;
 	c->evfd = -1;
 	c->sigfd = -1;
 	if (pthread_mutex_init(&c->lock, NULL))
@@ -997,7 +1440,12 @@ int direct_main(const struct options *o, int argc, char **argv)
 	if (o->verbose > 0)
 		say_plan(c);
 
-	progress_init(&c->prog, o, (uint64_t)c->total << KCOPYD_SECTOR_SHIFT);
+	progress_init(&c->prog, o,
+		      (uint64_t)todo_sectors(c) << KCOPYD_SECTOR_SHIFT);
+	if (c->use_map || o->ignore_errors)
+		kcopyd_client_set_bad_range(c->kc, bad_range, c);
+	if (o->rate)
+		kcopyd_client_set_throttle(c->kc, o->rate, 0);
 	run(c);
 	kcopyd_client_get_stats(c->kc, &c->stats);
 	kcopyd_client_destroy(c->kc);
@@ -1021,6 +1469,10 @@ out:
 	for (unsigned int i = 0; i < c->nr_dests; i++)
 		free(c->dests[i].op.path);
 	free(c->src.path);
+	free(c->todo);
+	free(c->bad);
+	free(c->lost);
+	map_free(&c->map);
 	if (c->evfd != -1)
 		close(c->evfd);
 	if (c->sigfd >= 0)

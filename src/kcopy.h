@@ -31,13 +31,17 @@ struct options {
 	bool ignore_errors;
 	bool write_seq;
 	bool direct;			/* O_DIRECT on every device */
-	bool fsync;			/* fsync every destination at the end */
+	bool fsync;			/* KCOPYD_FLUSH: durable before done */
+	uint64_t rate;			/* --rate bytes per second; 0: none */
+	int progress_fd;		/* --progress=fd:N; -1: none */
 	bool zero;
 	unsigned int sparse_size;	/* zero detection; 0: the default */
 	bool no_zero_detect;		/* --sparse=0 */
 	bool allocated;			/* --allocated */
 	bool target_zero;		/* --target-is-zero */
 	bool verify;			/* --verify */
+	const char *map;		/* --map FILE */
+	bool retry_bad;			/* --retry-bad */
 	int verbose;			/* -1 with -q, 1 with -v */
 	double progress_interval;	/* --progress seconds; 0: not asked */
 	const char *mount;		/* mount mode when non-NULL */
@@ -78,6 +82,7 @@ enum progress_mode {
 	PROGRESS_NONE,
 	PROGRESS_TTY,			/* a live line, rewritten in place */
 	PROGRESS_LINES,			/* one plain line per interval */
+	PROGRESS_FD,			/* "N/100" lines to a descriptor */
 };
 
 #define PROGRESS_SAMPLES	16
@@ -94,6 +99,9 @@ struct progress {
 	uint64_t sample_done[PROGRESS_SAMPLES];
 	unsigned int nr_samples;
 	bool drawn;			/* a tty line is on the screen */
+	bool dumb;			/* TERM=dumb: no escape sequences */
+	int fd;				/* PROGRESS_FD: where to write */
+	int last_pct;			/* PROGRESS_FD: the last one written */
 };
 
 /* Choose the mode from the options and isatty(2). */
@@ -138,6 +146,38 @@ int signals_block(void);
  * that came in between now takes its default action.
  */
 void signals_unblock(int fd);
+
+/* --- Map files (map.c) --------------------------------------------------- */
+
+/* A range of the copy, in bytes from its start, and its status. */
+struct map_range {
+	uint64_t pos, size;
+	char st;			/* '+' finished, '-' failed, '?' not tried */
+};
+
+struct map {
+	const char *path;
+	char *tmp_path;
+	char ident[2048];		/* the identity line, without "# " */
+	uint64_t size;			/* bytes of the copy */
+	struct map_range *r;		/* sorted, tiling [0, size) */
+	size_t n, cap;
+};
+
+/*
+ * Read the map at path, which must be of this copy (ident) and of `size`
+ * bytes (*resumed true), or create it all untried (*resumed false).
+ * Returns 0 or a negative errno, with a message said.
+ */
+int map_open(struct map *m, const char *path, const char *ident,
+	     uint64_t size, bool *resumed);
+/* Give [pos, pos + size) status st. */
+int map_set(struct map *m, uint64_t pos, uint64_t size, char st);
+/* Bytes with status st. */
+uint64_t map_bytes(const struct map *m, char st);
+/* Replace the file with the map (temp file, fsync, rename). */
+int map_save(struct map *m);
+void map_free(struct map *m);
 
 /* --- Modes -------------------------------------------------------------- */
 
