@@ -28,9 +28,10 @@
  *   fs->reply_lock (kcopydfs.c): taken alone, around an answer.
  *   c->lock: every region's state, the bitmap, the queues, the waiting
  *     writes and the counters; the end of hydration appends to
- *     MNT/finished under it (finished.c's lock nests inside).  Held while jobs are submitted to the
- *     engine (the engine never calls back with its own lock held), never
- *     across device I/O or a libfuse call.
+ *     MNT/finished under it (finished.c's lock nests inside).  Held
+ *     while jobs are submitted to the engine (the engine never calls
+ *     back with its own lock held), never across device I/O or a libfuse
+ *     call.
  *
  * Regions move UNHYD -> INFLIGHT (a hydration job) -> VALID, or UNHYD ->
  * BUSY (a write or discard covering it wholly, done directly on DEST) ->
