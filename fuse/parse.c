@@ -98,12 +98,11 @@ static int parse_u64(const char *s, size_t len, uint64_t *v)
 }
 
 /*
- * One number of a region token, with a message on failure: sectors, or a
- * size with a unit (size.h) that is whole sectors.
+ * Sectors: plain digits (any 64-bit count), or a size with a unit
+ * (size.h) that is whole sectors.  Returns 0, -EOVERFLOW (too large),
+ * -EDOM (not whole sectors) or -EINVAL.
  */
-static int region_number(struct token t, const char *s, size_t len,
-			 const char *what, uint64_t *v, char *errmsg,
-			 size_t errlen)
+static int parse_sectors(const char *s, size_t len, uint64_t *v)
 {
 	uint64_t bytes;
 	size_t digits = 0;
@@ -111,30 +110,40 @@ static int region_number(struct token t, const char *s, size_t len,
 
 	while (digits < len && s[digits] >= '0' && s[digits] <= '9')
 		digits++;
-	if (digits == len && len) {
-		/* Plain sectors: every 64-bit count, as the engine takes. */
-		r = parse_u64(s, len, v);
-		if (r)
-			return fail(errmsg, errlen, -EINVAL,
-				    "%s '%.*s' is too large in " TOK_FMT, what,
-				    (int)len, s, TOK_ARG(t));
-		return 0;
-	}
+	if (digits == len)
+		return parse_u64(s, len, v);
 	r = size_parse_n(s, len, KCOPYD_SECTOR_SIZE, &bytes);
-	if (r == -ERANGE)
+	if (r)
+		return r == -ERANGE ? -EOVERFLOW : -EINVAL;
+	if (bytes % KCOPYD_SECTOR_SIZE)
+		return -EDOM;
+	*v = bytes >> KCOPYD_SECTOR_SHIFT;
+	return 0;
+}
+
+/*
+ * One number of a region token, with a message on failure: sectors, or a
+ * size with a unit (size.h) that is whole sectors.
+ */
+static int region_number(struct token t, const char *s, size_t len,
+			 const char *what, uint64_t *v, char *errmsg,
+			 size_t errlen)
+{
+	int r = parse_sectors(s, len, v);
+
+	if (r == -EOVERFLOW)
 		return fail(errmsg, errlen, -EINVAL,
 			    "%s '%.*s' is too large in " TOK_FMT, what,
 			    (int)len, s, TOK_ARG(t));
+	if (r == -EDOM)
+		return fail(errmsg, errlen, -EINVAL,
+			    "%s '%.*s' is not a whole number of sectors in "
+			    TOK_FMT, what, (int)len, s, TOK_ARG(t));
 	if (r)
 		return fail(errmsg, errlen, -EINVAL,
 			    "%s '%.*s' is not a number of sectors or a size "
 			    "(s, B, k, K, M, G, T, KiB..TiB) in " TOK_FMT,
 			    what, (int)len, s, TOK_ARG(t));
-	if (bytes % KCOPYD_SECTOR_SIZE)
-		return fail(errmsg, errlen, -EINVAL,
-			    "%s '%.*s' is not a whole number of sectors in "
-			    TOK_FMT, what, (int)len, s, TOK_ARG(t));
-	*v = bytes >> KCOPYD_SECTOR_SHIFT;
 	return 0;
 }
 
@@ -535,8 +544,10 @@ int kfs_parse_fault(const char *spec, char *name, size_t namelen,
 
 	range_end = c3 ? c3 : spec + strlen(spec);
 	plus = memchr(c2 + 1, '+', (size_t)(range_end - c2 - 1));
-	if (!plus || parse_u64(c2 + 1, (size_t)(plus - c2 - 1), &out->sector) ||
-	    parse_u64(plus + 1, (size_t)(range_end - plus - 1), &out->count) ||
+	if (!plus ||
+	    parse_sectors(c2 + 1, (size_t)(plus - c2 - 1), &out->sector) ||
+	    parse_sectors(plus + 1, (size_t)(range_end - plus - 1),
+			  &out->count) ||
 	    !out->count || out->sector + out->count < out->sector)
 		return fail(errmsg, errlen, -EINVAL,
 			    "fault '%s': range is not START+COUNT", spec);

@@ -436,6 +436,22 @@ START_TEST(test_region_units)
 }
 END_TEST
 
+/* --fault ranges too. */
+START_TEST(test_fault_units)
+{
+	struct kcopyd_fault f;
+	char name[16];
+
+	ck_assert_int_eq(kfs_parse_fault("b:read:1M+4k", name, sizeof(name),
+					 &f, msg, sizeof(msg)), 0);
+	ck_assert_uint_eq(f.sector, 2048);
+	ck_assert_uint_eq(f.count, 8);
+	ck_assert_int_eq(kfs_parse_fault("b:read:1000B+8", name,
+					 sizeof(name), &f, msg, sizeof(msg)),
+			 -EINVAL);
+}
+END_TEST
+
 START_TEST(test_fault)
 {
 	struct kcopyd_fault f;
@@ -616,6 +632,7 @@ static Suite *parse_suite(void)
 	tc = tcase_create("options");
 	tcase_add_test(tc, test_size);
 	tcase_add_test(tc, test_region_units);
+	tcase_add_test(tc, test_fault_units);
 	tcase_add_test(tc, test_fault);
 	suite_add_tcase(s, tc);
 
