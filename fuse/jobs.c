@@ -42,6 +42,7 @@ enum job_state {
 	JOB_RUNNING,
 	JOB_DONE,
 	JOB_FAILED,
+	JOB_CANCELLED,
 };
 
 static const char *const state_names[] = {
@@ -49,6 +50,7 @@ static const char *const state_names[] = {
 	[JOB_RUNNING] = "running",
 	[JOB_DONE] = "done",
 	[JOB_FAILED] = "failed",
+	[JOB_CANCELLED] = "cancelled",
 };
 
 struct job_wait {
@@ -67,7 +69,9 @@ struct kfs_job {
 	uint64_t sectors;
 	struct timespec queued_at;
 	void *waiter;
-	int devs[1 + KFS_MAX_DESTS];	/* held devices, see ops->hold */
+	uint64_t eid;			/* the engine's id of the job */
+	/* Held devices (see ops->hold): the destinations, then the source. */
+	int devs[1 + KFS_MAX_DESTS];
 	unsigned int ndevs;
 	bool verify;			/* the verify word */
 
@@ -78,6 +82,10 @@ struct kfs_job {
 	bool finished;			/* (lock) */
 	int read_err;			/* (lock) */
 	unsigned int write_err;		/* (lock) */
+	bool cancelled;			/* (lock) */
+	int error;			/* errno of the first failure (lock) */
+	uint64_t error_sector;		/* (lock) */
+	char error_name[KFS_MAX_NAME + 1]; /* its device (lock) */
 	unsigned int verify_err;	/* (lock) */
 	char verify_name[KFS_MAX_NAME + 1]; /* the first destination that
 					   failed verify (set before finished) */
@@ -104,6 +112,7 @@ struct kfs_table {
 	unsigned int nr_finished;	/* finished and kept (lock) */
 	uint64_t total_done;		/* (lock) */
 	uint64_t total_failed;		/* (lock) */
+	uint64_t total_cancelled;	/* (lock) */
 };
 
 static void lock(struct kfs_table *t)
@@ -184,9 +193,10 @@ static void trim(struct kfs_table *t)
 
 static enum job_state job_state(const struct kfs_job *j)
 {
+	if (j->finished && (j->read_err || j->write_err || j->verify_err))
+		return JOB_FAILED;
 	if (j->finished)
-		return j->read_err || j->write_err || j->verify_err ?
-		       JOB_FAILED : JOB_DONE;
+		return j->cancelled ? JOB_CANCELLED : JOB_DONE;
 	return atomic_load_explicit(&j->done, memory_order_relaxed) ?
 	       JOB_RUNNING : JOB_QUEUED;
 }
@@ -223,19 +233,31 @@ static void freeze_line(struct kfs_job *j, char *buf, size_t len)
 	}
 }
 
-/* The errno behind a failure: the failed read's, or the first failed
- * destination's. */
-static int job_errno(const struct kcopyd_completion *c)
+/*
+ * The failure a results line names: the read's (the source is the last
+ * device held), else the first failed destination's.
+ */
+static void note_error(struct kfs_job *j, const struct kcopyd_completion *c)
 {
-	if (c->read_err && c->read_error)
-		return c->read_error;
-	for (unsigned int i = 0; i < c->num_dests; i++)
-		if ((c->write_err & (1u << i)) && c->dests[i].error)
-			return c->dests[i].error;
-	/* A verify error: what was read back is not what was written. */
-	if (c->verify_err)
-		return EILSEQ;
-	return c->cancelled ? ECANCELED : EIO;
+	struct kfs_table *t = j->t;
+	int dev = -1;
+
+	if (c->read_error) {
+		j->error = c->read_error;
+		j->error_sector = c->read_error_sector;
+		dev = j->devs[j->ndevs - 1];
+	}
+	for (unsigned int i = 0; dev < 0 && i < c->num_dests; i++) {
+		if (c->dests[i].error) {
+			j->error = c->dests[i].error;
+			j->error_sector = c->dests[i].error_sector;
+			dev = j->devs[i];
+		}
+	}
+	/* The name, while the job still holds the device. */
+	if (dev >= 0)
+		snprintf(j->error_name, sizeof(j->error_name), "%s",
+			 t->ops.dev_name(t->ops.opaque, dev));
 }
 
 static void job_finished(const struct kcopyd_completion *c, void *context)
@@ -244,11 +266,13 @@ static void job_finished(const struct kcopyd_completion *c, void *context)
 	struct kfs_table *t = j->t;
 	void *waiter = j->waiter;
 	bool failed = c->read_err || c->write_err || c->verify_err;
+	/* A waiter learns a cancelled job did not do its work. */
+	bool bad = failed || c->cancelled;
 	int devs[1 + KFS_MAX_DESTS];
 	unsigned int ndevs = j->ndevs;
 	struct list_head waits;
-	char line[512] = "";
-	int err = failed ? job_errno(c) : 0;
+	char line[640] = "";
+	int err;
 
 	memcpy(devs, j->devs, sizeof(devs));
 	/*
@@ -267,6 +291,10 @@ static void job_finished(const struct kcopyd_completion *c, void *context)
 	j->read_err = c->read_err;
 	j->write_err = c->write_err;
 	j->verify_err = c->verify_err;
+	j->cancelled = c->cancelled;
+	note_error(j, c);
+	err = failed ? (j->error ? j->error : c->verify_err ? EILSEQ : EIO) :
+		       0;
 	j->usec = usec_since(&j->queued_at);
 	freeze_line(j, line, sizeof(line));
 	list_init(&waits);
@@ -275,6 +303,8 @@ static void job_finished(const struct kcopyd_completion *c, void *context)
 	t->nr_finished++;
 	if (failed)
 		t->total_failed++;
+	else if (c->cancelled)
+		t->total_cancelled++;
 	else
 		t->total_done++;
 	trim(t);	/* may free j */
@@ -283,15 +313,15 @@ static void job_finished(const struct kcopyd_completion *c, void *context)
 	/* A sync writer or waiter finds its devices free to detach. */
 	for (unsigned int i = 0; i < ndevs; i++)
 		t->ops.unhold(t->ops.opaque, devs[i]);
-	t->ops.ended(failed, err, line, t->ops.opaque);
+	t->ops.ended(failed, c->cancelled, err, line, t->ops.opaque);
 	if (waiter)
-		t->ops.finished(waiter, failed, t->ops.opaque);
+		t->ops.finished(waiter, bad, t->ops.opaque);
 	while (!list_empty(&waits)) {
 		struct job_wait *w = list_first_entry(&waits, struct job_wait,
 						      link);
 
 		list_del_init(&w->link);
-		t->ops.finished(w->waiter, failed, t->ops.opaque);
+		t->ops.finished(w->waiter, bad, t->ops.opaque);
 		free(w);
 	}
 	t->ops.changed(t->ops.opaque);
@@ -327,6 +357,8 @@ static void cmd_regions(struct block_device *const *bdevs,
 		*flags |= KCOPYD_IGNORE_ERROR;
 	if (c->flags & KFS_WRITE_SEQ)
 		*flags |= KCOPYD_WRITE_SEQ;
+	if (c->flags & KFS_FLUSH)
+		*flags |= KCOPYD_FLUSH;
 	if (c->op == KFS_OP_COPY) {
 		src->bdev = bdevs[c->src.dev];
 		src->sector = c->src.sector;
@@ -349,7 +381,6 @@ static int submit_one(struct kfs_table *t, const struct kfs_cmd *c,
 		      struct kfs_job *j)
 {
 	struct io_region src, dests[KFS_MAX_DESTS];
-	/* The completion tells the errno behind a failure, for the log. */
 	struct kcopyd_job_desc d = {
 		.size = sizeof(d),
 		.op = c->op == KFS_OP_COPY ? KCOPYD_OP_COPY : KCOPYD_OP_ZERO,
@@ -370,6 +401,8 @@ static int submit_one(struct kfs_table *t, const struct kfs_cmd *c,
 		d.flags |= KCOPYD_IGNORE_ERROR;
 	if (c->flags & KFS_WRITE_SEQ)
 		d.flags |= KCOPYD_WRITE_SEQ;
+	if (c->flags & KFS_FLUSH)
+		d.flags |= KCOPYD_FLUSH;
 	if (c->flags & KFS_VERIFY)
 		d.flags |= KCOPYD_VERIFY;
 	if (c->op == KFS_OP_COPY) {
@@ -377,7 +410,42 @@ static int submit_one(struct kfs_table *t, const struct kfs_cmd *c,
 		src.sector = c->src.sector;
 		src.count = c->src.count;
 	}
-	return kcopyd_submit(t->kc, &d, NULL);
+	return kcopyd_submit(t->kc, &d, &j->eid);
+}
+
+/*
+ * Cancel the unfinished job with id c->cancel_id, or every one tagged
+ * c->tag (lock held).  Sets *first to the first id cancelled.  Returns 0
+ * or -ENOENT if there was none.
+ */
+static int cancel_jobs(struct kfs_table *t, const struct kfs_cmd *c,
+		       uint64_t *first)
+{
+	struct kfs_job *j;
+
+	*first = 0;
+	for_each_job(j, t) {
+		if (j->finished ||
+		    (c->cancel_id ? j->id != c->cancel_id :
+				    strcmp(j->tag, c->tag)))
+			continue;
+		/* -ENOENT: its I/O is over, the callback is coming. */
+		if (kcopyd_cancel(t->kc, j->eid))
+			continue;
+		if (!*first)
+			*first = j->id;
+	}
+	return *first ? 0 : -ENOENT;
+}
+
+/* Run a cancel or throttle command in its place in a batch (lock held). */
+static int control_one(struct kfs_table *t, const struct kfs_cmd *c,
+		       uint64_t *id)
+{
+	*id = 0;
+	if (c->op == KFS_OP_CANCEL)
+		return cancel_jobs(t, c, id);
+	return kcopyd_client_set_throttle(t->kc, c->rate, c->percent);
 }
 
 static struct kfs_job *new_job(struct kfs_table *t, const struct kfs_cmd *c,
@@ -408,17 +476,29 @@ int kfs_table_submit(struct kfs_table *t, const struct kfs_cmd *cmds,
 		     unsigned int n, void *waiter, uint64_t *ids,
 		     unsigned int *queued)
 {
+	unsigned int njobs = 0;
 	int r = 0;
 
 	*queued = 0;
+	for (unsigned int i = 0; i < n; i++)
+		if (cmds[i].op == KFS_OP_COPY || cmds[i].op == KFS_OP_ZERO)
+			njobs++;
 	lock(t);
-	if (n > t->max_queue || t->nr_unfinished > t->max_queue - n) {
+	if (njobs > t->max_queue || t->nr_unfinished > t->max_queue - njobs) {
 		unlock(t);
 		return -EAGAIN;
 	}
 	for (unsigned int i = 0; i < n; i++) {
-		struct kfs_job *j = new_job(t, &cmds[i], waiter);
+		struct kfs_job *j;
 
+		if (cmds[i].op != KFS_OP_COPY && cmds[i].op != KFS_OP_ZERO) {
+			r = control_one(t, &cmds[i], &ids[i]);
+			if (r)
+				break;
+			(*queued)++;
+			continue;
+		}
+		j = new_job(t, &cmds[i], waiter);
 		if (!j) {
 			r = -ENOMEM;
 			break;
@@ -459,7 +539,8 @@ int kfs_table_wait(struct kfs_table *t, uint64_t id, void *waiter)
 		if (j->id != id)
 			continue;
 		if (j->finished) {
-			r = j->read_err || j->write_err ? 2 : 1;
+			r = j->read_err || j->write_err || j->verify_err ||
+			    j->cancelled ? 2 : 1;
 		} else {
 			w->waiter = waiter;
 			list_add_tail(&w->link, &j->waits);
@@ -477,19 +558,36 @@ int kfs_table_wait(struct kfs_table *t, uint64_t id, void *waiter)
 static int format_job(const struct kfs_job *j, char *buf, size_t len)
 {
 	uint64_t usec = j->finished ? j->usec : usec_since(&j->queued_at);
+	const char *name;
+	char ename[16];
 	int n;
 
 	n = snprintf(buf, len,
-			"id=%llu tag=%s op=%s state=%s read_err=%d "
-			"write_err=0x%x sectors=%llu done=%llu usec=%llu",
-			(unsigned long long)j->id, j->tag[0] ? j->tag : "-",
-			j->op == KFS_OP_COPY ? "copy" : "zero",
-			state_names[job_state(j)], j->read_err ? 1 : 0,
-			j->write_err, (unsigned long long)j->sectors,
-			(unsigned long long)atomic_load_explicit(
-				&j->done, memory_order_relaxed),
-			(unsigned long long)usec);
-	if (!j->verify || !j->finished || n < 0 || (size_t)n >= len)
+		     "id=%llu tag=%s op=%s state=%s read_err=%d "
+		     "write_err=0x%x sectors=%llu done=%llu usec=%llu",
+		     (unsigned long long)j->id, j->tag[0] ? j->tag : "-",
+		     j->op == KFS_OP_COPY ? "copy" : "zero",
+		     state_names[job_state(j)], j->read_err ? 1 : 0,
+		     j->write_err, (unsigned long long)j->sectors,
+		     (unsigned long long)atomic_load_explicit(
+			     &j->done, memory_order_relaxed),
+		     (unsigned long long)usec);
+	if (n < 0 || (size_t)n >= len)
+		return n;
+	/* error=ENOSPC@4096 on sdb: the errno's name, sector and device. */
+	if (j->error) {
+		name = strerrorname_np(j->error);
+		if (!name) {
+			snprintf(ename, sizeof(ename), "E%d", j->error);
+			name = ename;
+		}
+		n += snprintf(buf + n, len - (size_t)n, " error=%s@%llu on %s",
+			      name, (unsigned long long)j->error_sector,
+			      j->error_name);
+		if ((size_t)n >= len)
+			return n;
+	}
+	if (!j->verify || !j->finished)
 		return n;
 	if (!j->verify_err)
 		return n + snprintf(buf + n, len - (size_t)n, " verify=ok");
@@ -499,8 +597,11 @@ static int format_job(const struct kfs_job *j, char *buf, size_t len)
 			    j->verify_name);
 }
 
-/* Longest line: the fixed words, a tag, and eight 20-digit numbers. */
-#define LINE_MAX_LEN (160 + 2 * KFS_MAX_NAME + 9 * 20)
+/*
+ * Longest line: the fixed words, a tag, eight 20-digit numbers, an error
+ * with its name, sector and device name, and a verify failure.
+ */
+#define LINE_MAX_LEN (200 + 3 * KFS_MAX_NAME + 10 * 20)
 
 /* A job's results line with its newline, into buf (lock held). */
 static size_t job_line(const struct kfs_job *j, char *buf)
@@ -608,6 +709,7 @@ void kfs_table_counts(struct kfs_table *t, struct kfs_counts *c)
 	}
 	c->done = t->total_done;
 	c->failed = t->total_failed;
+	c->cancelled = t->total_cancelled;
 	unlock(t);
 }
 

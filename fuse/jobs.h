@@ -28,13 +28,13 @@ struct kfs_table_ops {
 	 */
 	void (*finished)(void *waiter, bool failed, void *opaque);
 	/*
-	 * A job has finished: its final results line (no newline) and, if
-	 * it failed, the errno of its failed read or first failed write
-	 * (the engine's completion).  Called on
-	 * the engine's callback thread, no lock held, before its waiters'
-	 * finished calls.
+	 * A job has finished: its final results line (no newline), whether
+	 * it was cancelled, and, if it failed, the errno of its first
+	 * failure.  Called on the engine's callback thread, no lock held,
+	 * before its waiters' finished calls.
 	 */
-	void (*ended)(bool failed, int err, const char *line, void *opaque);
+	void (*ended)(bool failed, bool cancelled, int err, const char *line,
+		      void *opaque);
 	/*
 	 * The engine's handle of device index dev, held while a job that
 	 * names it is queued or running (called with the table's lock
@@ -54,6 +54,7 @@ struct kfs_counts {
 	uint64_t running;
 	uint64_t done;		/* ever finished without an error */
 	uint64_t failed;	/* ever finished with an error */
+	uint64_t cancelled;	/* ever cancelled (and not failed) */
 };
 
 /*
@@ -77,11 +78,14 @@ int kfs_cmd_check(struct block_device *const *bdevs, const struct kfs_cmd *c,
 		  int *culprit);
 
 /*
- * Queue cmds[0..n) as one batch: either there is room for all of them or
- * none is queued (-EAGAIN).  ids[i] gets the id of cmds[i].  A command
- * with KFS_SYNC gets `waiter` (ops->finished is called for it).  If the
- * engine refuses a command, the ones before it stay queued: *queued says
- * how many were, and the engine's error is returned.
+ * Queue cmds[0..n) as one batch: either there is room for all of its jobs
+ * or none is queued (-EAGAIN).  ids[i] gets the id of cmds[i] (for a
+ * cancel, the first job it cancelled; 0 for a throttle).  A command with
+ * KFS_SYNC gets `waiter` (ops->finished is called for it).  Cancel and
+ * throttle commands take effect in their place in the batch.  If the
+ * engine refuses a command, or a cancel finds no unfinished job
+ * (-ENOENT), the ones before it stay done: *queued says how many were,
+ * and the error is returned.
  */
 int kfs_table_submit(struct kfs_table *t, const struct kfs_cmd *cmds,
 		     unsigned int n, void *waiter, uint64_t *ids,
@@ -89,7 +93,8 @@ int kfs_table_submit(struct kfs_table *t, const struct kfs_cmd *cmds,
 
 /*
  * Call ops->finished(waiter) when job id ends.  Returns 0 when it will,
- * 1 when the job has already ended without an error, 2 when with one,
+ * 1 when the job has already ended without an error, 2 when with one (or
+ * cancelled),
  * -ENOENT for an id never given, -ESRCH for a job finished and no longer
  * kept, -ENOMEM.
  */

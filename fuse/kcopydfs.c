@@ -414,10 +414,11 @@ static int render_stats(struct kfs *fs, char **buf, size_t *len)
 	kcopyd_client_get_stats(fs->kc, &ks);
 	n += (size_t)snprintf(out + n, cap - n,
 		"jobs_queued=%llu\njobs_running=%llu\njobs_done=%llu\n"
-		"jobs_failed=%llu\npages_in_use=%u\npages_total=%u\n"
-		"bytes_read=%llu\nbytes_written=%llu\n",
+		"jobs_failed=%llu\njobs_cancelled=%llu\npages_in_use=%u\n"
+		"pages_total=%u\nbytes_read=%llu\nbytes_written=%llu\n",
 		(unsigned long long)c.queued, (unsigned long long)c.running,
 		(unsigned long long)c.done, (unsigned long long)c.failed,
+		(unsigned long long)c.cancelled,
 		ks.pages_in_use, ks.pages_total,
 		(unsigned long long)ks.bytes_read,
 		(unsigned long long)ks.bytes_written);
@@ -429,16 +430,17 @@ static int render_stats(struct kfs *fs, char **buf, size_t *len)
 			continue;
 		if (d->clone)
 			n += kfs_clone_stats(d->clone, out + n, cap - n);
-		kcopyd_bdev_get_stats(d->bdev, &bs);
+		kcopyd_bdev_get_stats2(d->bdev, &bs, sizeof(bs));
 		n += (size_t)snprintf(out + n, cap - n,
 			"dev.%s.reads=%llu\ndev.%s.writes=%llu\n"
 			"dev.%s.bytes_read=%llu\ndev.%s.bytes_written=%llu\n"
-			"dev.%s.errors=%llu\n",
+			"dev.%s.errors=%llu\ndev.%s.flushes=%llu\n",
 			d->name, (unsigned long long)bs.reads,
 			d->name, (unsigned long long)bs.writes,
 			d->name, (unsigned long long)bs.bytes_read,
 			d->name, (unsigned long long)bs.bytes_written,
-			d->name, (unsigned long long)bs.errors);
+			d->name, (unsigned long long)bs.errors,
+			d->name, (unsigned long long)bs.flushes);
 		/* The daemon sees no I/O of a passthrough device: no counts. */
 		if (kfs_pt_mode(d) == KFS_IO_PASSTHROUGH) {
 			n += (size_t)snprintf(out + n, cap - n,
@@ -707,7 +709,8 @@ static void notify_pollers(struct kfs *fs)
 	} while (n == NOTIFY_BATCH);
 }
 
-void kfs_job_ended(bool failed, int err, const char *line, void *opaque)
+void kfs_job_ended(bool failed, bool cancelled, int err, const char *line,
+		   void *opaque)
 {
 	struct kfs *fs = opaque;
 
@@ -715,6 +718,8 @@ void kfs_job_ended(bool failed, int err, const char *line, void *opaque)
 	if (failed)
 		kfs_log(fs, LOG_ERR, "job failed: %s (errno %d: %s)", line,
 			err, strerror(err));
+	else if (cancelled)
+		kfs_log(fs, LOG_NOTICE, "job cancelled: %s", line);
 	else if (fs->verbose)
 		kfs_log(fs, LOG_INFO, "job done: %s", line);
 }
@@ -1816,6 +1821,15 @@ static void write_control(fuse_req_t req, struct control_fh *c,
 				 "queue full: no room for %u more job%s "
 				 "(--max-queue %u)", n, n == 1 ? "" : "s",
 				 fs->max_queue);
+		else if (cmds[queued].op == KFS_OP_CANCEL &&
+			 cmds[queued].cancel_id)
+			snprintf(msg, sizeof(msg),
+				 "cancel %llu: no unfinished job with that id",
+				 (unsigned long long)cmds[queued].cancel_id);
+		else if (cmds[queued].op == KFS_OP_CANCEL)
+			snprintf(msg, sizeof(msg),
+				 "cancel tag=%s: no unfinished job with that "
+				 "tag", cmds[queued].tag);
 		else
 			snprintf(msg, sizeof(msg),
 				 "the engine refused command %u (%u of %u "

@@ -153,7 +153,8 @@ extern const struct fuse_lowlevel_ops kfs_ops;
 
 /* The table's hooks: poll wake-ups, sync writers and the log. */
 void kfs_changed(void *opaque);
-void kfs_job_ended(bool failed, int err, const char *line, void *opaque);
+void kfs_job_ended(bool failed, bool cancelled, int err, const char *line,
+		   void *opaque);
 void kfs_sync_finished(void *waiter, bool failed, void *opaque);
 
 /* The thread that sends poll notifications; stop it before the session

@@ -56,6 +56,7 @@ struct options {
 	unsigned int keep;
 	unsigned int max_queue;
 	struct kcopyd_options engine;
+	struct kfs_cmd throttle;	/* --throttle, as the command */
 	bool allow_other;
 	bool fsname;			/* the user gave -o fsname= */
 	bool verbose;
@@ -78,6 +79,7 @@ enum {
 	KEY_MAX_QUEUE,
 	KEY_FAULT,
 	KEY_PIDFILE,
+	KEY_THROTTLE,
 	KEY_CLONE,
 	KEY_VALUED_END,
 	KEY_ALLOW_OTHER = KEY_VALUED_END,
@@ -103,6 +105,7 @@ static const struct fuse_opt opt_spec[] = {
 	OPT3("fault", KEY_FAULT),
 	OPT3("clone", KEY_CLONE),
 	OPT3("pidfile", KEY_PIDFILE),
+	OPT3("throttle", KEY_THROTTLE),
 	FUSE_OPT_KEY("-P ", KEY_PIDFILE),
 	FUSE_OPT_KEY("allow_other", KEY_ALLOW_OTHER),
 	FUSE_OPT_KEY("fsname=", KEY_FSNAME),
@@ -124,8 +127,20 @@ static const char *const opt_names[] = {
 	[KEY_PAGES] = "pages", [KEY_THREADS] = "threads",
 	[KEY_SUBJOB] = "subjob-size", [KEY_KEEP] = "keep",
 	[KEY_MAX_QUEUE] = "max-queue", [KEY_FAULT] = "fault",
-	[KEY_PIDFILE] = "pidfile", [KEY_CLONE] = "clone",
+	[KEY_PIDFILE] = "pidfile", [KEY_THROTTLE] = "throttle",
+	[KEY_CLONE] = "clone",
 };
+
+/* --throttle V: the control file's "throttle V". */
+static int parse_throttle_option(const char *v, struct kfs_cmd *cmd)
+{
+	char line[128], msg[256];
+	int n = snprintf(line, sizeof(line), "throttle %s", v);
+
+	if (n < 0 || (size_t)n >= sizeof(line) || strchr(v, ' '))
+		return -EINVAL;
+	return kfs_parse_line(line, (size_t)n, NULL, cmd, msg, sizeof(msg));
+}
 
 static void usage(const char *prog)
 {
@@ -142,6 +157,8 @@ static void usage(const char *prog)
 	       "    --subjob-size SIZE     bytes per sub-job, K/M (512K)\n"
 	       "    --keep N               finished jobs kept (1000)\n"
 	       "    --max-queue N          queued and running jobs (4096)\n"
+	       "    --throttle RATE|PCT%%   limit the engine: bytes per second\n"
+	       "                           (64M) or a share of the time (50%%)\n"
 	       "    --fault NAME:OP:START+COUNT[:KIND]\n"
 	       "                           OP read|write|rw; KIND an errno,\n"
 	       "                           short, corrupt or delay=USEC (EIO)\n"
@@ -346,6 +363,9 @@ static int opt_proc(void *data, const char *arg, int key,
 		break;
 	case KEY_PIDFILE:
 		r = set_string(&o->pidfile, v);
+		break;
+	case KEY_THROTTLE:
+		r = parse_throttle_option(v, &o->throttle);
 		break;
 	case KEY_CLONE:
 		r = add_clone(o, v);
@@ -685,6 +705,8 @@ static int start_serving(struct kfs *fs, const struct options *o)
 		fprintf(stderr, "kcopydfs: engine: %s\n", strerror(-r));
 		return r;
 	}
+	kcopyd_client_set_throttle(fs->kc, o->throttle.rate,
+				   o->throttle.percent);
 	r = kfs_table_create(fs->kc, o->keep, o->max_queue, &tops, &fs->table);
 	if (!r)
 		r = clones_start(fs);
@@ -805,8 +827,8 @@ static void log_stop(struct kfs *fs, const char *mnt)
 
 	kfs_table_counts(fs->table, &c);
 	kfs_log(fs, LOG_INFO, "kcopydfs stopped on %s: %llu jobs done, "
-		"%llu failed", mnt, (unsigned long long)c.done,
-		(unsigned long long)c.failed);
+		"%llu failed, %llu cancelled", mnt, (unsigned long long)c.done,
+		(unsigned long long)c.failed, (unsigned long long)c.cancelled);
 }
 
 static int run(struct fuse_args *args, struct options *o)

@@ -254,6 +254,7 @@ static int parse_option(struct token t, struct kfs_cmd *c, char *errmsg,
 		{ "ignore_errors", KFS_IGNORE_ERRORS, true },
 		{ "write_seq", KFS_WRITE_SEQ, true },
 		{ "sync", KFS_SYNC, false },
+		{ "flush", KFS_FLUSH, false },
 		{ "verify", KFS_VERIFY, false },
 	};
 
@@ -317,6 +318,66 @@ static size_t next_token(const char *line, size_t len, size_t pos,
 	return pos;
 }
 
+/* cancel ID | cancel tag=WORD: one argument, nothing after it. */
+static int parse_cancel(const char *line, size_t len, size_t pos,
+			struct kfs_cmd *out, char *errmsg, size_t errlen)
+{
+	struct token t, extra;
+	int r;
+
+	pos = next_token(line, len, pos, &t);
+	next_token(line, len, pos, &extra);
+	if (!t.len)
+		return fail(errmsg, errlen, -EINVAL,
+			    "cancel needs a job ID or tag=WORD");
+	if (extra.len)
+		return fail(errmsg, errlen, -EINVAL,
+			    "unknown word " TOK_FMT " after cancel",
+			    TOK_ARG(extra));
+	if (t.len >= 4 && !memcmp(t.s, "tag=", 4))
+		return parse_option(t, out, errmsg, errlen);
+	r = parse_u64(t.s, t.len, &out->cancel_id);
+	if (r || !out->cancel_id)
+		return fail(errmsg, errlen, -EINVAL,
+			    "bad job id " TOK_FMT " (a number from 1)",
+			    TOK_ARG(t));
+	return 0;
+}
+
+/* throttle RATE (a size per second) | throttle PCT% | throttle off */
+static int parse_throttle(const char *line, size_t len, size_t pos,
+			  struct kfs_cmd *out, char *errmsg, size_t errlen)
+{
+	struct token t, extra;
+	uint64_t v;
+
+	pos = next_token(line, len, pos, &t);
+	next_token(line, len, pos, &extra);
+	if (!t.len)
+		return fail(errmsg, errlen, -EINVAL,
+			    "throttle needs RATE, PCT%% or off");
+	if (extra.len)
+		return fail(errmsg, errlen, -EINVAL,
+			    "unknown word " TOK_FMT " after throttle",
+			    TOK_ARG(extra));
+	if (token_is(t, "off"))
+		return 0;
+	if (t.s[t.len - 1] == '%') {
+		if (parse_u64(t.s, t.len - 1, &v) || v < 1 || v > 100)
+			return fail(errmsg, errlen, -EINVAL,
+				    "bad share " TOK_FMT " (1%% to 100%%)",
+				    TOK_ARG(t));
+		out->percent = v == 100 ? 0 : (unsigned int)v;
+		return 0;
+	}
+	if (size_parse_n(t.s, t.len, 1, &v) || v < KCOPYD_SECTOR_SIZE)
+		return fail(errmsg, errlen, -EINVAL,
+			    "bad rate " TOK_FMT " (bytes per second with a "
+			    "unit, such as 64M, at least 512)", TOK_ARG(t));
+	out->rate = v;
+	return 0;
+}
+
 int kfs_parse_line(const char *line, size_t len,
 		   const struct kfs_devlookup *dl, struct kfs_cmd *out,
 		   char *errmsg, size_t errlen)
@@ -345,14 +406,21 @@ int kfs_parse_line(const char *line, size_t len,
 	pos = next_token(line, len, 0, &t);
 	if (!t.len)
 		return 0;
-	if (token_is(t, "copy"))
+	if (token_is(t, "copy")) {
 		out->op = KFS_OP_COPY;
-	else if (token_is(t, "zero"))
+	} else if (token_is(t, "zero")) {
 		out->op = KFS_OP_ZERO;
-	else
+	} else if (token_is(t, "cancel")) {
+		out->op = KFS_OP_CANCEL;
+		return parse_cancel(line, len, pos, out, errmsg, errlen);
+	} else if (token_is(t, "throttle")) {
+		out->op = KFS_OP_THROTTLE;
+		return parse_throttle(line, len, pos, out, errmsg, errlen);
+	} else {
 		return fail(errmsg, errlen, -EINVAL,
-			    "unknown command " TOK_FMT " (copy or zero)",
-			    TOK_ARG(t));
+			    "unknown command " TOK_FMT " (copy, zero, cancel "
+			    "or throttle)", TOK_ARG(t));
+	}
 
 	for (;;) {
 		pos = next_token(line, len, pos, &t);

@@ -6,8 +6,10 @@
  * T, KiB..TiB) that are whole sectors.
  *
  *   copy SRC:START+COUNT DST:START [DST:START ...] [ignore_errors]
- *        [write_seq] [verify] [sync] [tag=WORD]
- *   zero DST:START+COUNT [DST:START+COUNT ...] [sync] [tag=WORD]
+ *        [write_seq] [verify] [flush] [sync] [tag=WORD]
+ *   zero DST:START+COUNT [DST:START+COUNT ...] [flush] [sync] [tag=WORD]
+ *   cancel ID | cancel tag=WORD
+ *   throttle RATE | throttle PCT% | throttle off
  *
  * Pure functions: no FUSE, no I/O, no global state.  Device names are
  * resolved through the caller's kfs_devlookup, so the parser can be unit
@@ -41,11 +43,14 @@
 #define KFS_WRITE_SEQ		(1u << 1)
 #define KFS_SYNC		(1u << 2)
 #define KFS_VERIFY		(1u << 3)
+#define KFS_FLUSH		(1u << 4)
 
 enum kfs_op {
 	KFS_OP_NONE = 0,	/* a blank line */
 	KFS_OP_COPY,
 	KFS_OP_ZERO,
+	KFS_OP_CANCEL,		/* cancel_id, or every job tagged tag */
+	KFS_OP_THROTTLE,	/* rate and percent, 0: none */
 };
 
 struct kfs_region {
@@ -61,6 +66,9 @@ struct kfs_cmd {
 	struct kfs_region dests[KFS_MAX_DESTS];
 	unsigned int flags;	/* KFS_* above */
 	char tag[KFS_MAX_NAME + 1];	/* "" when none */
+	uint64_t cancel_id;	/* cancel ID; 0 for cancel tag=WORD */
+	uint64_t rate;		/* throttle: bytes per second */
+	unsigned int percent;	/* throttle: share of time, 1..99 */
 };
 
 /*

@@ -1,13 +1,12 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Direct mode: open the devices, and run the copy (or zero) through one
- * libkcopyd client as a sequence of bounded jobs.
- *
- * The engine has no cancel, so a copy is cut into jobs of at most
- * JOB_SECTORS, with at most two in flight; after SIGINT or SIGTERM no new
- * job is submitted, the ones in flight finish, and the destinations then
- * hold exactly the jobs that completed.  Each job is still one
- * kcopyd_copy() with every destination: one read feeds them all.
+ * libkcopyd client: one job with every destination (one read feeds them
+ * all), or with --map a job per range of the map.  SIGINT and SIGTERM
+ * cancel the jobs in flight (kcopyd_cancel): their sub-jobs in flight
+ * finish, and their completions say exactly which ranges are on every
+ * destination.  Errors come back with their errno and sector, and with
+ * --ignore-errors each lost range as the engine finds it.
  *
  * Thread model
  * ------------
@@ -21,8 +20,9 @@
  * - Engine workers call copy_progress(), which only adds to an atomic.
  * - The engine's callback thread calls job_done(), which puts the job on
  *   c->finished under c->lock and writes the eventfd.
- * - With --map, engine workers call bad_range(), which adds to c->bad
- *   under c->lock; the main thread alone reads c->bad and owns the map.
+ * - With --map or --ignore-errors, engine workers call bad_range(), which
+ *   adds to c->bad and c->lost under c->lock; the main thread alone reads
+ *   them and owns the map.
  *
  * With --map the copy is the list of ranges the map has not finished
  * (c->todo), each cut into jobs; a finished job's done ranges become '+',
@@ -51,8 +51,10 @@
 
 #include "kcopy.h"
 
-/* Sectors per submitted job (64 MiB): the grain of a clean stop. */
-#define JOB_SECTORS	((sector_t)64 << (20 - KCOPYD_SECTOR_SHIFT))
+/* The done ranges of the copy kept for an interruption's message. */
+#define MAX_DONE	80
+/* Lost ranges listed one by one; the rest are counted. */
+#define MAX_LOST_LINES	100
 /* With --map, 2 MiB: the most a crash between saves can redo per job. */
 #define MAP_JOB_SECTORS	((sector_t)2 << (20 - KCOPYD_SECTOR_SHIFT))
 #define MAP_SAVE_SECONDS 1.0
@@ -68,7 +70,8 @@ struct dest {
 	off_t old_size;			/* before extension */
 	sector_t count;			/* sectors this destination gets */
 	unsigned int failed_jobs;
-	sector_t fail_start, fail_count; /* the first failed job's range */
+	int error;			/* errno of the lowest failed write */
+	sector_t error_sector;		/* its device sector */
 	unsigned int verify_failed_jobs;
 	sector_t verify_sector;		/* the lowest sector read back wrong */
 	int fsync_err;
@@ -77,6 +80,12 @@ struct dest {
 struct job {
 	struct copy *c;
 	struct job *next;		/* on c->finished (c->lock) */
+	struct job *run_next;		/* on c->running (main thread) */
+	uint64_t id;			/* the engine's, for kcopyd_cancel */
+	int read_error;			/* set by job_done(): errnos and */
+	sector_t read_error_sector;	/* device sectors of failures */
+	struct kcopyd_dest_result dres[KCOPYD_MAX_DESTS];
+	bool cancelled;
 	sector_t offset, count;		/* relative to the regions' starts */
 	unsigned int nr_dests;
 	unsigned char dest_idx[KCOPYD_MAX_DESTS]; /* write_err bit -> dest */
@@ -87,6 +96,14 @@ struct job {
 	bool failed;
 	unsigned int nr_done;
 	struct kcopyd_range *done;	/* offsets in the job, malloc'd */
+};
+
+/* A range lost under --ignore-errors: the device's sectors. */
+struct lost {
+	struct block_device *bdev;
+	sector_t sector, count;
+	bool write;
+	int error;
 };
 
 /* A range still to copy, in sectors from the start of the copy. */
@@ -119,6 +136,9 @@ struct copy {
 	struct kcopyd_range *bad;	/* --map: bad ranges (c->lock) */
 	size_t nr_bad, cap_bad;		/* (c->lock) */
 	bool bad_nomem;			/* (c->lock) */
+	struct lost *lost;		/* --ignore-errors: ranges lost */
+	size_t nr_lost, max_lost;	/* (c->lock) */
+	uint64_t lost_dropped;		/* (c->lock): no memory to keep */
 
 	/* --map (main thread only) */
 	bool use_map;
@@ -137,7 +157,12 @@ struct copy {
 	bool stop;			/* an error without --ignore-errors */
 	int signo;			/* the signal that interrupted us */
 	unsigned int read_failed_jobs;
-	sector_t read_fail_start, read_fail_count;
+	int read_error;			/* errno of the lowest failed read */
+	sector_t read_error_sector;
+	struct job *running;		/* jobs in flight, to cancel */
+	bool skip;			/* an error past which going on helps */
+	unsigned int nr_done;		/* ranges of the copy done everywhere */
+	struct kcopyd_range done[MAX_DONE];
 	int submit_err;
 };
 
@@ -705,7 +730,11 @@ static void job_done(const struct kcopyd_completion *done, void *context)
 		j->verify_sector[i] = done->verify_sector[i];
 	j->failed = done->read_err || done->write_err || done->verify_err ||
 		    done->cancelled;
-	if (c->use_map && done->nr_done) {
+	j->cancelled = done->cancelled;
+	j->read_error = done->read_error;
+	j->read_error_sector = done->read_error_sector;
+	memcpy(j->dres, done->dests, done->num_dests * sizeof(j->dres[0]));
+	if (done->nr_done) {
 		/* Without memory the job's ranges stay as the map had them. */
 		j->done = malloc(done->nr_done * sizeof(*j->done));
 		if (j->done) {
@@ -728,7 +757,8 @@ static int submit_next(struct copy *c)
 	struct io_region from, to[KCOPYD_MAX_DESTS];
 	struct todo *td = &c->todo[c->todo_i];
 	sector_t n = td->count - c->todo_off, off;
-	sector_t max = c->use_map ? MAP_JOB_SECTORS : JOB_SECTORS;
+	/* One job for the whole copy, unless a map wants small ones. */
+	sector_t max = c->use_map ? MAP_JOB_SECTORS : td->count;
 	struct kcopyd_job_desc desc;
 	struct job *j;
 	int r;
@@ -770,11 +800,13 @@ static int submit_next(struct copy *c)
 		.progress = copy_progress,
 		.context = j,
 	};
-	r = kcopyd_submit(c->kc, &desc, NULL);
+	r = kcopyd_submit(c->kc, &desc, &j->id);
 	if (r) {
 		free(j);
 		return r;
 	}
+	j->run_next = c->running;
+	c->running = j;
 	c->todo_off += n;
 	if (c->todo_off == td->count) {
 		c->todo_i++;
@@ -785,13 +817,51 @@ static int submit_next(struct copy *c)
 	return 0;
 }
 
-/* Count a failed job, and keep the lowest failed range for the report. */
-static void note_failure(sector_t *start, sector_t *count, unsigned int *nr,
-			 const struct job *j)
+/*
+ * Errors where going on past the failed block can save the rest: a bad
+ * medium.  Past ENOSPC, EROFS or EDQUOT, every later write fails too.
+ */
+static bool skippable(int error)
 {
-	if ((*nr)++ == 0 || j->offset < *start) {
-		*start = j->offset;
-		*count = j->count;
+	return error == EIO || error == ENODATA || error == EBADMSG ||
+	       error == EILSEQ || error == EREMOTEIO;
+}
+
+/* Count a failure, and keep the lowest failed sector and its errno. */
+static void note_failure(int *error, sector_t *sector, unsigned int *nr,
+			 int err, sector_t at, bool *skip)
+{
+	if ((*nr)++ == 0 || at < *sector) {
+		*error = err ? err : EIO;
+		*sector = at;
+	}
+	*skip = *skip || skippable(err ? err : EIO);
+}
+
+static void forget_running(struct copy *c, struct job *j)
+{
+	for (struct job **p = &c->running; *p; p = &(*p)->run_next) {
+		if (*p == j) {
+			*p = j->run_next;
+			return;
+		}
+	}
+}
+
+/* What the job put on every destination: into the copy's done ranges. */
+static void note_done(struct copy *c, const struct job *j)
+{
+	for (unsigned int i = 0; i < j->nr_done; i++) {
+		struct kcopyd_range r = {
+			j->offset + j->done[i].sector, j->done[i].count,
+		};
+
+		c->completed += r.count;
+		if (c->nr_done && c->done[c->nr_done - 1].sector +
+				  c->done[c->nr_done - 1].count == r.sector)
+			c->done[c->nr_done - 1].count += r.count;
+		else if (c->nr_done < MAX_DONE)
+			c->done[c->nr_done++] = r;
 	}
 }
 
@@ -838,12 +908,41 @@ static void map_bad(struct copy *c)
  * place in the copy: from the source's start, or from the start of the
  * destination region holding it.
  */
+/* --ignore-errors: keep each lost range for the report (c->lock held). */
+static void keep_lost(struct copy *c, struct block_device *bdev,
+		      sector_t sector, sector_t count, int write, int error)
+{
+	if (c->nr_lost == c->max_lost) {
+		size_t n = c->max_lost ? 2 * c->max_lost : 16;
+		struct lost *l = realloc(c->lost, n * sizeof(*l));
+
+		if (!l) {
+			c->lost_dropped++;
+			return;
+		}
+		c->lost = l;
+		c->max_lost = n;
+	}
+	c->lost[c->nr_lost++] = (struct lost){ bdev, sector, count, write,
+					       error };
+}
+
 static void bad_range(uint64_t id, struct block_device *bdev, sector_t sector,
 		      sector_t count, int write, int error, void *context)
 {
 	struct copy *c = context;
 	sector_t off = 0;
 	bool found = false;
+
+	if (c->o->ignore_errors) {
+		if (pthread_mutex_lock(&c->lock))
+			abort();
+		keep_lost(c, bdev, sector, count, write, error);
+		if (pthread_mutex_unlock(&c->lock))
+			abort();
+	}
+	if (!c->use_map)
+		return;
 
 	if (!write && bdev == c->src_bdev && sector >= c->src.start) {
 		off = sector - c->src.start;
@@ -913,16 +1012,20 @@ static void reap(struct copy *c)
 	for (; j; j = next) {
 		next = j->next;
 		c->inflight--;
-		c->completed += j->count;
+		forget_running(c, j);
+		note_done(c, j);
 		if (j->read_err)
-			note_failure(&c->read_fail_start, &c->read_fail_count,
-				     &c->read_failed_jobs, j);
+			note_failure(&c->read_error, &c->read_error_sector,
+				     &c->read_failed_jobs, j->read_error,
+				     j->read_error_sector, &c->skip);
 		for (unsigned int b = 0; b < j->nr_dests; b++) {
 			struct dest *d = &c->dests[j->dest_idx[b]];
 
 			if (j->write_err & (1u << b))
-				note_failure(&d->fail_start, &d->fail_count,
-					     &d->failed_jobs, j);
+				note_failure(&d->error, &d->error_sector,
+					     &d->failed_jobs, j->dres[b].error,
+					     j->dres[b].error_sector,
+					     &c->skip);
 			if ((j->verify_err & (1u << b)) &&
 			    (d->verify_failed_jobs++ == 0 ||
 			     j->verify_sector[b] < d->verify_sector))
@@ -944,9 +1047,14 @@ static void read_signal(struct copy *c)
 {
 	struct signalfd_siginfo si;
 
-	while (read(c->sigfd, &si, sizeof(si)) == sizeof(si))
-		if (!c->signo)
-			c->signo = (int)si.ssi_signo;
+	while (read(c->sigfd, &si, sizeof(si)) == sizeof(si)) {
+		if (c->signo)
+			continue;
+		c->signo = (int)si.ssi_signo;
+		/* -ENOENT: a job whose I/O is over already. */
+		for (struct job *j = c->running; j; j = j->run_next)
+			kcopyd_cancel(c->kc, j->id);
+	}
 }
 
 static void run(struct copy *c)
@@ -985,20 +1093,18 @@ static void run(struct copy *c)
 		save_map(c);
 }
 
-/* fsync every destination, and the directory of every file we created. */
+/*
+ * The engine flushed every destination (KCOPYD_FLUSH); fsync the directory
+ * of every file we created, so that its name is durable too.
+ */
 static void sync_dests(struct copy *c)
 {
 	for (unsigned int i = 0; i < c->nr_dests; i++) {
 		struct dest *d = &c->dests[i];
 		char *dir, *slash;
-		int fd, r;
+		int fd;
 
-		r = kcopyd_bdev_flush(d->bdev);
-		if (r) {
-			d->fsync_err = -r;
-			continue;
-		}
-		if (!d->created)
+		if (!d->created || d->failed_jobs)
 			continue;
 		dir = strdup(d->op.path);
 		if (!dir) {
@@ -1025,16 +1131,51 @@ static double percent(const struct copy *c, sector_t n)
 	return c->total ? 100.0 * (double)n / (double)c->total : 100.0;
 }
 
-static void say_range_failure(const char *name, const char *what,
-			      unsigned int nr, sector_t start, sector_t count)
+static const char *bdev_name(const struct copy *c, struct block_device *b)
 {
-	if (nr == 1)
-		say("%s: %s error within sectors %llu+%llu", name, what,
-		    (unsigned long long)start, (unsigned long long)count);
-	else
-		say("%s: %s errors within %u ranges, the first sectors "
-		    "%llu+%llu", name, what, nr, (unsigned long long)start,
-		    (unsigned long long)count);
+	if (b == c->src_bdev && !c->zero)
+		return src_name(c);
+	for (unsigned int i = 0; i < c->nr_dests; i++)
+		if (c->dests[i].bdev == b)
+			return c->dests[i].op.path;
+	return "?";
+}
+
+/* Every range lost under --ignore-errors, by device, as found. */
+static void say_lost(struct copy *c)
+{
+	size_t n = c->nr_lost < MAX_LOST_LINES ? c->nr_lost : MAX_LOST_LINES;
+
+	for (size_t i = 0; i < n; i++) {
+		const struct lost *l = &c->lost[i];
+
+		say("%s: lost sectors %llu+%llu: %s (%s)",
+		    bdev_name(c, l->bdev), (unsigned long long)l->sector,
+		    (unsigned long long)l->count, strerror(l->error),
+		    l->write ? "not written" : "unreadable, written as zeros");
+	}
+	if (c->nr_lost + c->lost_dropped > n)
+		say("... and %llu more lost ranges",
+		    (unsigned long long)(c->nr_lost + c->lost_dropped - n));
+}
+
+/* "A+B, C+D": the ranges of the copy that every destination holds. */
+static void say_interrupted(const struct copy *c)
+{
+	char ranges[MAX_DONE * 44 + 1] = "";
+	size_t len = 0;
+
+	for (unsigned int i = 0; i < c->nr_done; i++)
+		len += (size_t)snprintf(ranges + len, sizeof(ranges) - len,
+					"%s%llu+%llu", i ? ", " : "",
+					(unsigned long long)c->done[i].sector,
+					(unsigned long long)c->done[i].count);
+	say("interrupted after %llu bytes (%.0f%%) by %s: %s%s of the range "
+	    "%s done on every destination",
+	    (unsigned long long)c->completed << KCOPYD_SECTOR_SHIFT,
+	    percent(c, c->completed), strsignal(c->signo),
+	    c->nr_done ? "sectors " : "no sector", ranges,
+	    c->nr_done ? "are" : "is");
 }
 
 static int report(struct copy *c)
@@ -1042,16 +1183,16 @@ static int report(struct copy *c)
 	bool rerr = c->read_failed_jobs > 0, werr = false, verr = false;
 
 	if (rerr)
-		say_range_failure(src_name(c), "read", c->read_failed_jobs,
-				  c->src.start + c->read_fail_start,
-				  c->read_fail_count);
+		say("%s: %s at sector %llu", src_name(c),
+		    strerror(c->read_error),
+		    (unsigned long long)c->read_error_sector);
 	for (unsigned int i = 0; i < c->nr_dests; i++) {
 		struct dest *d = &c->dests[i];
 
 		if (d->failed_jobs) {
-			say_range_failure(d->op.path, "write", d->failed_jobs,
-					  d->op.start + d->fail_start,
-					  d->fail_count);
+			say("%s: %s at sector %llu", d->op.path,
+			    strerror(d->error),
+			    (unsigned long long)d->error_sector);
 			werr = true;
 		}
 		if (d->verify_failed_jobs) {
@@ -1061,8 +1202,8 @@ static int report(struct copy *c)
 			verr = true;
 		}
 		if (d->fsync_err) {
-			say("%s: fsync failed: %s", d->op.path,
-			    strerror(d->fsync_err));
+			say("%s: fsync of its directory failed: %s",
+			    d->op.path, strerror(d->fsync_err));
 			werr = true;
 		}
 	}
@@ -1074,10 +1215,14 @@ static int report(struct copy *c)
 		say("%s: the map could not be kept: %s", c->o->map,
 		    strerror(-c->map_err));
 		werr = true;
-	} else if (c->stop) {
+	} else if (c->stop && c->skip) {
 		say("stopped after the first error; --ignore-errors would go "
-		    "on to the end");
+		    "on past the failed blocks");
+	} else if (c->stop) {
+		say("stopped after the first error");
 	}
+	if (c->o->ignore_errors)
+		say_lost(c);
 	if (c->signo && c->use_map) {
 		say("interrupted by %s: %s records what is done; run the same "
 		    "command again to copy the rest", strsignal(c->signo),
@@ -1085,14 +1230,7 @@ static int report(struct copy *c)
 		return EXIT_INTERRUPTED;
 	}
 	if (c->signo) {
-		sector_t first = c->backward ? c->total - c->completed : 0;
-
-		say("interrupted after %llu bytes (%.0f%%) by %s: sectors "
-		    "%llu+%llu of the range are done on every destination",
-		    (unsigned long long)c->completed << KCOPYD_SECTOR_SHIFT,
-		    percent(c, c->completed), strsignal(c->signo),
-		    (unsigned long long)first,
-		    (unsigned long long)c->completed);
+		say_interrupted(c);
 		return EXIT_INTERRUPTED;
 	}
 	if (rerr && werr)
@@ -1223,7 +1361,8 @@ static int setup(struct copy *c)
 		   (c->o->write_seq ? KCOPYD_WRITE_SEQ : 0) |
 		   (c->o->allocated ? KCOPYD_ALLOCATED : 0) |
 		   (c->o->target_zero ? KCOPYD_TARGET_ZERO : 0) |
-		   (c->o->verify ? KCOPYD_VERIFY : 0);
+		   (c->o->verify ? KCOPYD_VERIFY : 0) |
+		   (c->o->fsync ? KCOPYD_FLUSH : 0);
 
 	if (!c->zero) {
 		r = probe_source(c);
@@ -1303,8 +1442,10 @@ int direct_main(const struct options *o, int argc, char **argv)
 
 	progress_init(&c->prog, o,
 		      (uint64_t)todo_sectors(c) << KCOPYD_SECTOR_SHIFT);
-	if (c->use_map)
+	if (c->use_map || o->ignore_errors)
 		kcopyd_client_set_bad_range(c->kc, bad_range, c);
+	if (o->rate)
+		kcopyd_client_set_throttle(c->kc, o->rate, 0);
 	run(c);
 	kcopyd_client_get_stats(c->kc, &c->stats);
 	kcopyd_client_destroy(c->kc);
@@ -1330,6 +1471,7 @@ out:
 	free(c->src.path);
 	free(c->todo);
 	free(c->bad);
+	free(c->lost);
 	map_free(&c->map);
 	if (c->evfd != -1)
 		close(c->evfd);

@@ -12,6 +12,7 @@
 #include <config.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -26,7 +27,7 @@
 static const char usage_text[] =
 "Usage: kcopy [OPTION]... SRC[:START[+COUNT]] DST[:START] [DST[:START]]...\n"
 "  or:  kcopy [OPTION]... --zero DST[:START[+COUNT]]...\n"
-"  or:  kcopy [-q] [-v] [--progress[=SECONDS]] --mount MOUNTPOINT\n"
+"  or:  kcopy [-q] [-v] [--progress[=SECONDS|fd:N]] --mount MOUNTPOINT\n"
 "             copy|zero ARGS...\n"
 "\n"
 "Copy a region of SRC to every DST with one read, or write zeros.\n"
@@ -36,7 +37,7 @@ static const char usage_text[] =
 "Holes in SRC are not read, and zeros are punched, not written.\n"
 "COUNT defaults to the rest of SRC (of DST with --zero).\n"
 "\n"
-"  -p, --pages N          copy buffer of N 4 KiB pages (default 1024)\n"
+"      --pages N          copy buffer of N 4 KiB pages (default 1024)\n"
 "  -t, --threads N        I/O threads (default 2)\n"
 "      --subjob-size SIZE bytes per sub-job (default 512K)\n"
 "      --sparse=SIZE      zero detection in pieces of SIZE bytes\n"
@@ -47,6 +48,9 @@ static const char usage_text[] =
 "      --write-seq        write each destination in offset order\n"
 "      --direct           open every device with O_DIRECT\n"
 "      --fsync            flush every destination to stable storage\n"
+"                         before the copy counts as done\n"
+"      --rate RATE        at most RATE bytes per second, with a unit:\n"
+"                         64M, 1G, 512K (powers of 1024; /s may follow)\n"
 "      --verify           read every destination back and compare\n"
 "      --map FILE         keep a GNU ddrescue map of the copy in FILE;\n"
 "                         run again with it to copy only what is left\n"
@@ -54,8 +58,10 @@ static const char usage_text[] =
 "                         block\n"
 "      --zero             write zeros to the destinations\n"
 "  -m, --mount MOUNTPOINT send the command to a mounted kcopydfs\n"
-"  -P, --progress[=SECONDS]  print progress every SECONDS (default 1)\n"
-"                         even when stderr is not a terminal\n"
+"  -p, -P, --progress[=SECONDS]  print progress every SECONDS (default\n"
+"                         1) even when stderr is not a terminal\n"
+"      --progress=fd:N    write the percentage done to descriptor N,\n"
+"                         as lines \"N/100\", for scripts\n"
 "  -q, --quiet            no progress, no messages but errors\n"
 "  -v, --verbose          say what is done\n"
 "  -h, --help             show this help and exit\n"
@@ -73,13 +79,16 @@ enum {
 	OPT_SPARSE,
 	OPT_ALLOCATED,
 	OPT_TARGET_ZERO,
+	OPT_PAGES,
+	OPT_RATE,
 	OPT_VERIFY,
 	OPT_MAP,
 	OPT_RETRY_BAD,
 };
 
 static const struct option long_options[] = {
-	{ "pages", required_argument, NULL, 'p' },
+	{ "pages", required_argument, NULL, OPT_PAGES },
+	{ "rate", required_argument, NULL, OPT_RATE },
 	{ "threads", required_argument, NULL, 't' },
 	{ "subjob-size", required_argument, NULL, OPT_SUBJOB_SIZE },
 	{ "ignore-errors", no_argument, NULL, 'i' },
@@ -194,6 +203,43 @@ static int parse_sparse(const char *s, struct options *o)
 	return 0;
 }
 
+/* --rate 64M, 64MiB, 64M/s: bytes per second, at least one sector. */
+static int parse_rate(const char *s, uint64_t *out)
+{
+	size_t len = strlen(s);
+	int r;
+
+	if (len > 2 && !strcmp(s + len - 2, "/s"))
+		len -= 2;
+	r = size_parse_n(s, len, 1, out);
+	if (!r && *out < KCOPYD_SECTOR_SIZE)
+		r = -ERANGE;
+	if (r) {
+		say("--rate '%s': expected bytes per second with a unit, "
+		    "such as 64M or 1G, at least 512", s);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* --progress=fd:N: a descriptor open for writing. */
+static int parse_progress_fd(const char *s, int *fd)
+{
+	unsigned int n;
+	int fl;
+
+	if (parse_uint("--progress=fd:", s, 0, 1u << 20, &n))
+		return -EINVAL;
+	fl = fcntl((int)n, F_GETFL);
+	if (fl == -1 || (fl & O_ACCMODE) == O_RDONLY) {
+		say("--progress=fd:%u: descriptor %u is not open for writing",
+		    n, n);
+		return -EBADF;
+	}
+	*fd = (int)n;
+	return 0;
+}
+
 static int parse_interval(const char *s, double *out)
 {
 	char *end;
@@ -215,10 +261,15 @@ static int parse_options(int argc, char **argv, struct options *o)
 
 	memset(o, 0, sizeof(*o));
 	o->pages = DEFAULT_PAGES;
-	while ((c = getopt_long(argc, argv, "p:t:im:P::qvhV", long_options,
+	o->progress_fd = -1;
+	while ((c = getopt_long(argc, argv, "t:im:p::P::qvhV", long_options,
 				NULL)) != -1) {
 		switch (c) {
-		case 'p':
+		case OPT_RATE:
+			if (parse_rate(optarg, &o->rate))
+				return -EINVAL;
+			break;
+		case OPT_PAGES:
 			if (parse_uint("--pages", optarg, 1, 1u << 22,
 				       &o->pages))
 				return -EINVAL;
@@ -269,11 +320,18 @@ static int parse_options(int argc, char **argv, struct options *o)
 		case 'm':
 			o->mount = optarg;
 			break;
+		case 'p':
 		case 'P':
 			o->progress_interval = 1;
-			if (optarg &&
-			    parse_interval(optarg, &o->progress_interval))
+			if (optarg && !strncmp(optarg, "fd:", 3)) {
+				if (parse_progress_fd(optarg + 3,
+						      &o->progress_fd))
+					return -EINVAL;
+			} else if (optarg &&
+				   parse_interval(optarg,
+						  &o->progress_interval)) {
 				return -EINVAL;
+			}
 			break;
 		case 'q':
 			o->verbose = -1;
@@ -300,6 +358,7 @@ static int check_mount_options(const struct options *o)
 {
 	if (o->pages != DEFAULT_PAGES || o->threads || o->subjob_size ||
 	    o->ignore_errors || o->write_seq || o->direct || o->fsync ||
+	    o->rate ||
 	    o->zero || o->sparse_size || o->no_zero_detect || o->allocated ||
 	    o->target_zero || o->verify || o->map || o->retry_bad) {
 		say("--mount takes only -q, -v and --progress; engine options "

@@ -31,7 +31,9 @@ struct options {
 	bool ignore_errors;
 	bool write_seq;
 	bool direct;			/* O_DIRECT on every device */
-	bool fsync;			/* fsync every destination at the end */
+	bool fsync;			/* KCOPYD_FLUSH: durable before done */
+	uint64_t rate;			/* --rate bytes per second; 0: none */
+	int progress_fd;		/* --progress=fd:N; -1: none */
 	bool zero;
 	unsigned int sparse_size;	/* zero detection; 0: the default */
 	bool no_zero_detect;		/* --sparse=0 */
@@ -80,6 +82,7 @@ enum progress_mode {
 	PROGRESS_NONE,
 	PROGRESS_TTY,			/* a live line, rewritten in place */
 	PROGRESS_LINES,			/* one plain line per interval */
+	PROGRESS_FD,			/* "N/100" lines to a descriptor */
 };
 
 #define PROGRESS_SAMPLES	16
@@ -96,6 +99,9 @@ struct progress {
 	uint64_t sample_done[PROGRESS_SAMPLES];
 	unsigned int nr_samples;
 	bool drawn;			/* a tty line is on the screen */
+	bool dumb;			/* TERM=dumb: no escape sequences */
+	int fd;				/* PROGRESS_FD: where to write */
+	int last_pct;			/* PROGRESS_FD: the last one written */
 };
 
 /* Choose the mode from the options and isatty(2). */

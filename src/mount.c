@@ -291,7 +291,8 @@ static int read_status(int fd, uint64_t id, struct job_status *st)
 
 static bool finished(const struct job_status *st)
 {
-	return !strcmp(st->state, "done") || !strcmp(st->state, "failed");
+	return !strcmp(st->state, "done") || !strcmp(st->state, "failed") ||
+	       !strcmp(st->state, "cancelled");
 }
 
 /* Is this word of a command a region, NAME:START[+COUNT]? */
@@ -330,7 +331,10 @@ static int job_exit_status(uint64_t id, int argc, char **argv,
 		status = status == EXIT_READ_ERR ? EXIT_BOTH_ERR :
 						   EXIT_WRITE_ERR;
 	}
-	if (status == EXIT_SUCCESS && strcmp(st->state, "done")) {
+	if (status == EXIT_SUCCESS && !strcmp(st->state, "cancelled")) {
+		say("job %" PRIu64 ": cancelled", id);
+		status = EXIT_INTERRUPTED;
+	} else if (status == EXIT_SUCCESS && strcmp(st->state, "done")) {
 		say("job %" PRIu64 ": %s", id, st->state);
 		status = EXIT_WRITE_ERR;
 	}

@@ -1,6 +1,9 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * The progress meter: a live line on a terminal, or plain periodic lines.
+ * The progress meter: a live line on a terminal, plain periodic lines, or
+ * "N/100" lines on a descriptor for scripts (--progress=fd:N).  The live
+ * line fits the terminal's width, and uses no escape sequence on
+ * TERM=dumb.
  *
  * Thread model: progress_add() is called from engine worker threads and
  * only adds to the atomic `done`.  Everything else, including the rate
@@ -9,7 +12,9 @@
 #include <config.h>
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include "kcopy.h"
@@ -63,6 +68,14 @@ void progress_init(struct progress *p, const struct options *o,
 	p->total = total;
 	clock_gettime(CLOCK_MONOTONIC, &p->start);
 	p->mode = PROGRESS_NONE;
+	p->last_pct = -1;
+	if (o->progress_fd >= 0) {
+		/* For a script: asked for, so even with -q. */
+		p->mode = PROGRESS_FD;
+		p->fd = o->progress_fd;
+		p->interval = TTY_INTERVAL;
+		return;
+	}
 	if (o->verbose < 0)
 		return;
 	if (o->progress_interval > 0) {
@@ -72,8 +85,82 @@ void progress_init(struct progress *p, const struct options *o,
 	} else if (isatty(STDERR_FILENO)) {
 		p->mode = PROGRESS_TTY;
 	}
-	if (p->mode == PROGRESS_TTY)
+	if (p->mode == PROGRESS_TTY) {
+		const char *term = getenv("TERM");
+
 		p->interval = TTY_INTERVAL;
+		p->dumb = !term || !strcmp(term, "dumb");
+	}
+}
+
+/* The terminal's width, or 80 if it does not say. */
+static unsigned int tty_width(void)
+{
+	struct winsize ws;
+
+	if (ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0)
+		return ws.ws_col;
+	return 80;
+}
+
+/*
+ * Go back to the start of the line and blank what was there: an escape
+ * sequence, or on a dumb terminal spaces.
+ */
+static void tty_rewind(const struct progress *p)
+{
+	if (!p->dumb) {
+		fputs("\r\033[K", stderr);
+		return;
+	}
+	fputc('\r', stderr);
+	for (unsigned int i = 1; i < tty_width(); i++)
+		fputc(' ', stderr);
+	fputc('\r', stderr);
+}
+
+/*
+ * The live line, with as much as fits in the width (the last column is
+ * left free, so no terminal wraps): the whole line, then without the
+ * time, then without the rate, then the percentage alone.
+ */
+static void tty_line(const struct progress *p, const char *sdone,
+		     const char *stotal, double pct, const char *srate,
+		     const char *eta, bool final)
+{
+	unsigned int width = tty_width();
+	char line[4][160];
+	int i;
+
+	snprintf(line[0], sizeof(line[0]), "%s / %s  %3.0f%%  %s/s  %s %s",
+		 sdone, stotal, pct, srate, eta, final ? "elapsed" : "left");
+	snprintf(line[1], sizeof(line[1]), "%s / %s  %3.0f%%  %s/s", sdone,
+		 stotal, pct, srate);
+	snprintf(line[2], sizeof(line[2]), "%s / %s  %3.0f%%", sdone, stotal,
+		 pct);
+	snprintf(line[3], sizeof(line[3]), "%3.0f%%", pct);
+	for (i = 0; i < 3 && strlen(line[i]) + 1 > width; i++)
+		;
+	tty_rewind(p);
+	fputs(line[i], stderr);
+}
+
+/* --progress=fd:N: a line each time the whole percentage moves. */
+static void fd_line(struct progress *p, uint64_t done, bool final)
+{
+	int pct = p->total ? (int)(100 * done / p->total) : 100;
+	char buf[16];
+	int n;
+
+	if (final)
+		pct = 100;
+	if (pct == p->last_pct)
+		return;
+	p->last_pct = pct;
+	n = snprintf(buf, sizeof(buf), "%d/100\n", pct);
+	/* A reader that went away must not stop the copy. */
+	if (write(p->fd, buf, (size_t)n) != n)
+		p->mode = PROGRESS_NONE;
 }
 
 int progress_timeout(const struct progress *p)
@@ -149,10 +236,12 @@ static void print(struct progress *p, bool final)
 			   eta, sizeof(eta));
 	p->last_print = t;
 
+	if (p->mode == PROGRESS_FD) {
+		fd_line(p, done, final);
+		return;
+	}
 	if (p->mode == PROGRESS_TTY) {
-		fprintf(stderr, "\r\033[K%s / %s  %3.0f%%  %s/s  %s %s",
-			sdone, stotal, pct, srate, eta,
-			final ? "elapsed" : "left");
+		tty_line(p, sdone, stotal, pct, srate, eta, final);
 		p->drawn = true;
 		if (final) {
 			fputc('\n', stderr);
@@ -183,7 +272,7 @@ void progress_finish(struct progress *p)
 void progress_clear(struct progress *p)
 {
 	if (p->mode == PROGRESS_TTY && p->drawn) {
-		fputs("\r\033[K", stderr);
+		tty_rewind(p);
 		fflush(stderr);
 		p->drawn = false;
 	}

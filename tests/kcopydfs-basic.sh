@@ -102,8 +102,8 @@ grep -q '^id=3 tag=- op=zero state=done .* sectors=16 done=16 ' "$mnt/results" |
 grep -q '^id=5 tag=flags op=copy state=done ' "$mnt/results" || fail "job 5"
 
 # Stats: the keys, in order, and counts that match what was done.
-keys=$(sed 's/=.*//' "$mnt/stats" | head -8 | tr '\n' ' ')
-[ "$keys" = "jobs_queued jobs_running jobs_done jobs_failed pages_in_use pages_total bytes_read bytes_written " ] ||
+keys=$(sed 's/=.*//' "$mnt/stats" | head -9 | tr '\n' ' ')
+[ "$keys" = "jobs_queued jobs_running jobs_done jobs_failed jobs_cancelled pages_in_use pages_total bytes_read bytes_written " ] ||
 	fail "stats keys: $keys"
 grep -qx 'jobs_done=5' "$mnt/stats" || fail "jobs_done: $(cat "$mnt/stats")"
 grep -qx 'jobs_failed=0' "$mnt/stats" || fail "jobs_failed"
