@@ -25,7 +25,9 @@
  * protects the batches' counts and errors (updated by callbacks in the
  * connection thread) and the connection's state (started, stop,
  * stopped, err); waiters sleep on conn->cond, which every completion and
- * the connection's stop broadcast.  Nothing else is mutable after open.
+ * the connection's stop broadcast.  d->cache.lock protects the extent
+ * cache; d->gen, bumped by every write and zeroing, is atomic.  Nothing
+ * else is mutable after open.
  */
 #include <config.h>
 
@@ -52,6 +54,26 @@
 #define NBD_DEFAULT_MAX_REQUEST		(32u * 1024 * 1024)
 /* Longest zero or block status request: well inside 32 bits. */
 #define NBD_MAX_EFFECT			(1u << 30)
+/* Runs of one kind (data or zeros) kept from a block status reply. */
+#define NBD_EXT_RUNS			256
+
+struct ext_run {
+	uint64_t len;
+	bool zero;
+};
+
+/*
+ * The runs of the last block status reply, from `start`: the engine asks
+ * one extent at a time, and a reply describes many.  Valid while no write
+ * or zeroing went to the device since (gen).
+ */
+struct ext_cache {
+	pthread_mutex_t lock;
+	uint64_t start;			/* (lock) */
+	uint64_t gen;			/* (lock) d->gen when filled */
+	unsigned int nr;		/* (lock) 0: empty */
+	struct ext_run runs[NBD_EXT_RUNS];	/* (lock) */
+};
 
 struct nbd_conn {
 	struct nbd_handle *h;
@@ -74,6 +96,8 @@ struct nbd_dev {
 	uint32_t write_flags;		/* FUA for O_SYNC/O_DSYNC */
 	uint64_t max_request;
 	bool can_zero, can_flush, have_extents;
+	atomic_uint_fast64_t gen;	/* writes and zeroings issued */
+	struct ext_cache cache;
 	struct nbd_conn conns[];
 };
 
@@ -89,6 +113,9 @@ struct nbd_batch {
 	/* Block status: see extent_cb(). */
 	bool ext_seen, ext_zero, ext_run;
 	uint64_t ext_len, ext_total, ext_alloc;
+	unsigned int nr_runs;
+	bool runs_full;
+	struct ext_run runs[NBD_EXT_RUNS];
 };
 
 static struct nbd_dev *ndev(const struct block_device *b)
@@ -334,6 +361,8 @@ static ssize_t remote_rw(struct block_device *b, const struct iovec *iov,
 	bt = batch_new(c);
 	if (!bt)
 		return -ENOMEM;
+	if (write)
+		atomic_fetch_add(&d->gen, 1);
 	for (int i = 0; i < iovcnt; i++) {
 		char *p = iov[i].iov_base;
 		size_t left = iov[i].iov_len;
@@ -403,6 +432,7 @@ static int remote_zero_op(struct block_device *b, uint64_t off, uint64_t len,
 	bt = batch_new(c);
 	if (!bt)
 		return -ENOMEM;
+	atomic_fetch_add(&d->gen, 1);
 	while (len) {
 		uint64_t n = len < NBD_MAX_EFFECT ? len : NBD_MAX_EFFECT;
 
@@ -446,6 +476,15 @@ static int extent_cb(void *opaque, const char *context, uint64_t offset,
 		}
 		if (bt->ext_run)
 			bt->ext_len += entries[i];
+		if (bt->runs_full)
+			;
+		else if (bt->nr_runs && bt->runs[bt->nr_runs - 1].zero == zero)
+			bt->runs[bt->nr_runs - 1].len += entries[i];
+		else if (bt->nr_runs == NBD_EXT_RUNS)
+			bt->runs_full = true;
+		else
+			bt->runs[bt->nr_runs++] = (struct ext_run){
+				.len = entries[i], .zero = zero };
 		bt->ext_total += entries[i];
 		if (!(entries[i + 1] & LIBNBD_STATE_HOLE))
 			bt->ext_alloc += entries[i];
@@ -492,47 +531,102 @@ static int block_status(struct nbd_dev *d, uint64_t off, uint64_t len,
 	return r;
 }
 
+/* The run holding off, from the cache; false if it does not know. */
+static bool cache_lookup(struct nbd_dev *d, uint64_t off, bool *hole,
+			 uint64_t *count)
+{
+	struct ext_cache *c = &d->cache;
+	bool found = false;
+
+	pth(pthread_mutex_lock(&c->lock));
+	if (c->nr && c->gen == atomic_load(&d->gen) && off >= c->start) {
+		uint64_t at = c->start;
+
+		for (unsigned int i = 0; i < c->nr; i++) {
+			if (off < at + c->runs[i].len) {
+				*hole = c->runs[i].zero;
+				*count = at + c->runs[i].len - off;
+				found = true;
+				break;
+			}
+			at += c->runs[i].len;
+		}
+	}
+	pth(pthread_mutex_unlock(&c->lock));
+	return found;
+}
+
+static void cache_fill(struct nbd_dev *d, uint64_t off, uint64_t gen,
+		       const struct nbd_batch *res)
+{
+	struct ext_cache *c = &d->cache;
+
+	pth(pthread_mutex_lock(&c->lock));
+	c->start = off;
+	c->gen = gen;
+	c->nr = res->nr_runs;
+	memcpy(c->runs, res->runs, res->nr_runs * sizeof(res->runs[0]));
+	pth(pthread_mutex_unlock(&c->lock));
+}
+
 static int remote_extent(struct block_device *b, uint64_t off, uint64_t len,
-		      bool *hole, uint64_t *count)
+			 bool *hole, uint64_t *count)
 {
 	struct nbd_dev *d = ndev(b);
-	struct nbd_batch res;
+	struct nbd_batch *res;
+	uint64_t gen;
 	int r;
 
 	*hole = false;
 	*count = len;
 	if (!d->have_extents)
 		return 0;
-	r = block_status(d, off, len, &res);
-	if (r)
-		return r;
-	*hole = res.ext_zero;
-	*count = res.ext_len < len ? res.ext_len : len;
-	return 0;
+	if (cache_lookup(d, off, hole, count)) {
+		if (*count > len)
+			*count = len;
+		return 0;
+	}
+	res = malloc(sizeof(*res));
+	if (!res)
+		return -ENOMEM;
+	/* Ask for all that is left: one reply then answers many calls. */
+	gen = atomic_load(&d->gen);
+	r = block_status(d, off, b->size - off, res);
+	if (!r) {
+		cache_fill(d, off, gen, res);
+		*hole = res->ext_zero;
+		*count = res->ext_len < len ? res->ext_len : len;
+	}
+	free(res);
+	return r;
 }
 
 static int remote_allocated(struct block_device *b, uint64_t *bytes)
 {
 	struct nbd_dev *d = ndev(b);
 	uint64_t off = 0, sum = 0;
+	struct nbd_batch *res;
+	int r = 0;
 
 	if (!d->have_extents) {
 		*bytes = b->size;
 		return 0;
 	}
+	res = malloc(sizeof(*res));
+	if (!res)
+		return -ENOMEM;
 	while (off < b->size) {
-		struct nbd_batch res;
-		int r = block_status(d, off, b->size - off, &res);
-
+		r = block_status(d, off, b->size - off, res);
+		if (!r && !res->ext_total)
+			r = -EPROTO;
 		if (r)
-			return r;
-		if (!res.ext_total)
-			return -EPROTO;
-		sum += res.ext_alloc;
-		off += res.ext_total;
+			break;
+		sum += res->ext_alloc;
+		off += res->ext_total;
 	}
+	free(res);
 	*bytes = sum < b->size ? sum : b->size;
-	return 0;
+	return r;
 }
 
 static int remote_flush(struct block_device *b)
@@ -595,6 +689,7 @@ static void free_dev(struct nbd_dev *d, unsigned int nr)
 {
 	for (unsigned int i = 0; i < nr; i++)
 		conn_close(&d->conns[i]);
+	pth(pthread_mutex_destroy(&d->cache.lock));
 	free(d->uri);
 	free(d);
 }
@@ -788,6 +883,7 @@ int bdev_nbd_open(const char *uri, int flags, struct block_device **result)
 		return -ENOMEM;
 	}
 	d->uri = u;
+	pth(pthread_mutex_init(&d->cache.lock, NULL));
 	d->timeout = timeout;
 	d->nr_conns = want;
 

@@ -385,6 +385,112 @@ START_TEST(test_copy_faults)
 }
 END_TEST
 
+/* What a completion said, copied out under the lock for the test. */
+struct seen {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool done;
+	int read_err, read_error;
+	unsigned int write_err;
+	int dest_error[2];
+};
+
+static void seen_cb(const struct kcopyd_completion *c, void *context)
+{
+	struct seen *s = context;
+
+	pthread_mutex_lock(&s->lock);
+	s->read_err = c->read_err;
+	s->read_error = c->read_error;
+	s->write_err = c->write_err;
+	for (unsigned int i = 0; i < c->num_dests && i < 2; i++)
+		s->dest_error[i] = c->dests[i].error;
+	s->done = true;
+	pthread_cond_signal(&s->cond);
+	pthread_mutex_unlock(&s->lock);
+}
+
+static void seen_wait(struct seen *s)
+{
+	pthread_mutex_lock(&s->lock);
+	while (!s->done)
+		pthread_cond_wait(&s->cond, &s->lock);
+	pthread_mutex_unlock(&s->lock);
+}
+
+/*
+ * The server's errno reaches the job's completion: ENOSPC for the export
+ * that fails writes (and only for it), EIO for a source that fails reads.
+ */
+START_TEST(test_completion_errno)
+{
+	static const char *const full[] = { "--filter=error", "memory", "8M",
+					    "error=ENOSPC",
+					    "error-pwrite-rate=100%", NULL };
+	static const char *const bad[] = { "--filter=error", "pattern", "8M",
+					   "error=EIO",
+					   "error-pread-rate=100%", NULL };
+	static const char *const mem[] = { "memory", "8M", NULL };
+	struct seen s1 = { .lock = PTHREAD_MUTEX_INITIALIZER,
+			   .cond = PTHREAD_COND_INITIALIZER },
+		    s2 = { .lock = PTHREAD_MUTEX_INITIALIZER,
+			   .cond = PTHREAD_COND_INITIALIZER };
+	struct block_device *src, *bsrc, *dst[2];
+	struct server sf, sb, sm;
+	struct io_region from, to[2];
+	struct kcopyd_job_desc desc = {
+		.size = sizeof(desc),
+		.op = KCOPYD_OP_COPY,
+		.flags = KCOPYD_IGNORE_ERROR,
+		.from = &from,
+		.num_dests = 2,
+		.dests = to,
+		.complete = seen_cb,
+	};
+	struct kcopyd_client *kc;
+	char *spath = make_image("errno-src", 8 * MiB, 5);
+
+	start_server(&sf, "full", full);
+	start_server(&sb, "bad", bad);
+	start_server(&sm, "good", mem);
+	src = open_bdev(spath, O_RDONLY);
+	ck_assert_int_eq(kcopyd_bdev_open(sb.uri, O_RDONLY, &bsrc), 0);
+	ck_assert_int_eq(kcopyd_bdev_open(sf.uri, O_RDWR, &dst[0]), 0);
+	ck_assert_int_eq(kcopyd_bdev_open(sm.uri, O_RDWR, &dst[1]), 0);
+	ck_assert_int_eq(kcopyd_client_create(256, &kc), 0);
+
+	from = (struct io_region){ src, 0, 8 * MiB >> 9 };
+	for (int i = 0; i < 2; i++)
+		to[i] = (struct io_region){ dst[i], 0, 8 * MiB >> 9 };
+	desc.context = &s1;
+	ck_assert_int_eq(kcopyd_submit(kc, &desc, NULL), 0);
+	seen_wait(&s1);
+	ck_assert_int_eq(s1.read_err, 0);
+	ck_assert_uint_eq(s1.write_err, 1u);
+	ck_assert_int_eq(s1.dest_error[0], ENOSPC);
+	ck_assert_int_eq(s1.dest_error[1], 0);
+
+	from = (struct io_region){ bsrc, 0, 8 * MiB >> 9 };
+	desc.num_dests = 1;
+	to[0] = to[1];
+	desc.context = &s2;
+	ck_assert_int_eq(kcopyd_submit(kc, &desc, NULL), 0);
+	seen_wait(&s2);
+	ck_assert_int_ne(s2.read_err, 0);
+	ck_assert_int_eq(s2.read_error, EIO);
+
+	kcopyd_client_destroy(kc);
+	kcopyd_bdev_close(dst[0]);
+	kcopyd_bdev_close(dst[1]);
+	kcopyd_bdev_close(bsrc);
+	kcopyd_bdev_close(src);
+	stop_server(&sf);
+	stop_server(&sb);
+	stop_server(&sm);
+	free(spath);
+}
+END_TEST
+
 static Suite *nbd_suite(void)
 {
 	Suite *s = suite_create("nbd");
@@ -406,6 +512,7 @@ static Suite *nbd_suite(void)
 
 	tc = tcase_create("engine");
 	tcase_add_test(tc, test_copy_faults);
+	tcase_add_test(tc, test_completion_errno);
 	suite_add_tcase(s, tc);
 	return s;
 }
