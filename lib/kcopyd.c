@@ -205,7 +205,7 @@ struct kcopyd_client {
 
 	/*
 	 * Throttle.  Byte rate: a token bucket whose state is the time the
-	 * next chunk may start (a burst of one chunk after a pause).  Share
+	 * next chunk may start (a burst of 100 ms of the rate).  Share
 	 * of time: the kernel's accounting of the time with I/O in flight
 	 * against all the time, halved as it passes about a second.
 	 */
@@ -493,6 +493,7 @@ static void finish_chunk(struct kcopyd_client *kc, struct sub_job *sj)
 #define ACCOUNT_INTERVAL_SHIFT	20	/* about a second, in microseconds */
 #define THROTTLE_SLEEP_US	100000
 #define THROTTLE_MAX_SLEEPS	10
+#define THROTTLE_BURST_US	100000
 
 static uint64_t now_us(void)
 {
@@ -571,8 +572,14 @@ static void throttle_start(struct kcopyd_client *kc, struct kcopyd_job *job,
 		}
 		break;
 	}
+	/*
+	 * A worker that comes late (a slow device, a loaded machine) may
+	 * catch up on up to THROTTLE_BURST_US of the rate's time, so the
+	 * rate is kept over the whole copy, not only between chunks.
+	 */
 	if (kc->rate)
-		kc->tb_next_us = (kc->tb_next_us > now ? kc->tb_next_us : now) +
+		kc->tb_next_us = (kc->tb_next_us + THROTTLE_BURST_US > now ?
+				  kc->tb_next_us : now - THROTTLE_BURST_US) +
 				 bytes * 1000000 / kc->rate;
 	kc->num_io++;
 }
@@ -1474,8 +1481,8 @@ int kcopyd_client_set_throttle(struct kcopyd_client *kc,
 	kc->last_us = now_us();
 	kc->io_period_us = 0;
 	kc->total_period_us = 0;
-	if (!kc->rate)
-		kc->tb_next_us = 0;
+	/* The new rate counts from now, not from the old one's schedule. */
+	kc->tb_next_us = 0;
 	pth(pthread_cond_broadcast(&kc->throttle_cond));
 	unlock(kc);
 	return 0;

@@ -474,8 +474,9 @@ int kcopyd_client_set_bad_range(struct kcopyd_client *kc,
 
 /*
  * Throttle the client's I/O, while jobs run or not.  bytes_per_sec > 0
- * limits the bytes read plus zeroed per second (a token bucket, with a
- * burst of one sub-job); percent in 1..99 keeps I/O in flight no more than
+ * limits the bytes read per second (a token bucket, with a burst of 100 ms
+ * of the rate; holes of the source are not counted); percent in 1..99
+ * keeps I/O in flight no more than
  * that share of wall-clock time, as the kernel's kcopyd throttle does.
  * 0 (either) means no limit, as does percent 100.  The client still uses
  * no more than its num_pages.  Returns 0, or -EINVAL (kc NULL, percent
