@@ -27,9 +27,11 @@
  *     and the write of META, never in a libfuse call).
  *   fs->reply_lock (kcopydfs.c): taken alone, around an answer.
  *   c->lock: every region's state, the bitmap, the queues, the waiting
- *     writes and the counters.  Held while jobs are submitted to the
- *     engine (the engine never calls back with its own lock held), never
- *     across device I/O or a libfuse call.
+ *     writes and the counters; the end of hydration appends to
+ *     MNT/finished under it (finished.c's lock nests inside).  Held
+ *     while jobs are submitted to the engine (the engine never calls
+ *     back with its own lock held), never across device I/O or a libfuse
+ *     call.
  *
  * Regions move UNHYD -> INFLIGHT (a hydration job) -> VALID, or UNHYD ->
  * BUSY (a write or discard covering it wholly, done directly on DEST) ->
@@ -692,6 +694,23 @@ static bool waited_region(struct kfs_clone *c, uint64_t *r)
 	return false;
 }
 
+/* The end of hydration in MNT/finished, as a job's line is (lock). */
+static void end_line(struct kfs_clone *c)
+{
+	char line[512];
+	double secs = since(&c->started, &c->finished);
+
+	snprintf(line, sizeof(line), "clone=%s state=%s regions=%llu "
+		 "hydrated=%llu skipped=%llu failed=%llu bytes=%llu usec=%.0f",
+		 c->dev->name, c->nr_failed ? "failed" : "hydrated",
+		 (unsigned long long)c->nr, (unsigned long long)c->nr_valid,
+		 (unsigned long long)c->nr_skipped,
+		 (unsigned long long)c->nr_failed,
+		 (unsigned long long)c->hydrated_bytes, secs * 1e6);
+	if (c->fs->finished)
+		kfs_finished_add(c->fs->finished, line);
+}
+
 /* Log the end of hydration once nothing is left to do (lock). */
 static void check_end(struct kfs_clone *c)
 {
@@ -710,6 +729,7 @@ static void check_end(struct kfs_clone *c)
 	c->ended = true;
 	c->failed_end = c->nr_failed > 0;
 	clock_gettime(CLOCK_MONOTONIC, &c->finished);
+	end_line(c);
 	if (c->nr_failed)
 		kfs_log(c->fs, LOG_ERR, "clone %s: hydration ended with %llu "
 			"of %llu regions failed; they are read from the "

@@ -109,6 +109,8 @@ done
 [ "$(stat_of bytes_copied)" = $((58 * R)) ] ||
 	fail "the remount copied $(stat_of bytes_copied) bytes, not the 58 regions left"
 cmp "$mnt/dev/c" "$tmp/exp" || fail "dev/c after hydration"
+grep -q "^clone=c state=hydrated regions=64 hydrated=64 skipped=0 failed=0 bytes=$((58 * R)) usec=" \
+	"$mnt/finished" || fail "no results line in finished: $(cat "$mnt/finished")"
 # Hydrated: writes go to the dest.
 dd if="$tmp/p1" of="$mnt/dev/c" bs=1000 seek=7 conv=notrunc status=none ||
 	fail "write after hydration"

@@ -116,6 +116,8 @@ start_kcopydfs "$mnt" "${devs[@]}" --clone c=src:dst:meta:region=16K \
 	--fault src:read:$((5 * R / 512 + 3))+1:EIO
 wait_hydrated failed
 [ "$(stat_of failed)" = 1 ] || fail "failed $(stat_of failed), not 1"
+grep -q "^clone=c state=failed regions=$((size / R)) hydrated=$((size / R - 1)) skipped=0 failed=1 " \
+	"$mnt/finished" || fail "no results line for the failure: $(cat "$mnt/finished")"
 [ "$(stat_of hydrated)" = $((size / R - 1)) ] || fail "hydrated $(stat_of hydrated)"
 [ "$(stat_of retries)" -ge 3 ] || fail "retries $(stat_of retries)"
 grep -q "clone c: region 5 (bytes $((5 * R))+$R) failed to hydrate 3 times" \
