@@ -198,7 +198,16 @@ start_kcopydfs()
 stop_kcopydfs()
 {
 	local mnt=$1 i status=0
-	timeout 10 fusermount3 -u "$mnt" || fail "fusermount3 -u $mnt failed"
+	# A mount still busy for a moment (a loop device or a reader that
+	# is going away) is tried again for up to 10 s.
+	for ((i = 0; i < 100; i++)); do
+		timeout 10 fusermount3 -u "$mnt" 2>"$mnt.umount" && break
+		grep -q busy "$mnt.umount" ||
+			fail "fusermount3 -u $mnt failed: $(cat "$mnt.umount")"
+		sleep 0.1
+	done
+	[ "$i" -lt 100 ] || fail "fusermount3 -u $mnt: busy for 10 s"
+	rm -f "$mnt.umount"
 	for ((i = 0; i < 400; i++)); do
 		kill -0 "$kcopydfs_pid" 2>/dev/null || break
 		sleep 0.05

@@ -124,6 +124,13 @@ if [ "$(id -u)" = 0 ] && command -v losetup >/dev/null &&
 		fail "fstrim freed too little: $full, now $(alloc "$tmp/d.img")"
 	umount "$tmp/fs" || fail "umount"
 	losetup -d "$loop"
+	# The loop device lets go of dev/d when its last opener (udev's
+	# probe, too) closes it: wait for that before unmounting.
+	for ((i = 0; i < 200; i++)); do
+		[ -z "$(losetup -n -O NAME -j "$mnt/dev/d" 2>/dev/null)" ] &&
+			break
+		sleep 0.05
+	done
 fi
 
 stop_kcopydfs "$mnt"
