@@ -51,6 +51,7 @@
 
 #include <endian.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -126,6 +127,11 @@ struct kfs_clone {
 	bool paused, stopping, quit, ended;	/* (lock) */
 	bool failed_end;		/* ended with failed regions (lock) */
 	bool removed;			/* by `remove` (lock) */
+	/*
+	 * After clone-finish: DEST, held for the files of dev/NAME still
+	 * open, put at close; SOURCE and META are released.
+	 */
+	struct kfs_dev *dst_ref;
 	/* Counters (lock). */
 	uint64_t nr_valid, nr_failed, nr_skipped, hydrated_bytes;
 	uint64_t commits, retries;
@@ -1237,6 +1243,8 @@ void kfs_clone_close(struct kfs_clone *c)
 		pth(pthread_join(c->thread, NULL));
 	commit(c, false);
 	unclaim(c);
+	if (c->dst_ref)
+		kfs_dev_put(c->fs, c->dst_ref);
 	/* The session is over: waiting writes get no answer. */
 	while (!list_empty(&c->waiting)) {
 		struct clone_op *op = list_first_entry(&c->waiting,
@@ -1289,7 +1297,10 @@ static int clone_remove(struct kfs *fs, struct kfs_clone *c, char *msg,
 	int r = 0;
 
 	pth(pthread_mutex_lock(&c->lock));
-	if (c->jobs || !list_empty(&c->waiting)) {
+	if (c->removed) {
+		snprintf(msg, msglen, "no clone named '%s'", name);
+		r = -ENOENT;
+	} else if (c->jobs || !list_empty(&c->waiting)) {
 		snprintf(msg, msglen, "clone %s: %u hydration job%s in flight%s"
 			 "; clone-pause it, then remove", name, c->jobs,
 			 c->jobs == 1 ? "" : "s", list_empty(&c->waiting) ?
@@ -1314,6 +1325,96 @@ static int clone_remove(struct kfs *fs, struct kfs_clone *c, char *msg,
 	return r;
 }
 
+/*
+ * clone-finish: every region hydrated (else EAGAIN), no job or write of
+ * it in flight (else EBUSY).  The map is committed after a flush of
+ * DEST, then dev/NAME is a plain device over DEST (a new file, as an
+ * attach makes); files still open on the clone go on reading and writing
+ * DEST through it until closed.  SOURCE and META are released.
+ */
+static int clone_finish(struct kfs *fs, struct kfs_dev *d, char *msg,
+			size_t msglen)
+{
+	struct kfs_clone *c = d->clone;
+	struct kfs_dev *dst = c->dst_dev, *nd;
+	const char *name = d->name;
+	int r = 0, fd = -1;
+
+	pth(pthread_mutex_lock(&c->lock));
+	if (c->removed) {
+		snprintf(msg, msglen, "no clone named '%s'", name);
+		r = -ENOENT;
+	} else if (c->jobs || !list_empty(&c->waiting)) {
+		snprintf(msg, msglen, "clone %s: %u hydration job%s in flight%s"
+			 "; finish it once hydrated", name, c->jobs,
+			 c->jobs == 1 ? "" : "s", list_empty(&c->waiting) ?
+			 "" : ", writes waiting");
+		r = -EBUSY;
+	} else if (c->nr_failed) {
+		snprintf(msg, msglen, "clone %s: %llu of %llu regions failed "
+			 "to hydrate; write them over in full, or remove the "
+			 "clone", name, (unsigned long long)c->nr_failed,
+			 (unsigned long long)c->nr);
+		r = -EAGAIN;
+	} else if (!c->ended || c->nr_valid < c->nr) {
+		snprintf(msg, msglen, "clone %s: %llu of %llu regions not "
+			 "hydrated yet%s", name,
+			 (unsigned long long)(c->nr - c->nr_valid),
+			 (unsigned long long)c->nr,
+			 c->paused ? " (paused: clone-resume it)" : "");
+		r = -EAGAIN;
+	} else {
+		c->stopping = true;
+		c->removed = true;
+	}
+	pth(pthread_mutex_unlock(&c->lock));
+	if (r)
+		return r;
+	r = commit(c, true);
+	if (r) {
+		snprintf(msg, msglen, "clone %s: committing the map: %s",
+			 name, strerror(-r));
+		goto undo;
+	}
+	if (dst->fd >= 0) {
+		fd = fcntl(dst->fd, F_DUPFD_CLOEXEC, 0);
+		if (fd < 0) {
+			r = -errno;
+			snprintf(msg, msglen, "clone %s: %s: %s", name,
+				 dst->path, strerror(errno));
+			goto undo;
+		}
+	}
+	r = kfs_dev_new(fs, name, dst->path, NULL, fd, false, &nd, msg,
+			msglen);
+	if (r)
+		goto undo;
+	kfs_pt_dev_attach(fs, nd);
+	/* DEST stays for the files still open on the clone. */
+	kfs_dev_get(dst);
+	r = kfs_dev_replace(fs, d, nd, msg, msglen);
+	if (r) {
+		kfs_dev_put(fs, dst);
+		kfs_dev_free(nd);
+		goto undo;
+	}
+	c->dst_ref = dst;
+	unclaim(c);
+	c->src_dev = c->dst_dev = c->meta_dev = NULL;
+	kfs_log(fs, LOG_INFO, "clone %s: finished: dev/%s is %s, %llu bytes",
+		name, name, dst->path, (unsigned long long)nd->size);
+	/* The listing's reference: the clone goes with its last open file. */
+	kfs_dev_put(fs, d);
+	return 0;
+undo:
+	pth(pthread_mutex_lock(&c->lock));
+	c->stopping = false;
+	c->removed = false;
+	pump(c);
+	pth(pthread_mutex_unlock(&c->lock));
+	return r;
+}
+
 /* The next word of line, from *pos: its start and length (0 at the end). */
 static size_t word(const char *line, size_t len, size_t *pos,
 		   const char **w)
@@ -1335,7 +1436,9 @@ int kfs_clone_command(struct kfs *fs, const char *line, size_t len,
 {
 	static const char *const verbs[] = {
 		"clone", "remove", "clone-pause", "clone-resume",
+		"clone-finish",
 	};
+	const unsigned int nverbs = sizeof(verbs) / sizeof(verbs[0]);
 	const char *w, *name;
 	size_t pos = 0, n, nlen;
 	struct kfs_dev *d;
@@ -1344,10 +1447,10 @@ int kfs_clone_command(struct kfs *fs, const char *line, size_t len,
 	while (len && (line[len - 1] == '\n' || line[len - 1] == ' '))
 		len--;
 	n = word(line, len, &pos, &w);
-	for (v = 0; v < 4; v++)
+	for (v = 0; v < nverbs; v++)
 		if (n == strlen(verbs[v]) && !memcmp(w, verbs[v], n))
 			break;
-	if (v == 4)
+	if (v == nverbs)
 		return 0;
 	*err = -EINVAL;
 	if (memchr(line, '\n', len)) {
@@ -1386,6 +1489,11 @@ int kfs_clone_command(struct kfs *fs, const char *line, size_t len,
 		*err = clone_remove(fs, d->clone, msg, msglen);
 		if (!*err)
 			kfs_log(fs, LOG_INFO, "clone %s: removed", d->name);
+	} else if (v == 4) {
+		/* d stays held here: its name outlives the finish. */
+		*err = clone_finish(fs, d, msg, msglen);
+		if (!*err)
+			kfs_changed(fs);
 	} else {
 		struct kfs_clone *c = d->clone;
 

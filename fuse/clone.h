@@ -88,7 +88,8 @@ bool kfs_clone_removable(struct kfs_clone *c);
 /*
  * A control write that is a clone command, alone in its write: "clone
  * NAME SOURCE DEST META [region=SIZE] [commit=SECONDS] [paused]",
- * "remove NAME", "clone-pause NAME", "clone-resume NAME".  Returns 1 and
+ * "remove NAME", "clone-pause NAME", "clone-resume NAME",
+ * "clone-finish NAME".  Returns 1 and
  * sets *err (0 or -errno, with msg), or 0 when the line is not one.
  */
 int kfs_clone_command(struct kfs *fs, const char *line, size_t len,

@@ -194,6 +194,40 @@ int kfs_dev_attach(struct kfs *fs, struct kfs_dev *d, char *msg,
 	return r;
 }
 
+int kfs_dev_replace(struct kfs *fs, struct kfs_dev *old, struct kfs_dev *d,
+		    char *msg, size_t msglen)
+{
+	unsigned int slot, busy;
+	int r = 0;
+
+	pth(pthread_rwlock_wrlock(&fs->dlock));
+	for (slot = 0; slot < fs->ndevs && fs->devs[slot]; slot++)
+		;
+	busy = atomic_load(&old->busy);
+	if (!old->attached) {
+		snprintf(msg, msglen, "no device '%s'", old->name);
+		r = -ENOENT;
+	} else if (busy) {
+		snprintf(msg, msglen, "device '%s' is in use by %u queued or "
+			 "running job%s", old->name, busy, busy == 1 ? "" : "s");
+		r = -EBUSY;
+	} else if (slot == KFS_MAX_DEVS) {
+		snprintf(msg, msglen, "no room for device '%s': %d devices "
+			 "at most, open ones included", d->name, KFS_MAX_DEVS);
+		r = -ENOSPC;
+	} else {
+		old->attached = false;
+		if (slot == fs->ndevs)
+			fs->ndevs++;
+		d->slot = slot;
+		d->ino = fs->next_ino++;
+		d->attached = true;
+		fs->devs[slot] = d;
+	}
+	pth(pthread_rwlock_unlock(&fs->dlock));
+	return r;
+}
+
 void kfs_dev_get(struct kfs_dev *d)
 {
 	atomic_fetch_add(&d->refs, 1);

@@ -196,6 +196,13 @@ int kfs_dev_new(struct kfs *fs, const char *name, const char *path,
 int kfs_dev_attach(struct kfs *fs, struct kfs_dev *d, char *msg,
 		   size_t msglen);
 void kfs_dev_free(struct kfs_dev *d);
+/*
+ * List d in dev/ in old's place, at once (old is no longer listed; its
+ * listing reference is the caller's to put).  0, or -ENOENT (old is not
+ * listed), -EBUSY (jobs name old) or -ENOSPC, with a message.
+ */
+int kfs_dev_replace(struct kfs *fs, struct kfs_dev *old, struct kfs_dev *d,
+		    char *msg, size_t msglen);
 int kfs_dev_find(const struct kfs *fs, const char *name, size_t len);
 struct kfs_dev *kfs_dev_by_ino(const struct kfs *fs, fuse_ino_t ino);
 void kfs_dev_get(struct kfs_dev *d);

@@ -2,8 +2,9 @@
 # Clone devices: dev/NAME reads as the source before hydration reaches it,
 # a write to an unhydrated region waits for its hydration, whole-region
 # writes and discards skip it, the devices under a clone are refused to
-# jobs, the map in META resumes after a remount and a META of another
-# clone is refused.
+# jobs, the map in META resumes after a remount, a META of another
+# clone is refused, and clone-finish turns a hydrated clone into a plain
+# device over its dest.
 source "$abs_srcdir/functions.sh"
 requires_fuse
 requires cmp dd fallocate
@@ -145,4 +146,73 @@ echo "remove d" >"$mnt/control" || fail "remove"
 echo "detach dst2" >"$mnt/control" || fail "detach of a device no longer under a clone"
 stop_kcopydfs "$mnt"
 grep -q "clone d: removed" "$kcopydfs_log" || fail "no log line for remove"
+
+# clone-finish: refused until every region is hydrated, then dev/f is a
+# plain device over the dest, without unmounting.
+make_image "$tmp/meta3" 64K zero
+make_image "$tmp/dst3" 4M zero
+make_image "$tmp/y" 1M random
+start_kcopydfs "$mnt" --dev "src=$tmp/src" --dev "dst3=$tmp/dst3" \
+	--dev "meta3=$tmp/meta3" --dev "y=$tmp/y" --clone f=src:dst3:meta3:paused
+expect_fail "Resource temporarily unavailable" \
+	bash -c "echo 'clone-finish f' >'$mnt/control'"
+grep -q "clone f: 64 of 64 regions not hydrated yet (paused: clone-resume it)" \
+	"$kcopydfs_log" || fail "no message for a finish before hydration"
+expect_fail "Invalid argument" bash -c "echo 'clone-finish' >'$mnt/control'"
+expect_fail "No such file" bash -c "echo 'clone-finish nope' >'$mnt/control'"
+expect_fail "No such file" bash -c "echo 'clone-finish y' >'$mnt/control'"
+[ -n "$(sed -n 's/^clone\.f\.state=//p' "$mnt/stats")" ] ||
+	fail "a refused finish took the clone away"
+echo "clone-resume f" >"$mnt/control" || fail "clone-resume"
+for ((i = 0; i < 600; i++)); do
+	grep -qx "clone.f.state=hydrated" "$mnt/stats" && break
+	sleep 0.05
+done
+grep -qx "clone.f.state=hydrated" "$mnt/stats" ||
+	fail "f not hydrated in 30 s: $(grep clone "$mnt/stats")"
+# A file open on the clone across the finish: still reads and writes DEST.
+head -c 512 /dev/urandom >"$tmp/p3"
+out=$(python3 - "$mnt" "$tmp/p3" <<'PY'
+import os, sys
+mnt, p3 = sys.argv[1], sys.argv[2]
+f = os.open(mnt + "/dev/f", os.O_RDWR)
+c = os.open(mnt + "/control", os.O_WRONLY)
+os.write(c, b"clone-finish f\n")
+os.close(c)
+before = os.pread(f, 4096, 65536)
+os.pwrite(f, open(p3, "rb").read(), 3 * 65536)
+os.fsync(f)
+os.close(f)
+print("ok" if len(before) == 4096 else "short read")
+PY
+) || fail "finish with dev/f open: $out"
+[ "$out" = ok ] || fail "the open dev/f after the finish: $out"
+cp "$tmp/src" "$tmp/exp3"
+dd if="$tmp/p3" of="$tmp/exp3" bs=512 seek=$((3 * R / 512)) conv=notrunc \
+	status=none
+! grep -q "^clone\.f\." "$mnt/stats" ||
+	fail "clone lines in stats after finish: $(grep clone "$mnt/stats")"
+grep -q "^dev\.f\.reads=" "$mnt/stats" || fail "no dev/f after finish"
+cmp "$mnt/dev/f" "$tmp/exp3" || fail "dev/f does not read as the dest after finish"
+# Writes through dev/f land in the dest; copy jobs may write both again.
+dd if="$tmp/p1" of="$mnt/dev/f" bs=1000 seek=$((5 * R + 7)) \
+	oflag=seek_bytes conv=notrunc,fsync status=none || fail "write to dev/f"
+dd if="$tmp/p1" of="$tmp/exp3" bs=1000 seek=$((5 * R + 7)) \
+	oflag=seek_bytes conv=notrunc status=none
+echo "copy y:0+16 dst3:2048 sync" >"$mnt/control" ||
+	fail "a copy onto the dest after finish"
+dd if="$tmp/y" of="$tmp/exp3" bs=512 count=16 seek=2048 conv=notrunc status=none
+echo "copy y:16+16 f:4096 sync" >"$mnt/control" ||
+	fail "a copy onto dev/f after finish"
+dd if="$tmp/y" of="$tmp/exp3" bs=512 skip=16 count=16 seek=4096 \
+	conv=notrunc status=none
+cmp "$mnt/dev/f" "$tmp/exp3" || fail "dev/f after writes and copies"
+expect_fail "No such file" bash -c "echo 'clone-finish f' >'$mnt/control'"
+# SOURCE and META are released: detached at once.
+echo "detach meta3" >"$mnt/control" || fail "detach of the finished clone's meta"
+echo "detach src" >"$mnt/control" || fail "detach of the finished clone's source"
+stop_kcopydfs "$mnt"
+grep -q "clone f: finished: dev/f is $tmp/dst3" "$kcopydfs_log" ||
+	fail "no log line for clone-finish: $(cat "$kcopydfs_log")"
+cmp -n 4194304 "$tmp/dst3" "$tmp/exp3" || fail "the dest after finish"
 exit 0
