@@ -466,7 +466,7 @@ static bool small_tmpfs(const char *dir, const char *size)
 	if (unshare(CLONE_NEWNS) == -1 &&
 	    unshare(CLONE_NEWUSER | CLONE_NEWNS) == -1)
 		return false;
-	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == -1)
+	if (mount("none", "/", "none", MS_REC | MS_PRIVATE, NULL) == -1)
 		return false;
 	snprintf(opt, sizeof(opt), "size=%s", size);
 	ck_assert_int_eq(mkdir(dir, 0755), 0);

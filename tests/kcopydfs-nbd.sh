@@ -63,6 +63,7 @@ if command -v fio >/dev/null; then
 	fio --name=verify --filename="$mnt/dev/t" --size=32M \
 		--rw=randwrite --bs=4k-64k --ioengine=psync --numjobs=1 \
 		--verify=crc32c --do_verify=1 --verify_fatal=1 \
+		--verify_state_save=0 \
 		--output="$tmp/fio.log" || fail "fio: $(cat "$tmp/fio.log")"
 	grep -q "err= 0" "$tmp/fio.log" || fail "fio: $(cat "$tmp/fio.log")"
 fi

@@ -90,7 +90,7 @@ grep -q '^dev\.b\.flushes=1$' "$mnt/stats" || fail "$(cat "$mnt/stats")"
 stop_kcopydfs "$mnt"
 
 # A bad --throttle is refused before mounting.
-"$KCOPYDFS" -f --dev "a=$tmp/a.img" --throttle 7Q "$tmp/mnt2" 2>err &&
+"$KCOPYDFS" -f --dev "a=$tmp/a.img" --throttle 7Q "$tmp/mnt2" 2>"$tmp/err" &&
 	fail "--throttle 7Q accepted"
-grep -q "bad value '7Q' for throttle" err || fail "$(cat err)"
+grep -q "bad value '7Q' for throttle" "$tmp/err" || fail "$(cat "$tmp/err")"
 exit 0
