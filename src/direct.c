@@ -1094,26 +1094,9 @@ static void sync_dests(struct copy *c)
 {
 	for (unsigned int i = 0; i < c->nr_dests; i++) {
 		struct dest *d = &c->dests[i];
-		char *dir, *slash;
-		int fd;
 
-		if (!d->created || d->failed_jobs)
-			continue;
-		dir = strdup(d->op.path);
-		if (!dir) {
-			d->fsync_err = ENOMEM;
-			continue;
-		}
-		slash = strrchr(dir, '/');
-		if (slash)
-			slash[slash == dir] = '\0';
-		fd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY |
-					      O_CLOEXEC);
-		if (fd == -1 || fsync(fd) == -1)
-			d->fsync_err = errno;
-		if (fd != -1)
-			close(fd);
-		free(dir);
+		if (d->created && !d->failed_jobs)
+			d->fsync_err = -sync_dir(d->op.path);
 	}
 }
 

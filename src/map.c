@@ -240,8 +240,7 @@ int map_open(struct map *m, const char *path, const char *ident,
 	return map_save(m);
 }
 
-/* The directory of path, for the fsync after a rename. */
-static int sync_dir(const char *path)
+int sync_dir(const char *path)
 {
 	char *dir = strdup(path), *slash;
 	int fd, r = 0;
