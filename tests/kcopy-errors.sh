@@ -67,10 +67,15 @@ rm -f full/e.img
 # it nothing is flushed.
 # LeakSanitizer cannot run under ptrace: off for the traced runs.
 export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0"
-strace -f -o trace -e trace=fsync,fdatasync "$KCOPY" --fsync \
+strace -f -o trace -e trace=openat,fsync,fdatasync "$KCOPY" --fsync \
 	src.img:0+512K e.img 2>err || fail "--fsync: $(cat err)"
 grep -Eq "(fsync|fdatasync)\([0-9]+\) += 0" trace ||
 	fail "--fsync flushed nothing: $(cat trace)"
+# e.img is new: its name is made durable by a flush of its directory.
+dirfd=$(sed -nE 's/.*openat\(AT_FDCWD, "\.", [^)]*O_DIRECTORY[^)]*\) = ([0-9]+)$/\1/p' \
+	trace | tail -n 1)
+[ -n "$dirfd" ] && grep -Eq "fsync\($dirfd\) += 0" trace ||
+	fail "--fsync did not flush the directory of e.img: $(cat trace)"
 strace -f -o trace -e trace=fsync,fdatasync "$KCOPY" \
 	src.img:0+512K f.img 2>err || fail "copy: $(cat err)"
 grep -Eq "(fsync|fdatasync)\(" trace &&
