@@ -165,46 +165,26 @@ struct kfs_dev *kfs_dev_by_ino(const struct kfs *fs, fuse_ino_t ino)
 	return NULL;
 }
 
-int kfs_dev_attach(struct kfs *fs, struct kfs_dev *d, char *msg,
-		   size_t msglen)
+/*
+ * Lists d in a free slot, with a new inode: a name attached again is not
+ * the old file.  With old, d takes old's name in the listing, so old must
+ * still be listed and no job may hold it; else d's name must be free.
+ */
+static int dev_install(struct kfs *fs, struct kfs_dev *old, struct kfs_dev *d,
+		       char *msg, size_t msglen)
 {
-	unsigned int slot;
+	unsigned int slot, busy = 0;
 	int r = 0;
 
 	pth(pthread_rwlock_wrlock(&fs->dlock));
 	for (slot = 0; slot < fs->ndevs && fs->devs[slot]; slot++)
 		;
-	if (kfs_dev_find(fs, d->name, strlen(d->name)) >= 0) {
+	if (old)
+		busy = atomic_load(&old->busy);
+	if (!old && kfs_dev_find(fs, d->name, strlen(d->name)) >= 0) {
 		snprintf(msg, msglen, "device '%s' exists", d->name);
 		r = -EEXIST;
-	} else if (slot == KFS_MAX_DEVS) {
-		snprintf(msg, msglen, "no room for device '%s': %d devices "
-			 "at most, open ones included", d->name, KFS_MAX_DEVS);
-		r = -ENOSPC;
-	} else {
-		if (slot == fs->ndevs)
-			fs->ndevs++;
-		d->slot = slot;
-		/* A new inode: a name attached again is not the old file. */
-		d->ino = fs->next_ino++;
-		d->attached = true;
-		fs->devs[slot] = d;
-	}
-	pth(pthread_rwlock_unlock(&fs->dlock));
-	return r;
-}
-
-int kfs_dev_replace(struct kfs *fs, struct kfs_dev *old, struct kfs_dev *d,
-		    char *msg, size_t msglen)
-{
-	unsigned int slot, busy;
-	int r = 0;
-
-	pth(pthread_rwlock_wrlock(&fs->dlock));
-	for (slot = 0; slot < fs->ndevs && fs->devs[slot]; slot++)
-		;
-	busy = atomic_load(&old->busy);
-	if (!old->attached) {
+	} else if (old && !old->attached) {
 		snprintf(msg, msglen, "no device '%s'", old->name);
 		r = -ENOENT;
 	} else if (busy) {
@@ -216,7 +196,8 @@ int kfs_dev_replace(struct kfs *fs, struct kfs_dev *old, struct kfs_dev *d,
 			 "at most, open ones included", d->name, KFS_MAX_DEVS);
 		r = -ENOSPC;
 	} else {
-		old->attached = false;
+		if (old)
+			old->attached = false;
 		if (slot == fs->ndevs)
 			fs->ndevs++;
 		d->slot = slot;
@@ -226,6 +207,18 @@ int kfs_dev_replace(struct kfs *fs, struct kfs_dev *old, struct kfs_dev *d,
 	}
 	pth(pthread_rwlock_unlock(&fs->dlock));
 	return r;
+}
+
+int kfs_dev_attach(struct kfs *fs, struct kfs_dev *d, char *msg,
+		   size_t msglen)
+{
+	return dev_install(fs, NULL, d, msg, msglen);
+}
+
+int kfs_dev_replace(struct kfs *fs, struct kfs_dev *old, struct kfs_dev *d,
+		    char *msg, size_t msglen)
+{
+	return dev_install(fs, old, d, msg, msglen);
 }
 
 void kfs_dev_get(struct kfs_dev *d)
