@@ -165,6 +165,18 @@ struct kfs_dev *kfs_dev_by_ino(const struct kfs *fs, fuse_ino_t ino)
 	return NULL;
 }
 
+/* -EBUSY with a message if jobs hold d (dlock held), else 0. */
+static int check_idle(const struct kfs_dev *d, char *msg, size_t msglen)
+{
+	unsigned int busy = atomic_load(&d->busy);
+
+	if (!busy)
+		return 0;
+	snprintf(msg, msglen, "device '%s' is in use by %u queued or running "
+		 "job%s", d->name, busy, busy == 1 ? "" : "s");
+	return -EBUSY;
+}
+
 /*
  * Lists d in a free slot, with a new inode: a name attached again is not
  * the old file.  With old, d takes old's name in the listing, so old must
@@ -173,38 +185,42 @@ struct kfs_dev *kfs_dev_by_ino(const struct kfs *fs, fuse_ino_t ino)
 static int dev_install(struct kfs *fs, struct kfs_dev *old, struct kfs_dev *d,
 		       char *msg, size_t msglen)
 {
-	unsigned int slot, busy = 0;
+	unsigned int slot;
 	int r = 0;
 
 	pth(pthread_rwlock_wrlock(&fs->dlock));
 	for (slot = 0; slot < fs->ndevs && fs->devs[slot]; slot++)
 		;
-	if (old)
-		busy = atomic_load(&old->busy);
 	if (!old && kfs_dev_find(fs, d->name, strlen(d->name)) >= 0) {
 		snprintf(msg, msglen, "device '%s' exists", d->name);
 		r = -EEXIST;
-	} else if (old && !old->attached) {
+		goto out;
+	}
+	if (old && !old->attached) {
 		snprintf(msg, msglen, "no device '%s'", old->name);
 		r = -ENOENT;
-	} else if (busy) {
-		snprintf(msg, msglen, "device '%s' is in use by %u queued or "
-			 "running job%s", old->name, busy, busy == 1 ? "" : "s");
-		r = -EBUSY;
-	} else if (slot == KFS_MAX_DEVS) {
+		goto out;
+	}
+	if (old) {
+		r = check_idle(old, msg, msglen);
+		if (r)
+			goto out;
+	}
+	if (slot == KFS_MAX_DEVS) {
 		snprintf(msg, msglen, "no room for device '%s': %d devices "
 			 "at most, open ones included", d->name, KFS_MAX_DEVS);
 		r = -ENOSPC;
-	} else {
-		if (old)
-			old->attached = false;
-		if (slot == fs->ndevs)
-			fs->ndevs++;
-		d->slot = slot;
-		d->ino = fs->next_ino++;
-		d->attached = true;
-		fs->devs[slot] = d;
+		goto out;
 	}
+	if (old)
+		old->attached = false;
+	if (slot == fs->ndevs)
+		fs->ndevs++;
+	d->slot = slot;
+	d->ino = fs->next_ino++;
+	d->attached = true;
+	fs->devs[slot] = d;
+out:
 	pth(pthread_rwlock_unlock(&fs->dlock));
 	return r;
 }
@@ -345,7 +361,6 @@ int kfs_attach(struct kfs *fs, const char *name, const char *path, bool ro,
 
 int kfs_detach(struct kfs *fs, const char *name, char *msg, size_t msglen)
 {
-	unsigned int busy = 0;
 	struct kfs_dev *d = NULL;
 	int slot, r = 0;
 
@@ -356,8 +371,6 @@ int kfs_detach(struct kfs *fs, const char *name, char *msg, size_t msglen)
 		r = -ENOENT;
 	} else {
 		d = fs->devs[slot];
-		/* Jobs are queued under dlock too: none can start now. */
-		busy = atomic_load(&d->busy);
 		if (atomic_load(&d->under_clone)) {
 			snprintf(msg, msglen, "device '%s' is under a clone",
 				 name);
@@ -365,13 +378,11 @@ int kfs_detach(struct kfs *fs, const char *name, char *msg, size_t msglen)
 		} else if (d->clone && !kfs_clone_removable(d->clone)) {
 			snprintf(msg, msglen, "clone '%s': use remove", name);
 			r = -EBUSY;
-		} else if (busy) {
-			snprintf(msg, msglen, "device '%s' is in use by %u "
-				 "queued or running job%s", name, busy,
-				 busy == 1 ? "" : "s");
-			r = -EBUSY;
 		} else {
-			d->attached = false;
+			/* Jobs are queued under dlock too: none can start now. */
+			r = check_idle(d, msg, msglen);
+			if (!r)
+				d->attached = false;
 		}
 	}
 	pth(pthread_rwlock_unlock(&fs->dlock));
