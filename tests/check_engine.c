@@ -21,18 +21,6 @@
 
 #include "testutil.h"
 
-#define MiB (1024u * 1024)
-
-static struct kcopyd_client *make_client(unsigned int pages,
-					 unsigned int threads,
-					 unsigned int subjob)
-{
-	struct kcopyd_options o = { .threads = threads, .subjob_size = subjob };
-	struct kcopyd_client *kc = NULL;
-
-	ck_assert_int_eq(kcopyd_client_create_opts(pages, &o, &kc), 0);
-	return kc;
-}
 
 static void assert_same(const char *a, size_t aoff, const char *b,
 			size_t boff, size_t len)
@@ -98,7 +86,7 @@ static void refusal_setup(struct refusal_env *e)
 	char *a = make_image("ref-src", MiB, 1);
 	char *b = make_image("ref-dst", MiB, 0);
 
-	e->kc = make_client(16, 2, 0);
+	e->kc = new_client(16, 2, 0, 0);
 	e->src = open_bdev(a, O_RDONLY);
 	e->dst = open_bdev(b, O_RDWR);
 	e->ro = open_bdev(b, O_RDONLY);
@@ -200,7 +188,7 @@ START_TEST(test_copy_fanout)
 	char *dst[8];
 	struct block_device *s, *d[8];
 	struct io_region from, to[8];
-	struct kcopyd_client *kc = make_client(256, 2, 0);
+	struct kcopyd_client *kc = new_client(256, 2, 0, 0);
 	struct done_count done;
 
 	done_init(&done);
@@ -244,7 +232,7 @@ START_TEST(test_zero)
 {
 	char *path = make_image("zero", 2 * MiB, 3);
 	struct block_device *b = open_bdev(path, O_RDWR);
-	struct kcopyd_client *kc = make_client(4, 2, 0);
+	struct kcopyd_client *kc = new_client(4, 2, 0, 0);
 	/* Zeros of different lengths in one job. */
 	struct io_region to[2] = { { b, 100, 300 }, { b, 1000, 1500 } };
 	struct done_count done;
@@ -274,7 +262,7 @@ START_TEST(test_empty_job)
 {
 	char *path = make_image("empty", MiB, 1);
 	struct block_device *b = open_bdev(path, O_RDWR);
-	struct kcopyd_client *kc = make_client(1, 1, 0);
+	struct kcopyd_client *kc = new_client(1, 1, 0, 0);
 	struct io_region from = { b, 10, 0 }, to = { b, 2048, 0 };
 	struct done_count done;
 
@@ -302,7 +290,7 @@ START_TEST(test_page_cap)
 	struct block_device *s = open_bdev(src, O_RDONLY);
 	struct block_device *d[2] = { open_bdev(dst, O_RDWR),
 				      open_bdev(dst, O_RDWR) };
-	struct kcopyd_client *kc = make_client(pages, 4, 0);
+	struct kcopyd_client *kc = new_client(pages, 4, 0, 0);
 	struct done_count done;
 	struct kcopyd_stats st;
 	size_t chunk;
@@ -344,7 +332,7 @@ START_TEST(test_subjob_size)
 	char *dst = make_image("sj-dst", 4 * MiB, 0);
 	struct block_device *s = open_bdev(src, O_RDONLY);
 	struct block_device *d = open_bdev(dst, O_RDWR);
-	struct kcopyd_client *kc = make_client(1024, 2, 64 * 1024);
+	struct kcopyd_client *kc = new_client(1024, 2, 64 * 1024, 0);
 	struct io_region from = { s, 0, 8192 }, to = { d, 0, 8192 };
 	struct kcopyd_stats st;
 
@@ -392,7 +380,7 @@ START_TEST(test_callbacks_serialised)
 {
 	char *path = make_image("cb", 4 * MiB, 9);
 	struct block_device *b = open_bdev(path, O_RDWR);
-	struct kcopyd_client *kc = make_client(64, 4, 0);
+	struct kcopyd_client *kc = new_client(64, 4, 0, 0);
 	struct cb_probe p = { .submitter = pthread_self() };
 
 	for (unsigned int j = 0; j < 200; j++) {
@@ -447,7 +435,7 @@ START_TEST(test_callback_submits)
 	struct io_region from, to;
 
 	done_init(&c.done);
-	c.kc = make_client(2, 2, 0);
+	c.kc = new_client(2, 2, 0, 0);
 	c.b = open_bdev(path, O_RDWR);
 	from = (struct io_region){ c.b, 0, 8 };
 	to = (struct io_region){ c.b, 8, 8 };
@@ -472,7 +460,7 @@ START_TEST(test_flush_and_destroy_wait)
 				     .kind = KCOPYD_FAULT_DELAY,
 				     .sector = 0, .count = 1024,
 				     .delay_us = 20000 };
-	struct kcopyd_client *kc = make_client(8, 2, 0);
+	struct kcopyd_client *kc = new_client(8, 2, 0, 0);
 	struct done_count done;
 
 	done_init(&done);
@@ -513,7 +501,7 @@ START_TEST(test_errors_reported)
 					  .sector = 0, .count = 2048 };
 	struct kcopyd_fault bad_read = { .ops = KCOPYD_FAULT_READ,
 					 .sector = 100, .count = 1 };
-	struct kcopyd_client *kc = make_client(32, 2, 0);
+	struct kcopyd_client *kc = new_client(32, 2, 0, 0);
 	struct io_region from = { s, 0, 256 };
 	struct io_region to[3] = { { d[0], 0, 256 }, { d[1], 256, 256 },
 				   { d[2], 512, 256 } };
@@ -556,7 +544,7 @@ START_TEST(test_salvage_bad_sectors)
 	struct block_device *s = open_bdev(src, O_RDONLY);
 	struct block_device *d = open_bdev(dst, O_RDWR);
 	struct kcopyd_fault bad = { .ops = KCOPYD_FAULT_READ, .count = 1 };
-	struct kcopyd_client *kc = make_client(256, 2, 0);
+	struct kcopyd_client *kc = new_client(256, 2, 0, 0);
 	struct io_region from = { s, 0, 2048 }, to = { d, 0, 2048 };
 	struct done_count done;
 	struct kcopyd_stats st;
@@ -605,7 +593,7 @@ START_TEST(test_overlap_memmove)
 	size_t bytes = 8 * MiB;
 	char *path = make_image("ovl", bytes, 6);
 	struct block_device *b = open_bdev(path, O_RDWR);
-	struct kcopyd_client *kc = make_client(pages, 4, 0);
+	struct kcopyd_client *kc = new_client(pages, 4, 0, 0);
 	sector_t base = 4000, count = 6000;
 	struct io_region from = { b, base, count };
 	struct io_region to = { b, base + shift, count };
@@ -639,7 +627,7 @@ START_TEST(test_overlap_two_handles)
 	char *path = make_image("ovl3", bytes, 13);
 	struct block_device *r = open_bdev(path, O_RDONLY);
 	struct block_device *w = open_bdev(path, O_RDWR);
-	struct kcopyd_client *kc = make_client(16, 4, 0);
+	struct kcopyd_client *kc = new_client(16, 4, 0, 0);
 	struct io_region from = { r, 0, 3000 }, to = { w, 10, 3000 };
 	struct done_count done;
 	unsigned char *ref = malloc(bytes), *got;
@@ -665,7 +653,7 @@ START_TEST(test_overlap_refused)
 {
 	char *path = make_image("ovl2", MiB, 6);
 	struct block_device *b = open_bdev(path, O_RDWR);
-	struct kcopyd_client *kc = make_client(8, 2, 0);
+	struct kcopyd_client *kc = new_client(8, 2, 0, 0);
 	struct io_region from = { b, 100, 100 };
 	struct io_region to[2] = { { b, 50, 100 }, { b, 150, 100 } };
 	struct io_region up = { b, 150, 100 };
@@ -736,7 +724,7 @@ START_TEST(test_write_seq)
 				     .kind = KCOPYD_FAULT_DELAY,
 				     .sector = 0, .count = 1,
 				     .delay_us = 600000 };
-	struct kcopyd_client *kc = make_client(64, 4, 64 * 1024);
+	struct kcopyd_client *kc = new_client(64, 4, 64 * 1024, 0);
 	struct io_region from = { s, 0, p.bytes / 512 };
 	struct io_region to = { d, 0, p.bytes / 512 };
 
@@ -769,7 +757,7 @@ START_TEST(test_write_seq_tiny_pool)
 	char *dst = make_image("seqt-dst", 2 * MiB, 0);
 	struct block_device *s = open_bdev(src, O_RDONLY);
 	struct block_device *d = open_bdev(dst, O_RDWR);
-	struct kcopyd_client *kc = make_client(1, 8, 0);
+	struct kcopyd_client *kc = new_client(1, 8, 0, 0);
 	struct done_count done;
 
 	done_init(&done);
@@ -805,8 +793,8 @@ START_TEST(test_clients_independent)
 				      .kind = KCOPYD_FAULT_DELAY,
 				      .sector = 0, .count = 2048,
 				      .delay_us = 1500000 };
-	struct kcopyd_client *a = make_client(8, 2, 0);
-	struct kcopyd_client *b = make_client(8, 2, 0);
+	struct kcopyd_client *a = new_client(8, 2, 0, 0);
+	struct kcopyd_client *b = new_client(8, 2, 0, 0);
 	struct done_count da, db;
 
 	done_init(&da);
@@ -874,7 +862,7 @@ START_TEST(test_concurrent_submit)
 	char *dst = make_image("conc-dst", 4 * MiB, 0);
 	struct block_device *s = open_bdev(src, O_RDONLY);
 	struct block_device *d = open_bdev(dst, O_RDWR);
-	struct kcopyd_client *kc = make_client(8, 3, 0);
+	struct kcopyd_client *kc = new_client(8, 3, 0, 0);
 	struct submitter t[8];
 	pthread_t th[8];
 	struct done_count done;

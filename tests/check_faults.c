@@ -27,49 +27,10 @@
 #include "kcopyd.h"
 #include "testutil.h"
 
-#define KiB 1024u
-#define MiB (1024u * 1024u)
-
 /* What a chunk of a destination holds after a job. */
 enum chunk_state { HOLDS_SRC, HOLDS_ORIG, HOLDS_ZERO, HOLDS_MIX };
 
 static const char *state_name[] = { "source", "original", "zeros", "mixed" };
-
-/* An image with the contents it was created with. */
-struct img {
-	char *path;
-	size_t size;
-	unsigned char *orig;
-	struct block_device *bdev;
-};
-
-static void img_make(struct img *im, const char *name, size_t size,
-		     unsigned int seed)
-{
-	im->path = make_image(name, size, seed);
-	im->size = size;
-	im->orig = malloc(size);
-	ck_assert_ptr_nonnull(im->orig);
-	fill_pattern(im->orig, size, seed);
-	im->bdev = open_bdev(im->path, O_RDWR);
-}
-
-/* The image's current contents. */
-static unsigned char *img_now(const struct img *im)
-{
-	size_t len;
-	unsigned char *buf = read_file(im->path, &len);
-
-	ck_assert_uint_eq(len, im->size);
-	return buf;
-}
-
-static void img_free(struct img *im)
-{
-	kcopyd_bdev_close(im->bdev);
-	free(im->orig);
-	free(im->path);
-}
 
 static bool all_zero(const unsigned char *p, size_t len)
 {
@@ -122,36 +83,6 @@ static void expect_salvaged(const unsigned char *now,
 			     HOLDS_SRC, what, off + bad + bad_len);
 }
 
-static struct kcopyd_client *client(unsigned int pages, unsigned int threads,
-				    unsigned int subjob, unsigned int inflight)
-{
-	struct kcopyd_options o = {
-		.threads = threads,
-		.subjob_size = subjob,
-		.max_inflight = inflight,
-	};
-	struct kcopyd_client *kc = NULL;
-
-	ck_assert_int_eq(kcopyd_client_create_opts(pages, &o, &kc), 0);
-	return kc;
-}
-
-static void add_fault(struct block_device *bdev, unsigned int ops,
-		      enum kcopyd_fault_kind kind, sector_t sector,
-		      sector_t count, int error, unsigned int delay_us)
-{
-	struct kcopyd_fault f = {
-		.ops = ops,
-		.kind = kind,
-		.sector = sector,
-		.count = count,
-		.error = error,
-		.delay_us = delay_us,
-	};
-
-	ck_assert_int_eq(kcopyd_bdev_add_fault(bdev, &f), 0);
-}
-
 static struct io_region region(const struct img *im, sector_t sector,
 			       sector_t count)
 {
@@ -186,7 +117,7 @@ static void check_read_error_in_order(unsigned int ndests)
 {
 	const size_t size = 1 * MiB, chunk = 64 * KiB;
 	const size_t bad = 5;		/* the chunk whose read fails */
-	struct kcopyd_client *kc = client(16, 1, chunk, 1);
+	struct kcopyd_client *kc = new_client(16, 1, chunk, 1);
 	struct kcopyd_stats st;
 	struct img src, dst[4];
 	struct done_count d;
@@ -247,7 +178,7 @@ END_TEST
 START_TEST(test_read_error_parallel)
 {
 	const size_t size = 2 * MiB, chunk = 32 * KiB, bad = 20;
-	struct kcopyd_client *kc = client(64, 4, chunk, 8);
+	struct kcopyd_client *kc = new_client(64, 4, chunk, 8);
 	struct kcopyd_bdev_stats bs;
 	struct img src, dst[3];
 	struct done_count d;
@@ -311,7 +242,7 @@ static const unsigned int bad_dest[] = { 0, 5, 31 };
 static void check_write_error_bit(unsigned int k, unsigned int flags)
 {
 	const size_t size = 128 * KiB, chunk = 32 * KiB;
-	struct kcopyd_client *kc = client(32, 2, chunk, 4);
+	struct kcopyd_client *kc = new_client(32, 2, chunk, 4);
 	struct img src, *dst = calloc(KCOPYD_MAX_DESTS, sizeof(*dst));
 	struct done_count d;
 	char name[32];
@@ -379,7 +310,7 @@ END_TEST
 START_TEST(test_zero_write_error)
 {
 	const size_t size = 256 * KiB;
-	struct kcopyd_client *kc = client(8, 2, 16 * KiB, 4);
+	struct kcopyd_client *kc = new_client(8, 2, 16 * KiB, 4);
 	struct img dst[3];
 	struct io_region to[3];
 	struct done_count d;
@@ -423,7 +354,7 @@ START_TEST(test_ignore_error_finishes)
 {
 	const size_t size = 1 * MiB, chunk = 64 * KiB, part = 256 * KiB;
 	const size_t rbad = 1, wbad = 2;	/* chunks of the middle job */
-	struct kcopyd_client *kc = client(32, 2, chunk, 8);
+	struct kcopyd_client *kc = new_client(32, 2, chunk, 8);
 	struct img src, dst[2];
 	struct done_count d[3];
 	unsigned char *now[2];
@@ -500,7 +431,7 @@ START_TEST(test_stop_exact)
 {
 	const size_t size = 512 * KiB, chunk = 4 * KiB, bad = 7;
 	const size_t nchunks = size / chunk;
-	struct kcopyd_client *kc = client(8, 4, chunk, 1);
+	struct kcopyd_client *kc = new_client(8, 4, chunk, 1);
 	struct kcopyd_bdev_stats ss, ds;
 	struct kcopyd_stats st;
 	struct img src, dst, other, odst;
@@ -557,7 +488,7 @@ START_TEST(test_stop_parallel)
 	const size_t size = 1 * MiB, chunk = 4 * KiB;
 	const size_t nchunks = size / chunk;
 	const unsigned int threads = 4;
-	struct kcopyd_client *kc = client(16, threads, chunk, 8);
+	struct kcopyd_client *kc = new_client(16, threads, chunk, 8);
 	struct kcopyd_bdev_stats ss, ds;
 	struct kcopyd_stats st;
 	struct img src, dst;
@@ -633,7 +564,7 @@ static void check_write_seq_prefix(unsigned int pages, bool read_fault)
 	const size_t size = 1 * MiB, chunk = 16 * KiB, bad = 37;
 	/* The engine's chunk: what the pool can hold, at most. */
 	const size_t echunk = pages * 4096 < chunk ? pages * 4096 : chunk;
-	struct kcopyd_client *kc = client(pages, 4, chunk, 8);
+	struct kcopyd_client *kc = new_client(pages, 4, chunk, 8);
 	struct img src, dst[3];
 	struct done_count d;
 
@@ -704,7 +635,7 @@ END_TEST
 START_TEST(test_enospc_full_tmpfs)
 {
 	const size_t size = 1 * MiB;
-	struct kcopyd_client *kc = client(16, 2, 64 * KiB, 4);
+	struct kcopyd_client *kc = new_client(16, 2, 64 * KiB, 4);
 	struct kcopyd_bdev_stats bs;
 	struct img src, good, full;
 	struct img dst[2];
@@ -772,7 +703,7 @@ END_TEST
 START_TEST(test_enospc_injected)
 {
 	const size_t size = 256 * KiB;
-	struct kcopyd_client *kc = client(4, 2, 16 * KiB, 4);
+	struct kcopyd_client *kc = new_client(4, 2, 16 * KiB, 4);
 	struct img src, dst[2];
 	struct done_count d;
 
@@ -825,7 +756,7 @@ START_TEST(test_short_io)
 			  KCOPYD_FAULT_SHORT, 0, size >> 9, 0, 0);
 
 	for (unsigned int p = 0; p < 3; p++) {
-		struct kcopyd_client *kc = client(pages[p], 2, 64 * KiB, 4);
+		struct kcopyd_client *kc = new_client(pages[p], 2, 64 * KiB, 4);
 		const sector_t s = 3 + p, n = (size >> 9) - 11;
 		struct io_region from = region(&src, s, n);
 		struct io_region to[3] = {
@@ -892,7 +823,7 @@ static void check_eio_storm(bool destroy_in_flight)
 	const unsigned int njobs = 2000;
 	const size_t size = 1 * MiB;
 	const sector_t sectors = size >> 9;
-	struct kcopyd_client *kc = client(4, 3, 8 * KiB, 4);
+	struct kcopyd_client *kc = new_client(4, 3, 8 * KiB, 4);
 	struct img good_src, bad_src, good_dst[3], bad_dst;
 	struct job_rec *jobs = calloc(njobs, sizeof(*jobs));
 	uint64_t x = 0x5eed;
@@ -1004,7 +935,7 @@ END_TEST
 START_TEST(test_faults_change_while_running)
 {
 	const size_t size = 512 * KiB;
-	struct kcopyd_client *kc = client(8, 2, 8 * KiB, 4);
+	struct kcopyd_client *kc = new_client(8, 2, 8 * KiB, 4);
 	struct img src, dst;
 	struct done_count d;
 	unsigned char *now;

@@ -28,7 +28,6 @@
 
 #include "testutil.h"
 
-#define MiB (1024ull * 1024)
 
 /* What a completion said, copied out for the test thread. */
 struct result {
@@ -82,16 +81,6 @@ static void result_wait(struct result *r)
 						     &ts) != ETIMEDOUT,
 			      "no completion in 120 s");
 	pthread_mutex_unlock(&r->lock);
-}
-
-static struct kcopyd_client *make_client(unsigned int pages,
-					 unsigned int threads)
-{
-	struct kcopyd_options o = { .threads = threads };
-	struct kcopyd_client *kc = NULL;
-
-	ck_assert_int_eq(kcopyd_client_create_opts(pages, &o, &kc), 0);
-	return kc;
 }
 
 static struct kcopyd_job_desc copy_desc(struct io_region *from,
@@ -190,7 +179,7 @@ static char *sparse_image(const char *name, uint64_t bytes, size_t data,
 
 START_TEST(test_submit_refusals)
 {
-	struct kcopyd_client *kc = make_client(64, 1);
+	struct kcopyd_client *kc = new_client(64, 1, 0, 0);
 	char *a = make_image("a", 1 * MiB, 1), *b = make_image("b", 1 * MiB, 0);
 	struct block_device *sa = open_bdev(a, O_RDONLY);
 	struct block_device *sb = open_bdev(b, O_RDWR);
@@ -258,7 +247,7 @@ END_TEST
 
 START_TEST(test_completion_success)
 {
-	struct kcopyd_client *kc = make_client(64, 2);
+	struct kcopyd_client *kc = new_client(64, 2, 0, 0);
 	char *a = make_image("a", 8 * MiB, 2), *b = make_image("b", 8 * MiB, 0);
 	char *z = make_image("z", 1 * MiB, 3);
 	struct block_device *sa = open_bdev(a, O_RDONLY);
@@ -352,7 +341,7 @@ static void bad_cb(uint64_t id, struct block_device *bdev, sector_t sector,
  */
 START_TEST(test_ignore_error_ranges)
 {
-	struct kcopyd_client *kc = make_client(64, 2);
+	struct kcopyd_client *kc = new_client(64, 2, 0, 0);
 	char *a = make_image("a", 4 * MiB, 4), *b = make_image("b", 4 * MiB, 0);
 	char *c = make_image("c", 4 * MiB, 0);
 	struct block_device *sa = open_bdev(a, O_RDONLY);
@@ -423,7 +412,7 @@ END_TEST
  */
 START_TEST(test_error_stops)
 {
-	struct kcopyd_client *kc = make_client(256, 2);
+	struct kcopyd_client *kc = new_client(256, 2, 0, 0);
 	char *a = make_image("a", 16 * MiB, 5);
 	char *b = make_image("b", 16 * MiB, 0);
 	struct block_device *sa = open_bdev(a, O_RDONLY);
@@ -496,7 +485,7 @@ START_TEST(test_real_enospc)
 		ck_abort();
 	ck_assert_int_eq(close(open(b, O_CREAT | O_WRONLY, 0644)), 0);
 	ck_assert_int_eq(truncate(b, 4 * MiB), 0);	/* sparse: fits */
-	kc = make_client(64, 2);
+	kc = new_client(64, 2, 0, 0);
 	sa = open_bdev(a, O_RDONLY);
 	sb = open_bdev(b, O_RDWR);
 	from = (struct io_region){ sa, 0, 8192 };
@@ -552,7 +541,7 @@ static void *cancel_thread(void *arg)
  */
 START_TEST(test_cancel_running)
 {
-	struct kcopyd_client *kc = make_client(256, 2);
+	struct kcopyd_client *kc = new_client(256, 2, 0, 0);
 	char *a = sparse_image("a", 1024 * MiB, 64 * MiB, 7);
 	char *b = sparse_image("b", 1024 * MiB, 0, 0);
 	struct block_device *sa = open_bdev(a, O_RDONLY);
@@ -613,7 +602,7 @@ static void cancel_cb(const struct kcopyd_completion *c, void *context)
 /* A completion function cancels a running 1 GiB job of its own client. */
 START_TEST(test_cancel_from_callback)
 {
-	struct kcopyd_client *kc = make_client(256, 2);
+	struct kcopyd_client *kc = new_client(256, 2, 0, 0);
 	char *a = sparse_image("a", 1024 * MiB, 16 * MiB, 8);
 	char *b = sparse_image("b", 1024 * MiB, 0, 0);
 	struct block_device *sa = open_bdev(a, O_RDONLY);
@@ -681,7 +670,7 @@ static void race_cb(const struct kcopyd_completion *c, void *context)
  */
 START_TEST(test_cancel_race)
 {
-	struct kcopyd_client *kc = make_client(16, 2);
+	struct kcopyd_client *kc = new_client(16, 2, 0, 0);
 	char *a = make_image("a", 1 * MiB, 9), *b = make_image("b", 1 * MiB, 0);
 	struct block_device *sa = open_bdev(a, O_RDONLY);
 	struct block_device *sb = open_bdev(b, O_RDWR);
@@ -745,7 +734,7 @@ static uint64_t flushes(struct block_device *b)
 
 START_TEST(test_flush)
 {
-	struct kcopyd_client *kc = make_client(64, 2);
+	struct kcopyd_client *kc = new_client(64, 2, 0, 0);
 	char *a = make_image("a", 1 * MiB, 10), *b = make_image("b", 1 * MiB, 0);
 	char *c = make_image("c", 1 * MiB, 0);
 	struct block_device *sa = open_bdev(a, O_RDONLY);
@@ -809,7 +798,7 @@ END_TEST
  */
 START_TEST(test_throttle_rate)
 {
-	struct kcopyd_client *kc = make_client(256, 2);
+	struct kcopyd_client *kc = new_client(256, 2, 0, 0);
 	char *a = make_image("a", 32 * MiB, 11);
 	char *b = make_image("b", 32 * MiB, 0);
 	struct block_device *sa = open_bdev(a, O_RDONLY);
@@ -859,7 +848,7 @@ END_TEST
  */
 START_TEST(test_throttle_percent)
 {
-	struct kcopyd_client *kc = make_client(256, 1);
+	struct kcopyd_client *kc = new_client(256, 1, 0, 0);
 	char *a = make_image("a", 8 * MiB, 12), *b = make_image("b", 8 * MiB, 0);
 	struct block_device *sa = open_bdev(a, O_RDONLY);
 	struct block_device *sb = open_bdev(b, O_RDWR);
@@ -893,7 +882,7 @@ END_TEST
 
 START_TEST(test_max_jobs)
 {
-	struct kcopyd_client *kc = make_client(64, 1);
+	struct kcopyd_client *kc = new_client(64, 1, 0, 0);
 	char *a = make_image("a", 8 * MiB, 13), *b = make_image("b", 8 * MiB, 0);
 	struct block_device *sa = open_bdev(a, O_RDONLY);
 	struct block_device *sb = open_bdev(b, O_RDWR);

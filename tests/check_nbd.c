@@ -30,7 +30,6 @@
 
 #include "testutil.h"
 
-#define MiB (1024 * 1024)
 
 struct server {
 	pid_t pid;

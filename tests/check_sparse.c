@@ -24,18 +24,9 @@
 #include "kcopyd.h"
 #include "testutil.h"
 
-#define KiB	(1024u)
-#define MiB	(1024u * 1024)
 
 struct extent {
 	size_t off, len;
-};
-
-struct img {
-	char *path;
-	size_t size;
-	unsigned char *ref;	/* what it holds, as we made it */
-	struct block_device *bdev;
 };
 
 /* A sparse image of `size`: random data at each extent, holes elsewhere. */
@@ -47,13 +38,13 @@ static void img_sparse(struct img *im, const char *name, size_t size,
 
 	im->path = make_image(name, size, 0);
 	im->size = size;
-	im->ref = calloc(1, size);
-	ck_assert_ptr_nonnull(im->ref);
+	im->orig = calloc(1, size);
+	ck_assert_ptr_nonnull(im->orig);
 	fd = open(im->path, O_RDWR);
 	ck_assert_int_ge(fd, 0);
 	for (unsigned int i = 0; i < n; i++) {
-		fill_pattern(im->ref + ext[i].off, ext[i].len, seed + i);
-		ck_assert_int_eq(pwrite(fd, im->ref + ext[i].off, ext[i].len,
+		fill_pattern(im->orig + ext[i].off, ext[i].len, seed + i);
+		ck_assert_int_eq(pwrite(fd, im->orig + ext[i].off, ext[i].len,
 					(off_t)ext[i].off),
 				 (ssize_t)ext[i].len);
 	}
@@ -69,32 +60,15 @@ static void img_full(struct img *im, const char *name, size_t size,
 
 	im->path = make_image(name, size, 0);
 	im->size = size;
-	im->ref = calloc(1, size);
-	ck_assert_ptr_nonnull(im->ref);
+	im->orig = calloc(1, size);
+	ck_assert_ptr_nonnull(im->orig);
 	if (seed)
-		fill_pattern(im->ref, size, seed);
+		fill_pattern(im->orig, size, seed);
 	fd = open(im->path, O_RDWR);
 	ck_assert_int_ge(fd, 0);
-	ck_assert_int_eq(pwrite(fd, im->ref, size, 0), (ssize_t)size);
+	ck_assert_int_eq(pwrite(fd, im->orig, size, 0), (ssize_t)size);
 	close(fd);
 	im->bdev = open_bdev(im->path, O_RDWR);
-}
-
-static void img_free(struct img *im)
-{
-	kcopyd_bdev_close(im->bdev);
-	unlink(im->path);
-	free(im->path);
-	free(im->ref);
-}
-
-static unsigned char *img_now(const struct img *im)
-{
-	size_t len;
-	unsigned char *now = read_file(im->path, &len);
-
-	ck_assert_uint_eq(len, im->size);
-	return now;
 }
 
 static void assert_holds(const struct img *im, const unsigned char *want)
@@ -149,17 +123,6 @@ static struct done_count copy_img(struct kcopyd_client *kc, struct img *src,
 	return d;
 }
 
-static void add_fault(struct block_device *b, unsigned int ops,
-		      enum kcopyd_fault_kind kind, sector_t sector,
-		      sector_t count)
-{
-	struct kcopyd_fault f = { .ops = ops, .kind = kind, .sector = sector,
-				  .count = count, .error = EIO,
-				  .delay_us = 200 };
-
-	ck_assert_int_eq(kcopyd_bdev_add_fault(b, &f), 0);
-}
-
 /* 8 MiB with 1 MiB of data in four extents, one at each end. */
 static const struct extent four[] = {
 	{ 0, 128 * KiB },
@@ -184,7 +147,7 @@ START_TEST(test_holes_not_read)
 	d = copy_img(kc, &src, &dst, 1, 0);
 	ck_assert_int_eq(d.read_err, 0);
 	ck_assert_uint_eq(d.write_err, 0);
-	assert_holds(&dst, src.ref);
+	assert_holds(&dst, src.orig);
 
 	/* Only the data was read and written; the rest is holes still. */
 	ck_assert_int_eq(kcopyd_client_get_stats(kc, &st), 0);
@@ -212,7 +175,7 @@ START_TEST(test_holes_zero_old_data)
 	img_full(&dst, "dst", FOUR_SIZE, 9);
 	d = copy_img(kc, &src, &dst, 1, 0);
 	ck_assert_uint_eq(d.write_err, 0);
-	assert_holds(&dst, src.ref);
+	assert_holds(&dst, src.orig);
 	/* Zeroed by punching (tmpfs can), so no longer allocated there. */
 	kcopyd_bdev_get_stats(dst.bdev, &bs);
 	ck_assert_uint_eq(bs.bytes_zeroed, FOUR_SIZE - FOUR_DATA);
@@ -248,8 +211,8 @@ START_TEST(test_holes_many_dests_offsets)
 	ck_assert_uint_eq(d.write_err, 0);
 	for (unsigned int i = 0; i < 2; i++) {
 		want = malloc(dst[i].size);
-		memcpy(want, dst[i].ref, dst[i].size);
-		memcpy(want + (to[i].sector << 9), src.ref + (7 << 9),
+		memcpy(want, dst[i].orig, dst[i].size);
+		memcpy(want + (to[i].sector << 9), src.orig + (7 << 9),
 		       from.count << 9);
 		assert_holds(&dst[i], want);
 		free(want);
@@ -277,8 +240,8 @@ START_TEST(test_zero_detection)
 	fd = open(src.path, O_RDWR);
 	ck_assert_int_ge(fd, 0);
 	for (size_t p = 3; p < 1024; p = p == 3 ? 100 : p == 100 ? 1023 : 1024) {
-		fill_pattern(src.ref + p * 4096, 4096, (unsigned int)p);
-		ck_assert_int_eq(pwrite(fd, src.ref + p * 4096, 4096,
+		fill_pattern(src.orig + p * 4096, 4096, (unsigned int)p);
+		ck_assert_int_eq(pwrite(fd, src.orig + p * 4096, 4096,
 					(off_t)(p * 4096)), 4096);
 	}
 	close(fd);
@@ -287,7 +250,7 @@ START_TEST(test_zero_detection)
 	img_full(&dst, "dst", 4 * MiB, 7);
 	d = copy_img(kc, &src, &dst, 1, 0);
 	ck_assert_uint_eq(d.write_err, 0);
-	assert_holds(&dst, src.ref);
+	assert_holds(&dst, src.orig);
 	ck_assert_int_eq(kcopyd_client_get_stats(kc, &st), 0);
 	ck_assert_uint_eq(st.bytes_read, 4 * MiB);
 	ck_assert_uint_eq(st.bytes_written, 3 * 4096);
@@ -300,7 +263,7 @@ START_TEST(test_zero_detection)
 	img_free(&dst);
 	img_sparse(&dst, "dst", 4 * MiB, NULL, 0, 0);
 	d = copy_img(kc, &src, &dst, 1, 0);
-	assert_holds(&dst, src.ref);
+	assert_holds(&dst, src.orig);
 	ck_assert_int_eq(kcopyd_client_get_stats(kc, &st), 0);
 	ck_assert_uint_eq(st.bytes_written, 4 * MiB);
 	ck_assert_uint_eq(st.bytes_zero_data, 0);
@@ -329,13 +292,13 @@ START_TEST(test_zero_detection_grain)
 	ck_assert_ptr_null(refused);
 
 	img_full(&src, "src", 1 * MiB, 0);
-	src.ref[200 * KiB] = 1;
+	src.orig[200 * KiB] = 1;
 	fd = open(src.path, O_RDWR);
-	ck_assert_int_eq(pwrite(fd, src.ref + 200 * KiB, 1, 200 * KiB), 1);
+	ck_assert_int_eq(pwrite(fd, src.orig + 200 * KiB, 1, 200 * KiB), 1);
 	close(fd);
 	img_full(&dst, "dst", 1 * MiB, 4);
 	copy_img(kc, &src, &dst, 1, 0);
-	assert_holds(&dst, src.ref);
+	assert_holds(&dst, src.orig);
 	ck_assert_int_eq(kcopyd_client_get_stats(kc, &st), 0);
 	ck_assert_uint_eq(st.bytes_written, 64 * KiB);
 	ck_assert_uint_eq(st.bytes_zero_data, 1 * MiB - 64 * KiB);
@@ -359,7 +322,7 @@ static void check_allocated(bool by_flag)
 	img_full(&dst, "dst", FOUR_SIZE, 8);
 	d = copy_img(kc, &src, &dst, 1, by_flag ? KCOPYD_ALLOCATED : 0);
 	ck_assert_uint_eq(d.write_err, 0);
-	assert_holds(&dst, src.ref);
+	assert_holds(&dst, src.orig);
 	/* Every block still allocated: zeroed in place or written. */
 	ck_assert_uint_eq(allocated(dst.path), FOUR_SIZE);
 	kcopyd_bdev_get_stats(dst.bdev, &bs);
@@ -395,9 +358,9 @@ START_TEST(test_target_zero)
 	img_full(&dst, "dst", FOUR_SIZE, 8);
 	copy_img(kc, &src, &dst, 1, KCOPYD_TARGET_ZERO);
 	want = malloc(FOUR_SIZE);
-	memcpy(want, dst.ref, FOUR_SIZE);
+	memcpy(want, dst.orig, FOUR_SIZE);
 	for (unsigned int i = 0; i < 4; i++)
-		memcpy(want + four[i].off, src.ref + four[i].off,
+		memcpy(want + four[i].off, src.orig + four[i].off,
 		       four[i].len);
 	assert_holds(&dst, want);
 	kcopyd_bdev_get_stats(dst.bdev, &bs);
@@ -429,8 +392,8 @@ START_TEST(test_zero_punches)
 	done_wait(&d, 1);
 	ck_assert_uint_eq(d.write_err, 0);
 	want = calloc(1, dst.size);
-	memcpy(want, dst.ref, 4096);
-	memcpy(want + dst.size - 4096, dst.ref + dst.size - 4096, 4096);
+	memcpy(want, dst.orig, 4096);
+	memcpy(want + dst.size - 4096, dst.orig + dst.size - 4096, 4096);
 	assert_holds(&dst, want);
 	free(want);
 	/* Holes now, and no page of the pool was needed. */
@@ -485,7 +448,7 @@ START_TEST(test_zero_write_fault_bits)
 	}
 	/* Inside the hole between the first two extents, dest 1 only. */
 	add_fault(dst[1].bdev, KCOPYD_FAULT_WRITE, KCOPYD_FAULT_ERROR,
-		  (512 * KiB) >> 9, 1);
+		  (512 * KiB) >> 9, 1, EIO, 200);
 	d = copy_img(kc, &src, dst, 3, 0);
 	ck_assert_int_eq(d.read_err, 0);
 	ck_assert_uint_eq(d.write_err, 2);
@@ -494,13 +457,13 @@ START_TEST(test_zero_write_fault_bits)
 	d = copy_img(kc, &src, dst, 3, KCOPYD_IGNORE_ERROR);
 	ck_assert_int_eq(d.read_err, 0);
 	ck_assert_uint_eq(d.write_err, 2);
-	assert_holds(&dst[0], src.ref);
-	assert_holds(&dst[2], src.ref);
+	assert_holds(&dst[0], src.orig);
+	assert_holds(&dst[2], src.orig);
 	{
 		unsigned char *want = malloc(FOUR_SIZE);
 
-		memcpy(want, src.ref, FOUR_SIZE);
-		memcpy(want + 512 * KiB, dst[1].ref + 512 * KiB, 512);
+		memcpy(want, src.orig, FOUR_SIZE);
+		memcpy(want + 512 * KiB, dst[1].orig + 512 * KiB, 512);
 		assert_holds(&dst[1], want);
 		free(want);
 	}
@@ -522,19 +485,19 @@ START_TEST(test_read_fault_on_hole)
 	img_sparse(&src, "src", FOUR_SIZE, four, 4, 2);
 	img_full(&dst, "dst", FOUR_SIZE, 12);
 	add_fault(src.bdev, KCOPYD_FAULT_READ, KCOPYD_FAULT_ERROR,
-		  (3 * MiB) >> 9, 8);
+		  (3 * MiB) >> 9, 8, EIO, 200);
 	d = copy_img(kc, &src, &dst, 1, 0);
 	ck_assert_int_eq(d.read_err, 1);
 	ck_assert_uint_eq(d.write_err, 0);
 	/* The failed range was not zeroed. */
 	now = img_now(&dst);
-	ck_assert(!memcmp(now + 3 * MiB, dst.ref + 3 * MiB, 4096));
+	ck_assert(!memcmp(now + 3 * MiB, dst.orig + 3 * MiB, 4096));
 	free(now);
 
 	/* Going on after errors: unreadable blocks become zeros. */
 	d = copy_img(kc, &src, &dst, 1, KCOPYD_IGNORE_ERROR);
 	ck_assert_int_eq(d.read_err, 1);
-	assert_holds(&dst, src.ref);
+	assert_holds(&dst, src.orig);
 	kcopyd_client_destroy(kc);
 	img_free(&src);
 	img_free(&dst);
@@ -553,7 +516,7 @@ START_TEST(test_page_cap)
 	img_sparse(&src, "src", FOUR_SIZE, four, 4, 4);
 	img_full(&dst, "dst", FOUR_SIZE, 1);
 	copy_img(kc, &src, &dst, 1, 0);
-	assert_holds(&dst, src.ref);
+	assert_holds(&dst, src.orig);
 	ck_assert_int_eq(kcopyd_client_get_stats(kc, &st), 0);
 	ck_assert_uint_le(st.pages_peak, 1);
 	kcopyd_client_destroy(kc);
@@ -594,7 +557,7 @@ static void check_overlap(long shift, unsigned int flags)
 	ck_assert_int_eq(d.read_err, 0);
 	ck_assert_uint_eq(d.write_err, 0);
 	want = malloc(size);
-	memcpy(want, im.ref, size);
+	memcpy(want, im.orig, size);
 	memmove(want + from + shift, want + from, len);
 	assert_holds(&im, want);
 	free(want);
@@ -635,17 +598,18 @@ START_TEST(test_write_seq_prefix_holes)
 	/* Delays shuffle the order chunks finish in. */
 	for (sector_t s = 0; s < FOUR_SIZE >> 9; s += 200)
 		add_fault(dst.bdev, KCOPYD_FAULT_WRITE, KCOPYD_FAULT_DELAY, s,
-			  1);
-	add_fault(dst.bdev, KCOPYD_FAULT_WRITE, KCOPYD_FAULT_ERROR, bad, 1);
+			  1, EIO, 200);
+	add_fault(dst.bdev, KCOPYD_FAULT_WRITE, KCOPYD_FAULT_ERROR, bad, 1, EIO,
+		  200);
 	d = copy_img(kc, &src, &dst, 1, KCOPYD_WRITE_SEQ);
 	ck_assert_uint_eq(d.write_err, 1);
 	now = img_now(&dst);
 	/* Sectors of the source (zeros, in the holes) up to the failure. */
-	while (p < FOUR_SIZE && !memcmp(now + p, src.ref + p, 512))
+	while (p < FOUR_SIZE && !memcmp(now + p, src.orig + p, 512))
 		p += 512;
 	ck_assert_uint_ge(p, 5 * MiB);
 	ck_assert_uint_le(p, bad << 9);
-	ck_assert_msg(!memcmp(now + p, dst.ref + p, FOUR_SIZE - p),
+	ck_assert_msg(!memcmp(now + p, dst.orig + p, FOUR_SIZE - p),
 		      "not a prefix: sector %zu", p >> 9);
 	free(now);
 	kcopyd_client_destroy(kc);
@@ -678,7 +642,7 @@ START_TEST(test_stop_during_queries)
 	img_sparse(&src, "src", FOUR_SIZE, ext, 64, 30);
 	img_sparse(&dst, "dst", FOUR_SIZE, NULL, 0, 0);
 	add_fault(src.bdev, KCOPYD_FAULT_READ, KCOPYD_FAULT_ERROR,
-		  (3 * 128 * KiB) >> 9, 1);
+		  (3 * 128 * KiB) >> 9, 1, EIO, 200);
 	from = (struct io_region){ src.bdev, 0, FOUR_SIZE >> 9 };
 	to = (struct io_region){ dst.bdev, 0, FOUR_SIZE >> 9 };
 	for (unsigned int round = 0; round < 30; round++) {
@@ -744,7 +708,7 @@ START_TEST(test_public_io)
 
 	/* Read, write, zero: counted, and range-checked. */
 	ck_assert_int_eq(kcopyd_bdev_pread(im.bdev, buf, 8192, 124 * KiB), 0);
-	ck_assert(!memcmp(buf, im.ref + 124 * KiB, 8192));
+	ck_assert(!memcmp(buf, im.orig + 124 * KiB, 8192));
 	fill_pattern(buf, sizeof(buf), 3);
 	ck_assert_int_eq(kcopyd_bdev_pwrite(im.bdev, buf, 8192, 2 * MiB), 0);
 	ck_assert_int_eq(kcopyd_bdev_pread(im.bdev, back, 8192, 2 * MiB), 0);
@@ -766,10 +730,11 @@ START_TEST(test_public_io)
 	ck_assert_uint_eq(st.bytes_zeroed, 8192);
 
 	/* A write fault fails a zeroing. */
-	add_fault(im.bdev, KCOPYD_FAULT_WRITE, KCOPYD_FAULT_ERROR, 10, 1);
+	add_fault(im.bdev, KCOPYD_FAULT_WRITE, KCOPYD_FAULT_ERROR, 10, 1, EIO,
+		  200);
 	ck_assert_int_eq(kcopyd_bdev_zero(im.bdev, 0, 64 * KiB, 0), -EIO);
 	ck_assert_int_eq(kcopyd_bdev_pread(im.bdev, buf, 4096, 0), 0);
-	ck_assert(!memcmp(buf, im.ref, 4096));
+	ck_assert(!memcmp(buf, im.orig, 4096));
 	kcopyd_bdev_clear_faults(im.bdev);
 
 	/* Read-only: reads served, writes and zeroing refused. */

@@ -24,7 +24,6 @@
 
 #include "testutil.h"
 
-#define MiB (1024ull * 1024)
 #define NDESTS 3
 
 struct bad {

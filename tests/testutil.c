@@ -161,3 +161,48 @@ struct block_device *open_bdev(const char *path, int flags)
 	ck_assert_msg(r == 0, "kcopyd_bdev_open %s: %s", path, strerror(-r));
 	return bdev;
 }
+
+void img_make(struct img *im, const char *name, size_t size,
+	      unsigned int seed)
+{
+	im->path = make_image(name, size, seed);
+	im->size = size;
+	im->orig = calloc(1, size);
+	ck_assert_ptr_nonnull(im->orig);
+	if (seed)
+		fill_pattern(im->orig, size, seed);
+	im->bdev = open_bdev(im->path, O_RDWR);
+}
+
+unsigned char *img_now(const struct img *im)
+{
+	size_t len;
+	unsigned char *buf = read_file(im->path, &len);
+
+	ck_assert_uint_eq(len, im->size);
+	return buf;
+}
+
+void img_free(struct img *im)
+{
+	kcopyd_bdev_close(im->bdev);
+	unlink(im->path);
+	free(im->orig);
+	free(im->path);
+}
+
+void add_fault(struct block_device *bdev, unsigned int ops,
+	       enum kcopyd_fault_kind kind, sector_t sector, sector_t count,
+	       int error, unsigned int delay_us)
+{
+	struct kcopyd_fault f = {
+		.ops = ops,
+		.kind = kind,
+		.sector = sector,
+		.count = count,
+		.error = error,
+		.delay_us = delay_us,
+	};
+
+	ck_assert_int_eq(kcopyd_bdev_add_fault(bdev, &f), 0);
+}

@@ -18,6 +18,9 @@
 
 #include "kcopyd.h"
 
+#define KiB ((size_t)1024)
+#define MiB (1024 * KiB)
+
 /* A fresh directory on tmpfs, removed with everything in it at exit. */
 const char *test_dir(void);
 
@@ -47,6 +50,46 @@ void done_wait(struct done_count *d, unsigned int calls);
 unsigned int done_calls(struct done_count *d);
 
 struct block_device *open_bdev(const char *path, int flags);
+
+/* A scratch image, opened read-write, with the contents it was made with. */
+struct img {
+	char *path;
+	size_t size;
+	unsigned char *orig;
+	struct block_device *bdev;
+};
+
+/* Make `name` of `size` filled from `seed` (0: zeros) and open it. */
+void img_make(struct img *im, const char *name, size_t size,
+	      unsigned int seed);
+/* The image's current contents (malloc'd; its size is checked). */
+unsigned char *img_now(const struct img *im);
+/* Close, unlink and free the image. */
+void img_free(struct img *im);
+
+/*
+ * A client with `threads` workers and the given sub-job/in-flight limits
+ * (0: the defaults). Inline, so that tests built without the engine link.
+ */
+static inline struct kcopyd_client *
+new_client(unsigned int pages, unsigned int threads, unsigned int subjob,
+	   unsigned int inflight)
+{
+	struct kcopyd_options o = {
+		.threads = threads,
+		.subjob_size = subjob,
+		.max_inflight = inflight,
+	};
+	struct kcopyd_client *kc = NULL;
+
+	ck_assert_int_eq(kcopyd_client_create_opts(pages, &o, &kc), 0);
+	return kc;
+}
+
+/* Add a fault rule to bdev; fails the test if it is refused. */
+void add_fault(struct block_device *bdev, unsigned int ops,
+	       enum kcopyd_fault_kind kind, sector_t sector, sector_t count,
+	       int error, unsigned int delay_us);
 
 /*
  * Run a suite with its scratch directory made first (so the forked tests
