@@ -107,6 +107,9 @@ sector_t kcopyd_bdev_sectors(const struct block_device *bdev)
 	return bdev ? bdev->sectors : 0;
 }
 
+/* The struct kcopyd_bdev_stats of the first release: reads to errors. */
+#define KCOPYD_BDEV_STATS_V1 offsetof(struct kcopyd_bdev_stats, zeros)
+
 void kcopyd_bdev_get_stats(const struct block_device *bdev,
 			   struct kcopyd_bdev_stats *st)
 {
@@ -114,8 +117,8 @@ void kcopyd_bdev_get_stats(const struct block_device *bdev,
 
 	if (!st)
 		return;
-	/* A program built before `flushes` has no room for it. */
-	memset(st, 0, offsetof(struct kcopyd_bdev_stats, flushes));
+	/* Programs built before `zeros` existed have room for no more. */
+	memset(st, 0, KCOPYD_BDEV_STATS_V1);
 	if (!b)
 		return;
 	st->reads = atomic_load(&b->reads);
@@ -123,26 +126,25 @@ void kcopyd_bdev_get_stats(const struct block_device *bdev,
 	st->bytes_read = atomic_load(&b->bytes_read);
 	st->bytes_written = atomic_load(&b->bytes_written);
 	st->errors = atomic_load(&b->errors);
-	st->zeros = atomic_load(&b->zeros);
-	st->bytes_zeroed = atomic_load(&b->bytes_zeroed);
-	st->bytes_holes = atomic_load(&b->bytes_holes);
-	st->zeroed_punch = atomic_load(&b->zero_bytes[BDEV_ZERO_PUNCH]);
-	st->zeroed_range = atomic_load(&b->zero_bytes[BDEV_ZERO_RANGE]);
-	st->zeroed_write = atomic_load(&b->zero_bytes[BDEV_ZERO_WRITE]);
 }
 
 int kcopyd_bdev_get_stats2(const struct block_device *bdev,
 			   struct kcopyd_bdev_stats *st, size_t size)
 {
+	struct block_device *b = (struct block_device *)bdev;
 	struct kcopyd_bdev_stats all;
 
-	if (!bdev || !st ||
-	    size < offsetof(struct kcopyd_bdev_stats, flushes))
+	if (!b || !st || size < KCOPYD_BDEV_STATS_V1)
 		return -EINVAL;
-	kcopyd_bdev_get_stats(bdev, &all);
-	all.flushes = atomic_load(&((struct block_device *)bdev)->flushes);
-	all.bytes_verified =
-		atomic_load(&((struct block_device *)bdev)->bytes_verified);
+	kcopyd_bdev_get_stats(b, &all);
+	all.zeros = atomic_load(&b->zeros);
+	all.bytes_zeroed = atomic_load(&b->bytes_zeroed);
+	all.bytes_holes = atomic_load(&b->bytes_holes);
+	all.zeroed_punch = atomic_load(&b->zero_bytes[BDEV_ZERO_PUNCH]);
+	all.zeroed_range = atomic_load(&b->zero_bytes[BDEV_ZERO_RANGE]);
+	all.zeroed_write = atomic_load(&b->zero_bytes[BDEV_ZERO_WRITE]);
+	all.flushes = atomic_load(&b->flushes);
+	all.bytes_verified = atomic_load(&b->bytes_verified);
 	memcpy(st, &all, size < sizeof(all) ? size : sizeof(all));
 	return 0;
 }

@@ -278,6 +278,17 @@ static struct nbd_batch *batch_new(struct nbd_conn *c)
 	return bt;
 }
 
+/* A batch on connection c, whose thread is started if it was not yet. */
+static int batch_start(struct nbd_conn *c, struct nbd_batch **btp)
+{
+	int r = conn_get(c);
+
+	if (r)
+		return r;
+	*btp = batch_new(c);
+	return *btp ? 0 : -ENOMEM;
+}
+
 /* Account for one closure about to be handed to libnbd. */
 static nbd_completion_callback batch_closure(struct nbd_batch *bt)
 {
@@ -355,12 +366,9 @@ static ssize_t remote_rw(struct block_device *b, const struct iovec *iov,
 	size_t total = 0;
 	int r;
 
-	r = conn_get(c);
+	r = batch_start(c, &bt);
 	if (r)
 		return r;
-	bt = batch_new(c);
-	if (!bt)
-		return -ENOMEM;
 	if (write)
 		atomic_fetch_add(&d->gen, 1);
 	for (int i = 0; i < iovcnt; i++) {
@@ -426,12 +434,9 @@ static int remote_zero_op(struct block_device *b, uint64_t off, uint64_t len,
 	if (m == BDEV_ZERO_RANGE)
 		flags |= LIBNBD_CMD_FLAG_NO_HOLE;
 	c = pick_conn(d);
-	r = conn_get(c);
+	r = batch_start(c, &bt);
 	if (r)
 		return r;
-	bt = batch_new(c);
-	if (!bt)
-		return -ENOMEM;
 	atomic_fetch_add(&d->gen, 1);
 	while (len) {
 		uint64_t n = len < NBD_MAX_EFFECT ? len : NBD_MAX_EFFECT;
@@ -502,12 +507,9 @@ static int block_status(struct nbd_dev *d, uint64_t off, uint64_t len,
 	uint64_t n = len < NBD_MAX_EFFECT ? len : NBD_MAX_EFFECT;
 	int r;
 
-	r = conn_get(c);
+	r = batch_start(c, &bt);
 	if (r)
 		return r;
-	bt = batch_new(c);
-	if (!bt)
-		return -ENOMEM;
 	/* One for the extent closure, one to read the results after. */
 	pth(pthread_mutex_lock(&c->lock));
 	bt->refs += 2;
@@ -641,12 +643,9 @@ static int remote_flush(struct block_device *b)
 	for (unsigned int i = 0; i < n; i++) {
 		struct nbd_conn *c = &d->conns[i];
 		struct nbd_batch *bt;
-		int r = conn_get(c);
+		int r = batch_start(c, &bt);
 
 		if (!r) {
-			bt = batch_new(c);
-			if (!bt)
-				return -ENOMEM;
 			if (nbd_aio_flush(c->h, batch_closure(bt), 0) == -1)
 				batch_not_issued(bt, remote_err());
 			batch_issued(c);

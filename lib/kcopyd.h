@@ -187,18 +187,18 @@ struct kcopyd_bdev_stats {
 	uint64_t bytes_read;
 	uint64_t bytes_written;
 	uint64_t errors;	/* reads, writes, zeroings, flushes that failed */
+	/* Filled by kcopyd_bdev_get_stats2() only: */
 	uint64_t zeros;		/* zeroings that completed */
 	uint64_t bytes_zeroed;
 	uint64_t bytes_holes;	/* source bytes skipped as holes, not read */
 	uint64_t zeroed_punch;	/* bytes zeroed by punching holes */
 	uint64_t zeroed_range;	/* ... by zeroing in place */
 	uint64_t zeroed_write;	/* ... by writing zeros */
-	/* Filled by kcopyd_bdev_get_stats2() only: */
 	uint64_t flushes;	/* flushes (KCOPYD_FLUSH) that completed */
 	uint64_t bytes_verified; /* read back by KCOPYD_VERIFY (not in
 				    reads or bytes_read) */
 };
-/* The counters up to and including `zeroed_write`. */
+/* The counters up to and including `errors`. */
 void kcopyd_bdev_get_stats(const struct block_device *bdev,
 			   struct kcopyd_bdev_stats *st);
 /*

@@ -18,6 +18,7 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -770,7 +771,13 @@ START_TEST(test_flush)
 	/* The old call fills only the old fields; a short size is refused. */
 	memset(&st, 0xff, sizeof(st));
 	kcopyd_bdev_get_stats(sb, &st);
+	ck_assert_uint_eq(st.bytes_written, 3 * MiB);
+	ck_assert_uint_eq(st.zeros, UINT64_MAX);
+	ck_assert_uint_eq(st.zeroed_write, UINT64_MAX);
 	ck_assert_uint_eq(st.flushes, UINT64_MAX);
+	ck_assert_int_eq(kcopyd_bdev_get_stats2(sb, &st,
+			 offsetof(struct kcopyd_bdev_stats, zeros)), 0);
+	ck_assert_uint_eq(st.zeros, UINT64_MAX);
 	ck_assert_int_eq(kcopyd_bdev_get_stats2(sb, &st, 8), -EINVAL);
 
 	kcopyd_client_destroy(kc);

@@ -196,7 +196,7 @@ START_TEST(test_threads)
 		ck_assert_msg(args[i].err == 0, "thread %u: %s", i,
 			      strerror(-args[i].err));
 	}
-	kcopyd_bdev_get_stats(b, &st);
+	ck_assert_int_eq(kcopyd_bdev_get_stats2(b, &st, sizeof(st)), 0);
 	ck_assert_uint_eq(st.bytes_written, (uint64_t)IO_THREADS * IO_SPAN);
 	ck_assert_uint_eq(st.bytes_read, (uint64_t)IO_THREADS * IO_SPAN);
 	ck_assert_uint_eq(st.errors, 0);
@@ -244,7 +244,7 @@ START_TEST(test_extents_and_zero)
 	for (size_t i = 0; i < MiB / 2; i++)
 		ck_assert_uint_eq(back[i], 0);
 	ck_assert_mem_eq(back + MiB / 2, buf + MiB / 2, MiB / 2);
-	kcopyd_bdev_get_stats(b, &st);
+	ck_assert_int_eq(kcopyd_bdev_get_stats2(b, &st, sizeof(st)), 0);
 	ck_assert_uint_eq(st.zeroed_punch, MiB / 2);
 	ck_assert_uint_eq(st.zeroed_write, 0);
 	ck_assert_int_eq(kcopyd_bdev_extent(b, 8 * MiB, 64 * MiB, &type,
@@ -260,7 +260,7 @@ START_TEST(test_extents_and_zero)
 	ck_assert_int_eq(kcopyd_bdev_pread(b, back, MiB, 8 * MiB), 0);
 	for (size_t i = 0; i < MiB; i++)
 		ck_assert_uint_eq(back[i], 0);
-	kcopyd_bdev_get_stats(b, &st);
+	ck_assert_int_eq(kcopyd_bdev_get_stats2(b, &st, sizeof(st)), 0);
 	ck_assert_uint_eq(st.zeroed_range, MiB / 2);
 	ck_assert_uint_eq(st.zeroed_write, 0);
 	ck_assert_uint_eq(st.bytes_written, MiB);
@@ -292,7 +292,7 @@ START_TEST(test_zero_fallback)
 	ck_assert_int_eq(kcopyd_bdev_pread(b, buf, MiB, 0), 0);
 	for (size_t i = 0; i < MiB; i++)
 		ck_assert_uint_eq(buf[i], 0);
-	kcopyd_bdev_get_stats(b, &st);
+	ck_assert_int_eq(kcopyd_bdev_get_stats2(b, &st, sizeof(st)), 0);
 	ck_assert_uint_eq(st.zeroed_write, MiB);
 	kcopyd_bdev_close(b);
 	stop_server(&s);
@@ -318,7 +318,7 @@ START_TEST(test_server_errors)
 	/* The refused write left nothing behind. */
 	for (size_t i = 0; i < sizeof(buf); i++)
 		ck_assert_uint_eq(buf[i], 0);
-	kcopyd_bdev_get_stats(b, &st);
+	ck_assert_int_eq(kcopyd_bdev_get_stats2(b, &st, sizeof(st)), 0);
 	ck_assert_uint_eq(st.errors, 1);
 	kcopyd_bdev_close(b);
 	stop_server(&s);

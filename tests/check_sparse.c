@@ -177,7 +177,7 @@ START_TEST(test_holes_zero_old_data)
 	ck_assert_uint_eq(d.write_err, 0);
 	assert_holds(&dst, src.orig);
 	/* Zeroed by punching (tmpfs can), so no longer allocated there. */
-	kcopyd_bdev_get_stats(dst.bdev, &bs);
+	ck_assert_int_eq(kcopyd_bdev_get_stats2(dst.bdev, &bs, sizeof(bs)), 0);
 	ck_assert_uint_eq(bs.bytes_zeroed, FOUR_SIZE - FOUR_DATA);
 	ck_assert_uint_eq(bs.zeroed_punch, FOUR_SIZE - FOUR_DATA);
 	ck_assert_uint_eq(bs.zeroed_write, 0);
@@ -325,7 +325,7 @@ static void check_allocated(bool by_flag)
 	assert_holds(&dst, src.orig);
 	/* Every block still allocated: zeroed in place or written. */
 	ck_assert_uint_eq(allocated(dst.path), FOUR_SIZE);
-	kcopyd_bdev_get_stats(dst.bdev, &bs);
+	ck_assert_int_eq(kcopyd_bdev_get_stats2(dst.bdev, &bs, sizeof(bs)), 0);
 	ck_assert_uint_eq(bs.zeroed_punch, 0);
 	ck_assert_uint_eq(bs.bytes_zeroed, FOUR_SIZE - FOUR_DATA);
 	kcopyd_client_destroy(kc);
@@ -363,7 +363,7 @@ START_TEST(test_target_zero)
 		memcpy(want + four[i].off, src.orig + four[i].off,
 		       four[i].len);
 	assert_holds(&dst, want);
-	kcopyd_bdev_get_stats(dst.bdev, &bs);
+	ck_assert_int_eq(kcopyd_bdev_get_stats2(dst.bdev, &bs, sizeof(bs)), 0);
 	ck_assert_uint_eq(bs.zeros, 0);
 	ck_assert_uint_eq(bs.bytes_zeroed, 0);
 	free(want);
@@ -398,7 +398,7 @@ START_TEST(test_zero_punches)
 	free(want);
 	/* Holes now, and no page of the pool was needed. */
 	ck_assert_uint_le(allocated(dst.path), 8 * KiB);
-	kcopyd_bdev_get_stats(dst.bdev, &bs);
+	ck_assert_int_eq(kcopyd_bdev_get_stats2(dst.bdev, &bs, sizeof(bs)), 0);
 	ck_assert_uint_eq(bs.zeroed_punch, to.count << 9);
 	ck_assert_uint_eq(bs.bytes_written, 0);
 	ck_assert_int_eq(kcopyd_client_get_stats(kc, &st), 0);
@@ -723,7 +723,7 @@ START_TEST(test_public_io)
 	ck_assert_int_eq(kcopyd_bdev_flush(im.bdev), 0);
 	ck_assert_int_eq(kcopyd_bdev_allocated(im.bdev, &bytes), 0);
 	ck_assert_uint_eq(bytes, allocated(im.path));
-	kcopyd_bdev_get_stats(im.bdev, &st);
+	ck_assert_int_eq(kcopyd_bdev_get_stats2(im.bdev, &st, sizeof(st)), 0);
 	ck_assert_uint_eq(st.reads, 3);
 	ck_assert_uint_eq(st.writes, 1);
 	ck_assert_uint_eq(st.zeros, 1);
