@@ -85,7 +85,6 @@ struct job {
 	int read_error;			/* set by job_done(): errnos and */
 	sector_t read_error_sector;	/* device sectors of failures */
 	struct kcopyd_dest_result dres[KCOPYD_MAX_DESTS];
-	bool cancelled;
 	sector_t offset, count;		/* relative to the regions' starts */
 	unsigned int nr_dests;
 	unsigned char dest_idx[KCOPYD_MAX_DESTS]; /* write_err bit -> dest */
@@ -209,11 +208,6 @@ static int check_operand(const struct operand *op)
 	if (kcopyd_bdev_is_uri(op->path) || stat(op->path, &st) == -1)
 		return 0;
 	return check_kind(op, &st);
-}
-
-static const char *src_name(const struct copy *c)
-{
-	return c->src.path;
 }
 
 static int bdev_flags(const struct copy *c, int acc)
@@ -730,7 +724,6 @@ static void job_done(const struct kcopyd_completion *done, void *context)
 		j->verify_sector[i] = done->verify_sector[i];
 	j->failed = done->read_err || done->write_err || done->verify_err ||
 		    done->cancelled;
-	j->cancelled = done->cancelled;
 	j->read_error = done->read_error;
 	j->read_error_sector = done->read_error_sector;
 	memcpy(j->dres, done->dests, done->num_dests * sizeof(j->dres[0]));
@@ -903,11 +896,6 @@ static void map_bad(struct copy *c)
 		abort();
 }
 
-/*
- * Engine worker: a range of a device was lost under IGNORE_ERROR.  Its
- * place in the copy: from the source's start, or from the start of the
- * destination region holding it.
- */
 /* --ignore-errors: keep each lost range for the report (c->lock held). */
 static void keep_lost(struct copy *c, struct block_device *bdev,
 		      sector_t sector, sector_t count, int write, int error)
@@ -927,6 +915,11 @@ static void keep_lost(struct copy *c, struct block_device *bdev,
 					       error };
 }
 
+/*
+ * Engine worker: a range of a device was lost under IGNORE_ERROR.  Its
+ * place in the copy: from the source's start, or from the start of the
+ * destination region holding it.
+ */
 static void bad_range(uint64_t id, struct block_device *bdev, sector_t sector,
 		      sector_t count, int write, int error, void *context)
 {
@@ -1134,7 +1127,7 @@ static double percent(const struct copy *c, sector_t n)
 static const char *bdev_name(const struct copy *c, struct block_device *b)
 {
 	if (b == c->src_bdev && !c->zero)
-		return src_name(c);
+		return c->src.path;
 	for (unsigned int i = 0; i < c->nr_dests; i++)
 		if (c->dests[i].bdev == b)
 			return c->dests[i].op.path;
@@ -1183,7 +1176,7 @@ static int report(struct copy *c)
 	bool rerr = c->read_failed_jobs > 0, werr = false, verr = false;
 
 	if (rerr)
-		say("%s: %s at sector %llu", src_name(c),
+		say("%s: %s at sector %llu", c->src.path,
 		    strerror(c->read_error),
 		    (unsigned long long)c->read_error_sector);
 	for (unsigned int i = 0; i < c->nr_dests; i++) {

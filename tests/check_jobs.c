@@ -72,16 +72,7 @@ static void count_progress(sector_t sectors, void *context)
 
 static void result_wait(struct result *r)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += 120;
-	pthread_mutex_lock(&r->lock);
-	while (!r->calls)
-		ck_assert_msg(pthread_cond_timedwait(&r->cond, &r->lock,
-						     &ts) != ETIMEDOUT,
-			      "no completion in 120 s");
-	pthread_mutex_unlock(&r->lock);
+	wait_calls(&r->lock, &r->cond, &r->calls, 1, 120);
 }
 
 static struct kcopyd_job_desc copy_desc(struct io_region *from,

@@ -247,6 +247,12 @@ START_TEST(test_extents_and_zero)
 	ck_assert_int_eq(kcopyd_bdev_get_stats2(b, &st, sizeof(st)), 0);
 	ck_assert_uint_eq(st.zeroed_punch, MiB / 2);
 	ck_assert_uint_eq(st.zeroed_write, 0);
+	ck_assert_int_eq(kcopyd_bdev_extent(b, 8 * MiB, 64 * MiB, &type,
+					    &count), 0);
+	ck_assert_uint_eq(type, KCOPYD_EXTENT_HOLE);
+	ck_assert_uint_eq(count, MiB / 2);
+	ck_assert_int_eq(kcopyd_bdev_allocated(b, &bytes), 0);
+	ck_assert_uint_eq(bytes, MiB / 2);
 
 	/* Must stay allocated: zeros, by NO_HOLE, never written. */
 	ck_assert_int_eq(kcopyd_bdev_zero(b, 8 * MiB + MiB / 2, MiB / 2,
@@ -309,6 +315,9 @@ START_TEST(test_server_errors)
 	ck_assert_int_eq(kcopyd_bdev_open(s.uri, O_RDWR, &b), 0);
 	ck_assert_int_eq(kcopyd_bdev_pwrite(b, buf, sizeof(buf), 0), -ENOSPC);
 	ck_assert_int_eq(kcopyd_bdev_pread(b, buf, sizeof(buf), 0), 0);
+	/* The refused write left nothing behind. */
+	for (size_t i = 0; i < sizeof(buf); i++)
+		ck_assert_uint_eq(buf[i], 0);
 	ck_assert_int_eq(kcopyd_bdev_get_stats2(b, &st, sizeof(st)), 0);
 	ck_assert_uint_eq(st.errors, 1);
 	kcopyd_bdev_close(b);

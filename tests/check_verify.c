@@ -79,16 +79,7 @@ static void record_bad(uint64_t id, struct block_device *bdev,
 
 static void result_wait(struct result *r)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += 120;
-	pthread_mutex_lock(&r->lock);
-	while (!r->calls)
-		ck_assert_msg(pthread_cond_timedwait(&r->cond, &r->lock,
-						     &ts) != ETIMEDOUT,
-			      "no completion in 120 s");
-	pthread_mutex_unlock(&r->lock);
+	wait_calls(&r->lock, &r->cond, &r->calls, 1, 120);
 }
 
 struct setup {
@@ -164,12 +155,7 @@ static void run(struct setup *s, unsigned int flags, struct result *r)
 static void add_corrupt(struct block_device *b, unsigned int ops,
 			sector_t sector, sector_t count)
 {
-	struct kcopyd_fault f = {
-		.ops = ops, .kind = KCOPYD_FAULT_CORRUPT,
-		.sector = sector, .count = count,
-	};
-
-	ck_assert_int_eq(kcopyd_bdev_add_fault(b, &f), 0);
+	add_fault(b, ops, KCOPYD_FAULT_CORRUPT, sector, count, 0, 0);
 }
 
 /* Sectors of dest i's file that differ from the source's. */

@@ -169,6 +169,8 @@ start_nbdkit_tcp()
 #   kcopydfs_field MNT ID KEY  print KEY's value in job ID's results line
 #   kcopydfs_mode MNT NAME   print dev/NAME's I/O mode from MNT/stats
 #                            (passthrough or direct_io)
+#   kcopydfs_wait_clone MNT NAME STATE  wait (60 s at most) until clone
+#                            NAME of MNT/stats is in STATE
 # KCOPYDFS_OPTS (e.g. --no-passthrough) is added to every start_kcopydfs.
 start_kcopydfs()
 {
@@ -234,6 +236,16 @@ kcopydfs_wait_state()
 		sleep 0.05
 	done
 	fail "job $id of $mnt not in state $* after 20 s: $(cat "$mnt/results")"
+}
+
+kcopydfs_wait_clone()
+{
+	local mnt=$1 name=$2 state=$3 i
+	for ((i = 0; i < 1200; i++)); do
+		grep -qx "clone\\.$name\\.state=$state" "$mnt/stats" && return 0
+		sleep 0.05
+	done
+	fail "clone $name not $state in 60 s: $(grep clone "$mnt/stats")"
 }
 
 kcopydfs_mode()

@@ -7,7 +7,7 @@
 # not fail are complete.  (Read errors are covered in kcopy-mount.sh, through
 # the fault injection of kcopydfs.)
 source "$abs_srcdir/functions.sh"
-requires cmp mount umount
+requires cmp mount umount strace
 [ -x "$KCOPY" ] || skip "kcopy was not built"
 make_tmpdir
 cd "$tmp" || fail "cd $tmp"
@@ -66,17 +66,15 @@ rm -f full/e.img
 # --fsync flushes the destination before the copy counts as done; without
 # it nothing is flushed.
 # LeakSanitizer cannot run under ptrace: off for the traced runs.
-if command -v strace >/dev/null; then
-	export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0"
-	strace -f -o trace -e trace=fsync,fdatasync "$KCOPY" --fsync \
-		src.img:0+512K e.img 2>err || fail "--fsync: $(cat err)"
-	grep -Eq "(fsync|fdatasync)\([0-9]+\) += 0" trace ||
-		fail "--fsync flushed nothing: $(cat trace)"
-	strace -f -o trace -e trace=fsync,fdatasync "$KCOPY" \
-		src.img:0+512K f.img 2>err || fail "copy: $(cat err)"
-	grep -Eq "(fsync|fdatasync)\(" trace &&
-		fail "a flush without --fsync: $(cat trace)"
-fi
+export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0"
+strace -f -o trace -e trace=fsync,fdatasync "$KCOPY" --fsync \
+	src.img:0+512K e.img 2>err || fail "--fsync: $(cat err)"
+grep -Eq "(fsync|fdatasync)\([0-9]+\) += 0" trace ||
+	fail "--fsync flushed nothing: $(cat trace)"
+strace -f -o trace -e trace=fsync,fdatasync "$KCOPY" \
+	src.img:0+512K f.img 2>err || fail "copy: $(cat err)"
+grep -Eq "(fsync|fdatasync)\(" trace &&
+	fail "a flush without --fsync: $(cat trace)"
 
 # Nothing is created when the copy cannot start.
 run src.img:0+1M /nonexistent-dir/x.img

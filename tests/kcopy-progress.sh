@@ -4,7 +4,7 @@
 # "N/100" lines on a descriptor with --progress=fd:N, and a live line on a
 # terminal that fits its width and has no escapes on TERM=dumb.
 source "$abs_srcdir/functions.sh"
-requires cmp
+requires cmp script timeout
 [ -x "$KCOPY" ] || skip "kcopy was not built"
 make_tmpdir
 cd "$tmp" || fail "cd $tmp"
@@ -69,25 +69,23 @@ done <fd.out
 grep -q "descriptor 9 is not open for writing" err || fail "$(cat err)"
 
 # A terminal gets a live line (carriage returns) without --progress.
-if command -v script >/dev/null 2>&1; then
-	timeout 60 script -qec "'$KCOPY' src.img e.img" /dev/null >tty.out ||
-		fail "copy on a terminal"
-	cmp src.img e.img || fail "e.img differs"
-	grep -q $'\r' tty.out || fail "no live line on a terminal"
-	tr '\r' '\n' <tty.out | grep -q "32.00 MiB / 32.00 MiB  100%" ||
-		fail "no complete live line: $(tr '\r' '\n' <tty.out)"
-	timeout 60 script -qec "'$KCOPY' -q src.img f.img" /dev/null \
-		>tty.out || fail "copy on a terminal with -q"
-	[ ! -s tty.out ] || fail "-q printed on a terminal"
+timeout 60 script -qec "'$KCOPY' src.img e.img" /dev/null >tty.out ||
+	fail "copy on a terminal"
+cmp src.img e.img || fail "e.img differs"
+grep -q $'\r' tty.out || fail "no live line on a terminal"
+tr '\r' '\n' <tty.out | grep -q "32.00 MiB / 32.00 MiB  100%" ||
+	fail "no complete live line: $(tr '\r' '\n' <tty.out)"
+timeout 60 script -qec "'$KCOPY' -q src.img f.img" /dev/null \
+	>tty.out || fail "copy on a terminal with -q"
+[ ! -s tty.out ] || fail "-q printed on a terminal"
 
-	# 30 columns: the line loses its tail rather than wrapping; a dumb
-	# terminal gets spaces, not escape sequences.
-	timeout 60 script -qec "stty cols 30; TERM=dumb '$KCOPY' src.img j.img" \
-		/dev/null >tty.out || fail "copy on a narrow dumb terminal"
-	grep -q $'\033' tty.out && fail "an escape on TERM=dumb"
-	tr '\r' '\n' <tty.out | grep -q "32.00 MiB / 32.00 MiB  100%" ||
-		fail "no live line on a narrow terminal: $(tr '\r' '\n' <tty.out)"
-	long=$(tr '\r' '\n' <tty.out | awk '{ if (length($0) > n) n = length($0) } END { print n + 0 }')
-	[ "$long" -lt 30 ] || fail "a line of $long columns on 30"
-fi
+# 30 columns: the line loses its tail rather than wrapping; a dumb
+# terminal gets spaces, not escape sequences.
+timeout 60 script -qec "stty cols 30; TERM=dumb '$KCOPY' src.img j.img" \
+	/dev/null >tty.out || fail "copy on a narrow dumb terminal"
+grep -q $'\033' tty.out && fail "an escape on TERM=dumb"
+tr '\r' '\n' <tty.out | grep -q "32.00 MiB / 32.00 MiB  100%" ||
+	fail "no live line on a narrow terminal: $(tr '\r' '\n' <tty.out)"
+long=$(tr '\r' '\n' <tty.out | awk '{ if (length($0) > n) n = length($0) } END { print n + 0 }')
+[ "$long" -lt 30 ] || fail "a line of $long columns on 30"
 exit 0

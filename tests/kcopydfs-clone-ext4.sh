@@ -48,12 +48,7 @@ e2fsck -f -n "$loop" >"$tmp/fsck2" 2>&1 ||
 	fail "everything hydrated while paused: $(grep clone "$mnt/stats")"
 
 echo "clone-resume c" >"$mnt/control" || fail "clone-resume"
-for ((i = 0; i < 600; i++)); do
-	[ "$(stat_of state)" = hydrated ] && break
-	sleep 0.1
-done
-[ "$(stat_of state)" = hydrated ] ||
-	fail "not hydrated in 60 s: $(grep clone "$mnt/stats")"
+kcopydfs_wait_clone "$mnt" c hydrated
 e2fsck -f -n "$loop" >"$tmp/fsck3" 2>&1 ||
 	fail "the hydrated clone does not check clean: $(cat "$tmp/fsck3")"
 losetup -d "$loop"

@@ -26,12 +26,7 @@ fio "${job[@]}" --output="$tmp/fio.out" ||
 grep -q "err= 0" "$tmp/fio.out" || fail "fio reported errors: $(cat "$tmp/fio.out")"
 echo "after fio: $(grep -E "clone.c.(state|hydrated|skipped)=" "$mnt/stats" | tr "\n" " ")"
 
-for ((i = 0; i < 1200; i++)); do
-	grep -qx "clone.c.state=hydrated" "$mnt/stats" && break
-	sleep 0.05
-done
-grep -qx "clone.c.state=hydrated" "$mnt/stats" ||
-	fail "not hydrated in 60 s: $(grep clone "$mnt/stats")"
+kcopydfs_wait_clone "$mnt" c hydrated
 fio "${job[@]}" --verify_only --output="$tmp/fio2.out" ||
 	fail "fio verify after hydration: $(cat "$tmp/fio2.out")"
 dd if="$mnt/dev/c" bs=1M status=none >"$tmp/seen"

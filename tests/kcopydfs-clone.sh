@@ -101,11 +101,7 @@ bad_mount "has region=65536, not 131072" "${devs[@]}" \
 
 # Remounted: the map is kept, hydration finishes, copying only the rest.
 start_kcopydfs "$mnt" "${devs[@]}" --clone c=src:dst:meta
-for ((i = 0; i < 600; i++)); do
-	[ "$(stat_of state)" = hydrated ] && break
-	sleep 0.05
-done
-[ "$(stat_of state)" = hydrated ] || fail "not hydrated in 30 s: $(grep clone "$mnt/stats")"
+kcopydfs_wait_clone "$mnt" c hydrated
 [ "$(stat_of hydrated)" = 64 ] || fail "hydrated $(stat_of hydrated)"
 [ "$(stat_of bytes_copied)" = $((58 * R)) ] ||
 	fail "the remount copied $(stat_of bytes_copied) bytes, not the 58 regions left"
@@ -164,12 +160,7 @@ expect_fail "No such file" bash -c "echo 'clone-finish y' >'$mnt/control'"
 [ -n "$(sed -n 's/^clone\.f\.state=//p' "$mnt/stats")" ] ||
 	fail "a refused finish took the clone away"
 echo "clone-resume f" >"$mnt/control" || fail "clone-resume"
-for ((i = 0; i < 600; i++)); do
-	grep -qx "clone.f.state=hydrated" "$mnt/stats" && break
-	sleep 0.05
-done
-grep -qx "clone.f.state=hydrated" "$mnt/stats" ||
-	fail "f not hydrated in 30 s: $(grep clone "$mnt/stats")"
+kcopydfs_wait_clone "$mnt" f hydrated
 # A file open on the clone across the finish: still reads and writes DEST.
 head -c 512 /dev/urandom >"$tmp/p3"
 out=$(python3 - "$mnt" "$tmp/p3" <<'PY'

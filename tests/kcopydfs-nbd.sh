@@ -2,10 +2,10 @@
 # kcopydfs with remote devices: --dev NAME=URI serves an NBD export as
 # dev/NAME, through the daemon (never passthrough); copy jobs between a
 # file and exports; a read-only export is a read-only device; dev/NAME
-# under fio with verification (when fio is installed).
+# under fio with verification.
 source "$abs_srcdir/functions.sh"
 requires_fuse
-requires cmp dd nbdkit nbdcopy stat
+requires cmp dd nbdkit nbdcopy stat fio
 "$KCOPY" /dev/null nbd+unix:///?socket=/nonexistent 2>&1 |
 	grep -q "Protocol not supported" && skip "built without libnbd"
 make_tmpdir
@@ -59,13 +59,11 @@ expect_fail "" sh -c "echo 'copy a:0+8 ro:0 sync' >'$mnt/control'"
 grep -q "read-only" "$kcopydfs_log" || fail "no read-only notice"
 
 # fio writes dev/t at random and verifies what it reads back.
-if command -v fio >/dev/null; then
-	fio --name=verify --filename="$mnt/dev/t" --size=32M \
-		--rw=randwrite --bs=4k-64k --ioengine=psync --numjobs=1 \
-		--verify=crc32c --do_verify=1 --verify_fatal=1 \
-		--verify_state_save=0 \
-		--output="$tmp/fio.log" || fail "fio: $(cat "$tmp/fio.log")"
-	grep -q "err= 0" "$tmp/fio.log" || fail "fio: $(cat "$tmp/fio.log")"
-fi
+fio --name=verify --filename="$mnt/dev/t" --size=32M \
+	--rw=randwrite --bs=4k-64k --ioengine=psync --numjobs=1 \
+	--verify=crc32c --do_verify=1 --verify_fatal=1 \
+	--verify_state_save=0 \
+	--output="$tmp/fio.log" || fail "fio: $(cat "$tmp/fio.log")"
+grep -q "err= 0" "$tmp/fio.log" || fail "fio: $(cat "$tmp/fio.log")"
 
 stop_kcopydfs "$mnt"

@@ -41,6 +41,8 @@ for ((i = 0; i < 400; i++)); do
 	[ "$(kcopydfs_field "$mnt" "$id" done)" -gt 0 ] && break
 	sleep 0.05
 done
+[ "$(kcopydfs_field "$mnt" "$id" done)" -gt 0 ] ||
+	fail "job $id did not start in 20 s: $(cat "$mnt/results")"
 echo "cancel tag=big" >"$mnt/control" || fail "cancel tag=big refused"
 kcopydfs_wait_state "$mnt" "$id" cancelled
 done_sectors=$(kcopydfs_field "$mnt" "$id" done)

@@ -23,6 +23,8 @@ for ((i = 0; i < 400; i++)); do
 	ls -l "/proc/$tailpid/fd" 2>/dev/null | grep -q "$mnt/finished" && break
 	sleep 0.05
 done
+ls -l "/proc/$tailpid/fd" 2>/dev/null | grep -q "$mnt/finished" ||
+	fail "tail did not open finished in 20 s: $(cat "$tmp/tail.err")"
 for i in 1 2 3 4 5; do
 	echo "zero b.img:$i+1 sync tag=t$i" >"$mnt/control" || fail "zero $i"
 done

@@ -35,16 +35,6 @@ check_clone()
 		fail "round $1: dev/c lost fsync'd data (seed $seed)"
 }
 
-wait_hydrated()
-{
-	local i
-	for ((i = 0; i < 1200; i++)); do
-		[ "$(stat_of state)" = "$1" ] && return 0
-		sleep 0.05
-	done
-	fail "clone not $1 in 60 s: $(grep clone "$mnt/stats")"
-}
-
 # Without fsync, the map is committed within the interval: a write to
 # an unhydrated region, then a commit, survives kill -9.
 start_kcopydfs "$mnt" "${devs[@]}" --clone c=src:dst:meta:region=16K:paused
@@ -100,7 +90,7 @@ done
 # The last mount, at full speed: every byte kept, hydration finished.
 start_kcopydfs "$mnt" "${devs[@]}" --clone c=src:dst:meta:region=16K
 check_clone last
-wait_hydrated hydrated
+kcopydfs_wait_clone "$mnt" c hydrated
 check_clone hydrated
 stop_kcopydfs "$mnt"
 cmp "$tmp/dst" "$tmp/exp" || fail "the dest is not the clone (seed $seed)"
@@ -114,7 +104,7 @@ make_image "$tmp/dst" 8M zero
 cp "$tmp/src" "$tmp/exp"
 start_kcopydfs "$mnt" "${devs[@]}" --clone c=src:dst:meta:region=16K \
 	--fault src:read:$((5 * R / 512 + 3))+1:EIO
-wait_hydrated failed
+kcopydfs_wait_clone "$mnt" c failed
 [ "$(stat_of failed)" = 1 ] || fail "failed $(stat_of failed), not 1"
 grep -q "^clone=c state=failed regions=$((size / R)) hydrated=$((size / R - 1)) skipped=0 failed=1 " \
 	"$mnt/finished" || fail "no results line for the failure: $(cat "$mnt/finished")"
@@ -135,7 +125,7 @@ head -c $R /dev/urandom >"$tmp/p"
 dd if="$tmp/p" of="$mnt/dev/c" bs=$R seek=5 conv=notrunc status=none ||
 	fail "a whole write of the failed region"
 dd if="$tmp/p" of="$tmp/exp" bs=$R seek=5 conv=notrunc status=none
-wait_hydrated hydrated
+kcopydfs_wait_clone "$mnt" c hydrated
 check_clone faults
 stop_kcopydfs "$mnt"
 exit 0

@@ -121,6 +121,8 @@ for sig in INT KILL; do
 		grep -q " tag=$sig " "$mnt/results" && break
 		sleep 0.05
 	done
+	grep -q " tag=$sig " "$mnt/results" ||
+		fail "the job of SIG$sig never showed"
 	kill -$sig $p
 	timeout 30 tail --pid=$p -f /dev/null || fail "SIG$sig did not free the writer"
 	wait $p && fail "the writer killed by SIG$sig exited 0"
@@ -132,6 +134,7 @@ for ((i = 0; i < 400; i++)); do
 	grep -q " tag=dashint " "$mnt/results" && break
 	sleep 0.05
 done
+grep -q " tag=dashint " "$mnt/results" || fail "the job of dash never showed"
 kill -INT $p
 timeout 30 tail --pid=$p -f /dev/null || fail "SIGINT did not free dash"
 once dashint "queued running done"

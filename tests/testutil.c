@@ -116,19 +116,24 @@ void done_cb(int read_err, unsigned int write_err, void *context)
 	pthread_mutex_unlock(&d->lock);
 }
 
-void done_wait(struct done_count *d, unsigned int calls)
+void wait_calls(pthread_mutex_t *lock, pthread_cond_t *cond,
+		const unsigned int *calls, unsigned int want, int secs)
 {
 	struct timespec ts;
 
 	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += 60;
-	pthread_mutex_lock(&d->lock);
-	while (d->calls < calls)
-		if (pthread_cond_timedwait(&d->cond, &d->lock, &ts) ==
-		    ETIMEDOUT)
-			ck_abort_msg("only %u of %u callbacks in 60 s",
-				     d->calls, calls);
-	pthread_mutex_unlock(&d->lock);
+	ts.tv_sec += secs;
+	pthread_mutex_lock(lock);
+	while (*calls < want)
+		if (pthread_cond_timedwait(cond, lock, &ts) == ETIMEDOUT)
+			ck_abort_msg("only %u of %u callbacks in %d s", *calls,
+				     want, secs);
+	pthread_mutex_unlock(lock);
+}
+
+void done_wait(struct done_count *d, unsigned int calls)
+{
+	wait_calls(&d->lock, &d->cond, &d->calls, calls, 60);
 }
 
 unsigned int done_calls(struct done_count *d)

@@ -45,6 +45,12 @@ struct done_count {
 void done_init(struct done_count *d);
 /* A kcopyd_notify_fn; context is a struct done_count. */
 void done_cb(int read_err, unsigned int write_err, void *context);
+/*
+ * Wait, under lock, until *calls (counted under lock, cond broadcast) reaches
+ * want; fails the test after secs seconds.
+ */
+void wait_calls(pthread_mutex_t *lock, pthread_cond_t *cond,
+		const unsigned int *calls, unsigned int want, int secs);
 /* Wait until `calls` callbacks have run (fails the test after 60 s). */
 void done_wait(struct done_count *d, unsigned int calls);
 unsigned int done_calls(struct done_count *d);
