@@ -1286,6 +1286,40 @@ static struct kfs_dev *clone_get(struct kfs *fs, const char *name, size_t len)
 }
 
 /*
+ * The checks remove and clone-finish share (c->lock held): the clone is
+ * still listed (else ENOENT) and has no hydration or write in flight
+ * (else EBUSY, the message ending with hint).
+ */
+static int end_check(struct kfs_clone *c, const char *hint, char *msg,
+		     size_t msglen)
+{
+	const char *name = c->dev->name;
+
+	if (c->removed) {
+		snprintf(msg, msglen, "no clone named '%s'", name);
+		return -ENOENT;
+	}
+	if (c->jobs || !list_empty(&c->waiting)) {
+		snprintf(msg, msglen, "clone %s: %u hydration job%s in flight%s"
+			 "; %s", name, c->jobs, c->jobs == 1 ? "" : "s",
+			 list_empty(&c->waiting) ? "" : ", writes waiting",
+			 hint);
+		return -EBUSY;
+	}
+	return 0;
+}
+
+/* A remove or clone-finish that failed after its checks: go on hydrating. */
+static void end_undo(struct kfs_clone *c)
+{
+	pth(pthread_mutex_lock(&c->lock));
+	c->stopping = false;
+	c->removed = false;
+	pump(c);
+	pth(pthread_mutex_unlock(&c->lock));
+}
+
+/*
  * remove: no hydration in flight and no write waiting (else EBUSY), then
  * nothing more is hydrated and dev/NAME goes; open files of it still
  * read, and write where the region is hydrated.
@@ -1294,19 +1328,11 @@ static int clone_remove(struct kfs *fs, struct kfs_clone *c, char *msg,
 			size_t msglen)
 {
 	const char *name = c->dev->name;
-	int r = 0;
+	int r;
 
 	pth(pthread_mutex_lock(&c->lock));
-	if (c->removed) {
-		snprintf(msg, msglen, "no clone named '%s'", name);
-		r = -ENOENT;
-	} else if (c->jobs || !list_empty(&c->waiting)) {
-		snprintf(msg, msglen, "clone %s: %u hydration job%s in flight%s"
-			 "; clone-pause it, then remove", name, c->jobs,
-			 c->jobs == 1 ? "" : "s", list_empty(&c->waiting) ?
-			 "" : ", writes waiting");
-		r = -EBUSY;
-	} else {
+	r = end_check(c, "clone-pause it, then remove", msg, msglen);
+	if (!r) {
 		c->stopping = true;
 		c->removed = true;
 	}
@@ -1315,13 +1341,8 @@ static int clone_remove(struct kfs *fs, struct kfs_clone *c, char *msg,
 		return r;
 	commit(c, true);
 	r = kfs_detach(fs, name, msg, msglen);
-	if (r) {
-		pth(pthread_mutex_lock(&c->lock));
-		c->stopping = false;
-		c->removed = false;
-		pump(c);
-		pth(pthread_mutex_unlock(&c->lock));
-	}
+	if (r)
+		end_undo(c);
 	return r;
 }
 
@@ -1341,29 +1362,21 @@ static int clone_finish(struct kfs *fs, struct kfs_dev *d, char *msg,
 	int r = 0, fd = -1;
 
 	pth(pthread_mutex_lock(&c->lock));
-	if (c->removed) {
-		snprintf(msg, msglen, "no clone named '%s'", name);
-		r = -ENOENT;
-	} else if (c->jobs || !list_empty(&c->waiting)) {
-		snprintf(msg, msglen, "clone %s: %u hydration job%s in flight%s"
-			 "; finish it once hydrated", name, c->jobs,
-			 c->jobs == 1 ? "" : "s", list_empty(&c->waiting) ?
-			 "" : ", writes waiting");
-		r = -EBUSY;
-	} else if (c->nr_failed) {
+	r = end_check(c, "finish it once hydrated", msg, msglen);
+	if (!r && c->nr_failed) {
 		snprintf(msg, msglen, "clone %s: %llu of %llu regions failed "
 			 "to hydrate; write them over in full, or remove the "
 			 "clone", name, (unsigned long long)c->nr_failed,
 			 (unsigned long long)c->nr);
 		r = -EAGAIN;
-	} else if (!c->ended || c->nr_valid < c->nr) {
+	} else if (!r && (!c->ended || c->nr_valid < c->nr)) {
 		snprintf(msg, msglen, "clone %s: %llu of %llu regions not "
 			 "hydrated yet%s", name,
 			 (unsigned long long)(c->nr - c->nr_valid),
 			 (unsigned long long)c->nr,
 			 c->paused ? " (paused: clone-resume it)" : "");
 		r = -EAGAIN;
-	} else {
+	} else if (!r) {
 		c->stopping = true;
 		c->removed = true;
 	}
@@ -1407,11 +1420,7 @@ static int clone_finish(struct kfs *fs, struct kfs_dev *d, char *msg,
 	kfs_dev_put(fs, d);
 	return 0;
 undo:
-	pth(pthread_mutex_lock(&c->lock));
-	c->stopping = false;
-	c->removed = false;
-	pump(c);
-	pth(pthread_mutex_unlock(&c->lock));
+	end_undo(c);
 	return r;
 }
 

@@ -165,8 +165,25 @@ struct kfs_dev *kfs_dev_by_ino(const struct kfs *fs, fuse_ino_t ino)
 	return NULL;
 }
 
-int kfs_dev_attach(struct kfs *fs, struct kfs_dev *d, char *msg,
-		   size_t msglen)
+/* -EBUSY with a message if jobs hold d (dlock held), else 0. */
+static int check_idle(const struct kfs_dev *d, char *msg, size_t msglen)
+{
+	unsigned int busy = atomic_load(&d->busy);
+
+	if (!busy)
+		return 0;
+	snprintf(msg, msglen, "device '%s' is in use by %u queued or running "
+		 "job%s", d->name, busy, busy == 1 ? "" : "s");
+	return -EBUSY;
+}
+
+/*
+ * Lists d in a free slot, with a new inode: a name attached again is not
+ * the old file.  With old, d takes old's name in the listing, so old must
+ * still be listed and no job may hold it; else d's name must be free.
+ */
+static int dev_install(struct kfs *fs, struct kfs_dev *old, struct kfs_dev *d,
+		       char *msg, size_t msglen)
 {
 	unsigned int slot;
 	int r = 0;
@@ -174,58 +191,50 @@ int kfs_dev_attach(struct kfs *fs, struct kfs_dev *d, char *msg,
 	pth(pthread_rwlock_wrlock(&fs->dlock));
 	for (slot = 0; slot < fs->ndevs && fs->devs[slot]; slot++)
 		;
-	if (kfs_dev_find(fs, d->name, strlen(d->name)) >= 0) {
+	if (!old && kfs_dev_find(fs, d->name, strlen(d->name)) >= 0) {
 		snprintf(msg, msglen, "device '%s' exists", d->name);
 		r = -EEXIST;
-	} else if (slot == KFS_MAX_DEVS) {
+		goto out;
+	}
+	if (old && !old->attached) {
+		snprintf(msg, msglen, "no device '%s'", old->name);
+		r = -ENOENT;
+		goto out;
+	}
+	if (old) {
+		r = check_idle(old, msg, msglen);
+		if (r)
+			goto out;
+	}
+	if (slot == KFS_MAX_DEVS) {
 		snprintf(msg, msglen, "no room for device '%s': %d devices "
 			 "at most, open ones included", d->name, KFS_MAX_DEVS);
 		r = -ENOSPC;
-	} else {
-		if (slot == fs->ndevs)
-			fs->ndevs++;
-		d->slot = slot;
-		/* A new inode: a name attached again is not the old file. */
-		d->ino = fs->next_ino++;
-		d->attached = true;
-		fs->devs[slot] = d;
+		goto out;
 	}
+	if (old)
+		old->attached = false;
+	if (slot == fs->ndevs)
+		fs->ndevs++;
+	d->slot = slot;
+	d->ino = fs->next_ino++;
+	d->attached = true;
+	fs->devs[slot] = d;
+out:
 	pth(pthread_rwlock_unlock(&fs->dlock));
 	return r;
+}
+
+int kfs_dev_attach(struct kfs *fs, struct kfs_dev *d, char *msg,
+		   size_t msglen)
+{
+	return dev_install(fs, NULL, d, msg, msglen);
 }
 
 int kfs_dev_replace(struct kfs *fs, struct kfs_dev *old, struct kfs_dev *d,
 		    char *msg, size_t msglen)
 {
-	unsigned int slot, busy;
-	int r = 0;
-
-	pth(pthread_rwlock_wrlock(&fs->dlock));
-	for (slot = 0; slot < fs->ndevs && fs->devs[slot]; slot++)
-		;
-	busy = atomic_load(&old->busy);
-	if (!old->attached) {
-		snprintf(msg, msglen, "no device '%s'", old->name);
-		r = -ENOENT;
-	} else if (busy) {
-		snprintf(msg, msglen, "device '%s' is in use by %u queued or "
-			 "running job%s", old->name, busy, busy == 1 ? "" : "s");
-		r = -EBUSY;
-	} else if (slot == KFS_MAX_DEVS) {
-		snprintf(msg, msglen, "no room for device '%s': %d devices "
-			 "at most, open ones included", d->name, KFS_MAX_DEVS);
-		r = -ENOSPC;
-	} else {
-		old->attached = false;
-		if (slot == fs->ndevs)
-			fs->ndevs++;
-		d->slot = slot;
-		d->ino = fs->next_ino++;
-		d->attached = true;
-		fs->devs[slot] = d;
-	}
-	pth(pthread_rwlock_unlock(&fs->dlock));
-	return r;
+	return dev_install(fs, old, d, msg, msglen);
 }
 
 void kfs_dev_get(struct kfs_dev *d)
@@ -352,7 +361,6 @@ int kfs_attach(struct kfs *fs, const char *name, const char *path, bool ro,
 
 int kfs_detach(struct kfs *fs, const char *name, char *msg, size_t msglen)
 {
-	unsigned int busy = 0;
 	struct kfs_dev *d = NULL;
 	int slot, r = 0;
 
@@ -363,8 +371,6 @@ int kfs_detach(struct kfs *fs, const char *name, char *msg, size_t msglen)
 		r = -ENOENT;
 	} else {
 		d = fs->devs[slot];
-		/* Jobs are queued under dlock too: none can start now. */
-		busy = atomic_load(&d->busy);
 		if (atomic_load(&d->under_clone)) {
 			snprintf(msg, msglen, "device '%s' is under a clone",
 				 name);
@@ -372,13 +378,11 @@ int kfs_detach(struct kfs *fs, const char *name, char *msg, size_t msglen)
 		} else if (d->clone && !kfs_clone_removable(d->clone)) {
 			snprintf(msg, msglen, "clone '%s': use remove", name);
 			r = -EBUSY;
-		} else if (busy) {
-			snprintf(msg, msglen, "device '%s' is in use by %u "
-				 "queued or running job%s", name, busy,
-				 busy == 1 ? "" : "s");
-			r = -EBUSY;
 		} else {
-			d->attached = false;
+			/* Jobs are queued under dlock too: none can start now. */
+			r = check_idle(d, msg, msglen);
+			if (!r)
+				d->attached = false;
 		}
 	}
 	pth(pthread_rwlock_unlock(&fs->dlock));

@@ -542,11 +542,13 @@ static void open_status(fuse_req_t req, fuse_ino_t ino,
 }
 
 /*
- * The reply goes out only after p->lock is dropped: once the kernel has
- * its answer the file may be closed, and its release frees p.
+ * MNT/results (the job table, a read at 0 starting a new pass) or
+ * MNT/finished (the kept lines), by p's inode.  The reply goes out only
+ * after p->lock is dropped: once the kernel has its answer the file may
+ * be closed, and its release frees p.
  */
-static void read_results(fuse_req_t req, struct kfs_poller *p, size_t size,
-			 off_t off)
+static void read_stream(fuse_req_t req, struct kfs_poller *p, size_t size,
+			off_t off)
 {
 	struct kfs *fs = fs_of(req);
 	char *buf;
@@ -561,34 +563,15 @@ static void read_results(fuse_req_t req, struct kfs_poller *p, size_t size,
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	if (off == 0)
+	if (p->ino == INO_RESULTS && off == 0)
 		start_pass(fs, p);
 	pth(pthread_mutex_lock(&p->lock));
-	n = kfs_table_read(fs->table, &p->pos, (uint64_t)off, buf, size);
-	pth(pthread_mutex_unlock(&p->lock));
-	fuse_reply_buf(req, buf, n);
-	free(buf);
-}
-
-static void read_finished(fuse_req_t req, struct kfs_poller *p, size_t size,
-			  off_t off)
-{
-	struct kfs *fs = fs_of(req);
-	char *buf;
-	size_t n;
-
-	if (off < 0) {
-		fuse_reply_err(req, EINVAL);
-		return;
-	}
-	buf = malloc(size ? size : 1);
-	if (!buf) {
-		fuse_reply_err(req, ENOMEM);
-		return;
-	}
-	pth(pthread_mutex_lock(&p->lock));
-	n = kfs_finished_read(fs->finished, &p->fpos, (uint64_t)off, buf,
-			      size);
+	if (p->ino == INO_RESULTS)
+		n = kfs_table_read(fs->table, &p->pos, (uint64_t)off, buf,
+				   size);
+	else
+		n = kfs_finished_read(fs->finished, &p->fpos, (uint64_t)off,
+				      buf, size);
 	pth(pthread_mutex_unlock(&p->lock));
 	fuse_reply_buf(req, buf, n);
 	free(buf);
@@ -1900,17 +1883,13 @@ static void kfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			     off);
 		return;
 	case INO_FINISHED:
-		read_finished(req, (struct kfs_poller *)(uintptr_t)fi->fh,
-			      size, off);
-		return;
 	case INO_RESULTS:
+		read_stream(req, (struct kfs_poller *)(uintptr_t)fi->fh, size,
+			    off);
+		return;
 	case INO_STATS:
-		if (ino == INO_RESULTS)
-			read_results(req, (struct kfs_poller *)(uintptr_t)fi->fh,
-				     size, off);
-		else
-			read_stats(req, (struct kfs_poller *)(uintptr_t)fi->fh,
-				   size, off);
+		read_stats(req, (struct kfs_poller *)(uintptr_t)fi->fh, size,
+			   off);
 		return;
 	}
 	if (!dev_of(fs, ino)) {

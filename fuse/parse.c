@@ -318,22 +318,39 @@ static size_t next_token(const char *line, size_t len, size_t pos,
 	return pos;
 }
 
+/*
+ * The one argument of cmd into t: -EINVAL if there is none (the message
+ * says what cmd needs) or if another word follows it.
+ */
+static int one_arg(const char *line, size_t len, size_t pos, struct token *t,
+		   const char *cmd, const char *needs, char *errmsg,
+		   size_t errlen)
+{
+	struct token extra;
+
+	pos = next_token(line, len, pos, t);
+	next_token(line, len, pos, &extra);
+	if (!t->len)
+		return fail(errmsg, errlen, -EINVAL, "%s needs %s", cmd,
+			    needs);
+	if (extra.len)
+		return fail(errmsg, errlen, -EINVAL,
+			    "unknown word " TOK_FMT " after %s",
+			    TOK_ARG(extra), cmd);
+	return 0;
+}
+
 /* cancel ID | cancel tag=WORD: one argument, nothing after it. */
 static int parse_cancel(const char *line, size_t len, size_t pos,
 			struct kfs_cmd *out, char *errmsg, size_t errlen)
 {
-	struct token t, extra;
+	struct token t;
 	int r;
 
-	pos = next_token(line, len, pos, &t);
-	next_token(line, len, pos, &extra);
-	if (!t.len)
-		return fail(errmsg, errlen, -EINVAL,
-			    "cancel needs a job ID or tag=WORD");
-	if (extra.len)
-		return fail(errmsg, errlen, -EINVAL,
-			    "unknown word " TOK_FMT " after cancel",
-			    TOK_ARG(extra));
+	r = one_arg(line, len, pos, &t, "cancel", "a job ID or tag=WORD",
+		    errmsg, errlen);
+	if (r)
+		return r;
 	if (t.len >= 4 && !memcmp(t.s, "tag=", 4))
 		return parse_option(t, out, errmsg, errlen);
 	r = parse_u64(t.s, t.len, &out->cancel_id);
@@ -348,18 +365,14 @@ static int parse_cancel(const char *line, size_t len, size_t pos,
 static int parse_throttle(const char *line, size_t len, size_t pos,
 			  struct kfs_cmd *out, char *errmsg, size_t errlen)
 {
-	struct token t, extra;
+	struct token t;
 	uint64_t v;
+	int r;
 
-	pos = next_token(line, len, pos, &t);
-	next_token(line, len, pos, &extra);
-	if (!t.len)
-		return fail(errmsg, errlen, -EINVAL,
-			    "throttle needs RATE, PCT%% or off");
-	if (extra.len)
-		return fail(errmsg, errlen, -EINVAL,
-			    "unknown word " TOK_FMT " after throttle",
-			    TOK_ARG(extra));
+	r = one_arg(line, len, pos, &t, "throttle", "RATE, PCT% or off",
+		    errmsg, errlen);
+	if (r)
+		return r;
 	if (token_is(t, "off"))
 		return 0;
 	if (t.s[t.len - 1] == '%') {

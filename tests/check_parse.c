@@ -126,6 +126,30 @@ START_TEST(test_edges)
 }
 END_TEST
 
+/* cancel and throttle take exactly one argument. */
+START_TEST(test_cancel_throttle)
+{
+	ck_assert_int_eq(parse("cancel 7"), 0);
+	ck_assert_int_eq(cmd.op, KFS_OP_CANCEL);
+	ck_assert_uint_eq(cmd.cancel_id, 7);
+	ck_assert_int_eq(parse("throttle 64M"), 0);
+	ck_assert_int_eq(cmd.op, KFS_OP_THROTTLE);
+	ck_assert_uint_eq(cmd.rate, 64ull << 20);
+	ck_assert_int_eq(parse("throttle 50%"), 0);
+	ck_assert_uint_eq(cmd.percent, 50);
+	ck_assert_uint_eq(cmd.rate, 0);
+	ck_assert_int_eq(parse("throttle off"), 0);
+	ck_assert_uint_eq(cmd.rate, 0);
+	ck_assert_uint_eq(cmd.percent, 0);
+	bad("cancel", -EINVAL, "cancel needs a job ID or tag=WORD");
+	bad("cancel 1 2", -EINVAL, "unknown word '2' after cancel");
+	bad("cancel 0", -EINVAL, "bad job id '0'");
+	bad("throttle", -EINVAL, "throttle needs RATE, PCT% or off");
+	bad("throttle 1M x", -EINVAL, "unknown word 'x' after throttle");
+	bad("throttle 0%", -EINVAL, "bad share '0%'");
+}
+END_TEST
+
 /* --- Errors --------------------------------------------------------------- */
 
 START_TEST(test_einval_syntax)
@@ -609,6 +633,7 @@ static Suite *parse_suite(void)
 	tcase_add_test(tc, test_blank);
 	tcase_add_test(tc, test_edges);
 	tcase_add_test(tc, test_valid_name);
+	tcase_add_test(tc, test_cancel_throttle);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("errors");
