@@ -1529,16 +1529,29 @@ int kcopyd_cancel(struct kcopyd_client *kc, uint64_t id)
 	return r;
 }
 
-int kcopyd_client_get_stats(struct kcopyd_client *kc, struct kcopyd_stats *st)
+/* The struct kcopyd_stats of the first release: up to bytes_written. */
+#define KCOPYD_STATS_V1 offsetof(struct kcopyd_stats, bytes_zeroed)
+
+int kcopyd_client_get_stats2(struct kcopyd_client *kc, struct kcopyd_stats *st,
+			     size_t size)
 {
-	if (!kc || !st)
+	struct kcopyd_stats all;
+
+	if (!kc || !st || size < KCOPYD_STATS_V1)
 		return -EINVAL;
 	lock(kc);
-	*st = kc->stats;
-	st->pages_in_use = kc->pool.nr - kc->pool.nr_free;
-	st->pages_peak = kc->pool.peak;
+	all = kc->stats;
+	all.pages_in_use = kc->pool.nr - kc->pool.nr_free;
+	all.pages_peak = kc->pool.peak;
 	unlock(kc);
+	memcpy(st, &all, size < sizeof(all) ? size : sizeof(all));
 	return 0;
+}
+
+#undef kcopyd_client_get_stats
+int kcopyd_client_get_stats(struct kcopyd_client *kc, struct kcopyd_stats *st)
+{
+	return kcopyd_client_get_stats2(kc, st, KCOPYD_STATS_V1);
 }
 
 /* --- Submission ------------------------------------------------------------------ */

@@ -507,11 +507,22 @@ struct kcopyd_stats {
 	uint64_t subjobs;
 	uint64_t bytes_read;
 	uint64_t bytes_written;		/* summed over destinations */
+	/* Not filled by the kcopyd_client_get_stats symbol itself: */
 	uint64_t bytes_zeroed;		/* summed over destinations */
 	uint64_t bytes_holes;		/* source holes, not read */
 	uint64_t bytes_zero_data;	/* read, found all zeros, zeroed */
 };
+/*
+ * The symbol fills the fields up to bytes_written, the struct of programs
+ * built before bytes_zeroed existed; kcopyd_client_get_stats2 fills what
+ * fits in `size` bytes (at least up to bytes_written), and the macro
+ * makes a call of kcopyd_client_get_stats compiled now fill every field.
+ */
 int kcopyd_client_get_stats(struct kcopyd_client *kc, struct kcopyd_stats *st);
+int kcopyd_client_get_stats2(struct kcopyd_client *kc, struct kcopyd_stats *st,
+			     size_t size);
+#define kcopyd_client_get_stats(kc, st) \
+	kcopyd_client_get_stats2((kc), (st), sizeof(*(st)))
 
 /* The library's version, "MAJOR.MINOR.PATCH". */
 const char *kcopyd_version(void);

@@ -157,6 +157,18 @@ START_TEST(test_holes_not_read)
 	ck_assert_uint_le(allocated(dst.path), allocated(src.path));
 	ck_assert_uint_ge(allocated(dst.path), FOUR_DATA);
 
+	/*
+	 * The symbol itself, as a program built against the first struct
+	 * calls it, fills only that struct; a size below it is refused.
+	 */
+	memset(&st, 0xff, sizeof(st));
+	ck_assert_int_eq((kcopyd_client_get_stats)(kc, &st), 0);
+	ck_assert_uint_eq(st.bytes_written, FOUR_DATA);
+	ck_assert_uint_eq(st.bytes_zeroed, UINT64_MAX);
+	ck_assert_uint_eq(st.bytes_holes, UINT64_MAX);
+	ck_assert_uint_eq(st.bytes_zero_data, UINT64_MAX);
+	ck_assert_int_eq(kcopyd_client_get_stats2(kc, &st, 8), -EINVAL);
+
 	kcopyd_client_destroy(kc);
 	img_free(&src);
 	img_free(&dst);
