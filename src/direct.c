@@ -1373,7 +1373,8 @@ static int setup(struct copy *c)
 		say("signalfd: %s", strerror(-c->sigfd));
 		return c->sigfd;
 	}
-	r = kcopyd_client_create_opts(c->o->pages, &ko, &c->kc);
+	r = kcopyd_client_create_opts(c->o->pages ? c->o->pages : DEFAULT_PAGES,
+				      &ko, &c->kc);
 	if (r)
 		say("cannot start the copy engine: %s", strerror(-r));
 	return r;

@@ -22,7 +22,6 @@
 
 #include "kcopy.h"
 
-#define DEFAULT_PAGES	1024
 
 static const char usage_text[] =
 "Usage: kcopy [OPTION]... SRC[:START[+COUNT]] DST[:START] [DST[:START]]...\n"
@@ -260,7 +259,6 @@ static int parse_options(int argc, char **argv, struct options *o)
 	int c;
 
 	memset(o, 0, sizeof(*o));
-	o->pages = DEFAULT_PAGES;
 	o->progress_fd = -1;
 	while ((c = getopt_long(argc, argv, "t:im:p::P::qvhV", long_options,
 				NULL)) != -1) {
@@ -356,7 +354,7 @@ static int parse_options(int argc, char **argv, struct options *o)
 /* Options that mean nothing in mount mode: the daemon has its own. */
 static int check_mount_options(const struct options *o)
 {
-	if (o->pages != DEFAULT_PAGES || o->threads || o->subjob_size ||
+	if (o->pages || o->threads || o->subjob_size ||
 	    o->ignore_errors || o->write_seq || o->direct || o->fsync ||
 	    o->rate ||
 	    o->zero || o->sparse_size || o->no_zero_detect || o->allocated ||

@@ -24,8 +24,10 @@
 
 /* --- Options ------------------------------------------------------------ */
 
+#define DEFAULT_PAGES	1024		/* --pages when not given */
+
 struct options {
-	unsigned int pages;		/* client page pool, 4 KiB pages */
+	unsigned int pages;		/* client page pool, 4 KiB pages; 0: default */
 	unsigned int threads;		/* 0: the engine's default */
 	unsigned int subjob_size;	/* bytes; 0: the engine's default */
 	bool ignore_errors;

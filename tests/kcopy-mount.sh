@@ -93,6 +93,10 @@ run --mount mnt move sda:0+8 sdb:0
 grep -q "'move': expected copy or zero" err || fail "move: $(cat err)"
 run --mount mnt --pages 4 copy sda:0+8 sdb:0
 [ $status -eq 1 ] || fail "--pages in mount mode: exit $status"
+# The default's value given by hand is an engine option all the same.
+run --mount mnt --pages 1024 copy sda:0+8 sdb:0
+[ $status -eq 1 ] || fail "--pages 1024 in mount mode: exit $status"
+grep -q "engine options belong to kcopydfs" err || fail "--pages 1024: $(cat err)"
 run --mount "$tmp" copy sda:0+8 sdb:0
 [ $status -eq 1 ] || fail "not a mount: exit $status"
 grep -q "$tmp/control" err || fail "not a mount: $(cat err)"
