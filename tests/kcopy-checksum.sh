@@ -1,8 +1,8 @@
 #!/bin/bash
 # kcopy --checksum prints the digest of the source range, computed from
 # what the copy reads (holes are not read); each is compared with the
-# digest computed here, independently, by python3-xxhash over the source
-# file's bytes: data, a sparse image, a range at an odd sector, several
+# digest computed here, independently, by the python3-xxhash program that
+# kcopy(1) gives, over the source file's bytes: data, a sparse image, a range at an odd sector, several
 # destinations with --verify, a copy up into an overlap, an empty source.
 # --checksum with --map or --zero is refused.
 source "$abs_srcdir/functions.sh"
@@ -19,9 +19,19 @@ done
 make_tmpdir
 cd "$tmp" || fail "cd $tmp"
 
+# The reference is the program kcopy(1) gives for it, as printed there.
+awk '/^\.SS Checksum/ { on = 1; next }
+	on && /^\.EX/ { ex = 1; next }
+	on && /^\.EE/ { exit }
+	on && ex' "$abs_top_srcdir/man/kcopy.1" |
+	sed -e 's/\\-/-/g' -e 's/\\(aq/'"'"'/g' >digest.py
+grep -q xxh3_64_intdigest digest.py || fail "no program in kcopy(1): $(cat digest.py)"
+
+# ref FILE [START COUNT]: the digest of the range (default: all of FILE)
 ref()
 {
-	"$py" "$abs_srcdir/checksum-ref.py" "$@" || fail "checksum-ref.py $*"
+	local n=$(($(stat -c %s "$1") / 512))
+	"$py" digest.py "$1" "${2:-0}" "${3:-$n}" || fail "digest.py $*"
 }
 
 # run SRC-TOKEN ARGS...: kcopy --checksum; $status, out, err
