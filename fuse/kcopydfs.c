@@ -1150,6 +1150,13 @@ static int check_cmd(const struct kfs_devlookup *dl, const struct kfs_cmd *c,
 	return kfs_cmd_check(bdevs, c, culprit);
 }
 
+void kfs_devlookup(struct kfs *fs, struct kfs_devlookup *dl)
+{
+	dl->find = find_dev;
+	dl->check = check_cmd;
+	dl->opaque = fs;
+}
+
 /* A failed write: the read-back line, the log line, the errno. */
 static void control_error(fuse_req_t req, struct control_fh *c, int err,
 			  const char *msg, uint64_t base)
