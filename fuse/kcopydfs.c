@@ -422,6 +422,11 @@ static int render_stats(struct kfs *fs, char **buf, size_t *len)
 		ks.pages_in_use, ks.pages_total,
 		(unsigned long long)ks.bytes_read,
 		(unsigned long long)ks.bytes_written);
+	/* Read-only once the session serves. */
+	if (fs->state)
+		n += (size_t)snprintf(out + n, cap - n,
+			"state_resumed=%u\nstate_not_resumed=%u\n",
+			fs->state->resumed, fs->state->not_resumed);
 	for (unsigned int i = 0; i < fs->ndevs; i++) {
 		struct kfs_dev *d = fs->devs[i];
 		struct kcopyd_bdev_stats bs;

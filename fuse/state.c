@@ -315,6 +315,7 @@ struct record {
 	size_t cmd_len;
 	struct kfs_cmd c;
 	char tag[KFS_MAX_NAME + 1];
+	uint64_t sectors;
 	int err;
 	char dev[KFS_MAX_NAME + 1];
 	char why[512];
@@ -363,11 +364,44 @@ static int match_dev(struct kfs *fs, struct record *rec, char *line)
 	return 0;
 }
 
+/* Any name is a device of any size: what a command says, devices aside. */
+static int any_dev(const struct kfs_devlookup *dl, const char *name,
+		   size_t len, uint64_t *sectors)
+{
+	(void)dl;
+	(void)name;
+	(void)len;
+	*sectors = UINT64_MAX / 2;
+	return 0;
+}
+
+/* The tag, op and size of a record's command, for its results line. */
+static void describe_record(struct record *rec)
+{
+	struct kfs_devlookup dl = { .find = any_dev };
+	struct kfs_cmd *c = &rec->c;
+	char msg[256];
+
+	if (kfs_parse_line(rec->cmd, rec->cmd_len, &dl, c, msg, sizeof(msg)) ||
+	    (c->op != KFS_OP_COPY && c->op != KFS_OP_ZERO)) {
+		memset(c, 0, sizeof(*c));
+		return;
+	}
+	if (c->tag[0])
+		snprintf(rec->tag, sizeof(rec->tag), "%s", c->tag);
+	rec->sectors = c->op == KFS_OP_COPY ? c->src.count : 0;
+	for (unsigned int i = 0; c->op == KFS_OP_ZERO && i < c->num_dests; i++)
+		if (c->dests[i].count > rec->sectors)
+			rec->sectors = c->dests[i].count;
+}
+
 /* Parse and check one record, devices and all (dlock held). */
 static int check_record(struct kfs *fs, char *text, struct record *rec)
 {
 	struct kfs_devlookup dl;
 	char *save = NULL, *line, msg[512];
+	char *devs[KFS_MAX_DESTS + 1];
+	unsigned int ndevs = 0;
 	unsigned long long v;
 	int nline = 0, r;
 
@@ -384,13 +418,13 @@ static int check_record(struct kfs *fs, char *text, struct record *rec)
 					    "is %llu", v);
 		} else if (sscanf(line, "done %llu", &v) == 1) {
 			rec->done = v;
-		} else if (!strncmp(line, "cmd ", 4)) {
+		} else if (!strncmp(line, "cmd ", 4) && !rec->cmd) {
 			rec->cmd = line + 4;
 			rec->cmd_len = strlen(line + 4);
-		} else if (!strncmp(line, "dev ", 4)) {
-			r = match_dev(fs, rec, line);
-			if (r)
-				return r;
+			describe_record(rec);
+		} else if (!strncmp(line, "dev ", 4) &&
+			   ndevs < KFS_MAX_DESTS + 1) {
+			devs[ndevs++] = line;
 		} else {
 			return fail(rec, EBADMSG, "state", "unknown line "
 				    "'%.64s'", line);
@@ -398,6 +432,11 @@ static int check_record(struct kfs *fs, char *text, struct record *rec)
 	}
 	if (!rec->cmd)
 		return fail(rec, EBADMSG, "state", "no command");
+	for (unsigned int i = 0; i < ndevs; i++) {
+		r = match_dev(fs, rec, devs[i]);
+		if (r)
+			return r;
+	}
 	kfs_devlookup(fs, &dl);
 	r = kfs_parse_line(rec->cmd, rec->cmd_len, &dl, &rec->c, msg,
 			   sizeof(msg));
@@ -407,7 +446,6 @@ static int check_record(struct kfs *fs, char *text, struct record *rec)
 		return fail(rec, ENODEV, "state", "%s", msg);
 	if (r)
 		return fail(rec, EBADMSG, "state", "its command: %s", msg);
-	snprintf(rec->tag, sizeof(rec->tag), "%s", rec->c.tag);
 	return 0;
 }
 
@@ -480,10 +518,8 @@ static void resume_one(struct kfs *fs, uint64_t id)
 		kfs_log(fs, LOG_ERR, "job %" PRIu64 " not resumed: %s: %s", id,
 			p, rec->why);
 		kfs_table_resume_failed(fs->table, id, rec->tag, rec->c.op ?
-					rec->c.op : KFS_OP_COPY,
-					rec->c.op == KFS_OP_COPY ?
-					rec->c.src.count : 0, rec->done,
-					rec->err, rec->dev);
+					rec->c.op : KFS_OP_COPY, rec->sectors,
+					rec->done, rec->err, rec->dev);
 		kfs_state_forget(s, id);
 	}
 	free(text);
