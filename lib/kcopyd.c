@@ -60,6 +60,23 @@
  * which stops the job or is reported and passed over (IGNORE_ERROR) as a
  * write error is.
  *
+ * KCOPYD_DIGEST: a chunk's worker hashes the whole digest blocks of the
+ * chunk from the pages it read, with no lock held (a hole's blocks have
+ * the hash of a zero block, computed once per client).  The digest takes
+ * the block hashes in order, and a block cut by a chunk boundary must be
+ * streamed in order too, so a forward job hands a baton from chunk to
+ * chunk: a chunk waits, as for WRITE_SEQ, until every lower chunk has fed
+ * the job's digest state (job->dg_pos, kc->lock, reaches its offset), then
+ * feeds it with no lock held - only its block hashes and the pieces of
+ * the blocks it shares with its neighbours - and passes the baton on.
+ * Chunks are issued in offset order and hold their pages, so the lowest
+ * chunk in flight can always go on.  Paged chunks of a digest job end on
+ * block boundaries where they can, so that most blocks are one chunk's.
+ * A backward job (a copy up into an overlap) runs one chunk at a time
+ * from the end: it keeps every block hash (8 bytes per block) and a
+ * block's worth of bytes for a block cut by a chunk boundary, whose
+ * pieces come highest first, and digests the hashes when its I/O is over.
+ *
  * A sub-job's state (its pages, iovecs and zero map included) lives in
  * the sub-job, which is allocated with its worker, never on a stack; a
  * backend that completes I/O from a thread of its own can finish it there.
@@ -129,6 +146,22 @@ struct kcopyd_job {
 	unsigned int nr_done;
 	struct kcopyd_range *done;	/* offsets, sorted, merged */
 
+	/*
+	 * KCOPYD_DIGEST.  Forward: the chunk at offset dg_pos (kc->lock)
+	 * owns dg_outer and dg_blk (the block cut at dg_pos, streamed so
+	 * far).  Backward: the one chunk in flight owns dg_hashes (one per
+	 * block) and dg_buf (the pieces of a cut block).  dg_fed counts
+	 * the sectors fed (kc->lock).
+	 */
+	bool digest;
+	bool dg_bad;			/* a read failed (kc->lock) */
+	sector_t dg_pos;
+	sector_t dg_fed;
+	XXH3_state_t *dg_outer;
+	XXH3_state_t *dg_blk;
+	uint64_t *dg_hashes;
+	unsigned char *dg_buf;
+
 	unsigned int num_dests;
 	struct io_region dests[];	/* then dres[], done[], vsec[] */
 };
@@ -147,6 +180,8 @@ struct sub_job {
 	struct iovec *iov;		/* max_pages iovecs */
 	unsigned char *zmap;		/* zero detection: 1 = piece is zeros */
 	uint64_t *hash;			/* verify: XXH3 of each sector read */
+	uint64_t *dg_hash;		/* digest: XXH3 of each whole block */
+	XXH3_state_t *dg_state;		/* digest: for one block */
 	bool skip;			/* job cancelled before its I/O began */
 	bool done;			/* its I/O ran to the end everywhere */
 	int read_err;
@@ -173,7 +208,7 @@ struct worker {
 struct kcopyd_client {
 	pthread_mutex_t lock;
 	pthread_cond_t work_cond;	/* a job is ready or pages came back */
-	pthread_cond_t seq_cond;	/* a WRITE_SEQ cursor moved */
+	pthread_cond_t seq_cond;	/* a WRITE_SEQ or digest cursor moved */
 	pthread_cond_t cb_cond;		/* a job reached kc->complete */
 	pthread_cond_t idle_cond;	/* a callback returned */
 	pthread_cond_t throttle_cond;	/* the throttle changed (monotonic) */
@@ -186,6 +221,7 @@ struct kcopyd_client {
 	unsigned int sparse_size;	/* zero detection grain, 0: off */
 	bool allocated;			/* every job KCOPYD_ALLOCATED */
 	uint64_t zero_hash;		/* XXH3 of a sector of zeros */
+	uint64_t zero_block_hash;	/* XXH3 of a digest block of zeros */
 	struct worker *workers;
 	pthread_t cb_thread;
 
@@ -225,6 +261,12 @@ struct kcopyd_client {
 static __thread struct kcopyd_client *engine_thread;
 
 static const char zero_sector[KCOPYD_SECTOR_SIZE];
+static const char zero_page[KCOPYD_PAGE_SIZE];
+
+/* A digest block, in sectors. */
+#define DG_BLOCK_SECTORS	(KCOPYD_DIGEST_BLOCK >> KCOPYD_SECTOR_SHIFT)
+
+static void free_job(struct kcopyd_job *job);
 
 const char *kcopyd_version(void)
 {
@@ -327,6 +369,27 @@ static void note_fail(struct io_fail *to, const struct io_fail *f)
 		*to = *f;
 }
 
+/*
+ * A paged chunk of a digest job of n sectors: cut it back so that it ends
+ * (starts, going backward) on a block boundary, if it holds one.
+ */
+static sector_t digest_align(const struct kcopyd_job *job, sector_t n)
+{
+	sector_t lo, hi, cut;
+
+	if (job->backward) {
+		hi = job->total - job->issued;
+		lo = hi - n;
+		cut = (lo + DG_BLOCK_SECTORS - 1) / DG_BLOCK_SECTORS *
+		      DG_BLOCK_SECTORS;
+		return lo && cut < hi ? hi - cut : n;
+	}
+	lo = job->issued;
+	hi = lo + n;
+	cut = hi / DG_BLOCK_SECTORS * DG_BLOCK_SECTORS;
+	return hi < job->total && cut > lo ? cut - lo : n;
+}
+
 enum take {
 	TAKE_NONE,			/* nothing to do now: wait */
 	TAKE_CHUNK,			/* a chunk to run */
@@ -366,6 +429,8 @@ static enum take take_chunk(struct kcopyd_client *kc, struct sub_job *sj)
 	if (job->sparse)
 		n = min_sector(n, job->ext_end - job->issued);
 	n = min_sector(n, paged ? kc->subjob_sectors : HOLE_CHUNK_SECTORS);
+	if (job->digest && paged)
+		n = digest_align(job, n);
 	sj->nr_pages = paged ? (n + SECTORS_PER_PAGE - 1) / SECTORS_PER_PAGE :
 			       0;
 	if (sj->nr_pages > kc->pool.nr_free)
@@ -981,7 +1046,7 @@ static bool copy_chunk_range(struct sub_job *sj)
 	size_t bytes = bytes_of(sj->count);
 
 	if (job->zero || job->detect || job->num_dests != 1 ||
-	    (job->flags & (KCOPYD_WRITE_SEQ | KCOPYD_VERIFY)))
+	    (job->flags & (KCOPYD_WRITE_SEQ | KCOPYD_VERIFY | KCOPYD_DIGEST)))
 		return false;
 	if (!bdev_copy_range(job->src.bdev,
 			     bytes_of(job->src.sector + sj->offset),
@@ -1059,6 +1124,188 @@ static void verify_chunk(struct kcopyd_client *kc, struct sub_job *sj)
 			verify_dest(kc, sj, i);
 }
 
+/* --- Digest (no lock held, but for the baton) ------------------------------- */
+
+/* Feed bytes [off, off + len) of the chunk to st: zeros for a hole. */
+static void digest_feed(struct kcopyd_client *kc, struct sub_job *sj,
+			XXH3_state_t *st, size_t off, size_t len)
+{
+	while (len) {
+		size_t in_page = KCOPYD_PAGE_SIZE - off % KCOPYD_PAGE_SIZE;
+		size_t n = len < in_page ? len : in_page;
+
+		XXH3_64bits_update(st, sj->hole ? zero_page :
+						 chunk_byte(kc, sj, off), n);
+		off += n;
+		len -= n;
+	}
+}
+
+/* The hash of the block [lo, hi) of the job, all of it in the chunk. */
+static uint64_t digest_block(struct kcopyd_client *kc, struct sub_job *sj,
+			     sector_t lo, sector_t hi)
+{
+	if (sj->hole && hi - lo == DG_BLOCK_SECTORS)
+		return kc->zero_block_hash;
+	XXH3_64bits_reset(sj->dg_state);
+	digest_feed(kc, sj, sj->dg_state, bytes_of(lo - sj->offset),
+		    bytes_of(hi - lo));
+	return XXH3_64bits_digest(sj->dg_state);
+}
+
+/* The digest block around offset pos: [*lo, *hi). */
+static void block_of(const struct kcopyd_job *job, sector_t pos,
+		     sector_t *lo, sector_t *hi)
+{
+	*lo = pos / DG_BLOCK_SECTORS * DG_BLOCK_SECTORS;
+	*hi = min_sector(*lo + DG_BLOCK_SECTORS, job->total);
+}
+
+/* A block hash goes into the digest as 8 bytes, little-endian. */
+static void put_hash(XXH3_state_t *st, uint64_t h)
+{
+	unsigned char le[8];
+
+	for (unsigned int i = 0; i < 8; i++)
+		le[i] = (unsigned char)(h >> (8 * i));
+	XXH3_64bits_update(st, le, sizeof(le));
+}
+
+/* Forward, before the baton: the hashes of the chunk's whole blocks. */
+static void digest_hash_blocks(struct kcopyd_client *kc, struct sub_job *sj)
+{
+	sector_t end = sj->offset + sj->count, lo, hi;
+	unsigned int i = 0;
+
+	for (sector_t pos = sj->offset; pos < end; pos = hi) {
+		block_of(sj->job, pos, &lo, &hi);
+		if (lo >= sj->offset && hi <= end)
+			sj->dg_hash[i++] = digest_block(kc, sj, lo, hi);
+	}
+}
+
+/*
+ * Forward, holding the baton: the block cut at the chunk's start is
+ * finished, the whole blocks' hashes follow, and the block cut at its end
+ * is begun.
+ */
+static void digest_forward(struct kcopyd_client *kc, struct sub_job *sj)
+{
+	struct kcopyd_job *job = sj->job;
+	sector_t end = sj->offset + sj->count, lo, hi, to;
+	unsigned int i = 0;
+
+	for (sector_t pos = sj->offset; pos < end; pos = to) {
+		block_of(job, pos, &lo, &hi);
+		to = min_sector(hi, end);
+		if (pos == lo && to == hi) {
+			put_hash(job->dg_outer,
+				 sj->hole ? digest_block(kc, sj, lo, hi) :
+					    sj->dg_hash[i++]);
+			continue;
+		}
+		if (pos == lo)
+			XXH3_64bits_reset(job->dg_blk);
+		digest_feed(kc, sj, job->dg_blk, bytes_of(pos - sj->offset),
+			    bytes_of(to - pos));
+		if (to == hi)
+			put_hash(job->dg_outer, XXH3_64bits_digest(job->dg_blk));
+	}
+}
+
+/*
+ * Backward, the one chunk in flight: each block's hash into its slot;
+ * the pieces of a cut block gather in dg_buf, highest first, and it is
+ * hashed when its lowest piece comes.
+ */
+static void digest_backward(struct kcopyd_client *kc, struct sub_job *sj)
+{
+	struct kcopyd_job *job = sj->job;
+	sector_t end = sj->offset + sj->count, lo, hi, to;
+
+	for (sector_t pos = sj->offset; pos < end; pos = to) {
+		block_of(job, pos, &lo, &hi);
+		to = min_sector(hi, end);
+		if (pos == lo && to == hi) {
+			job->dg_hashes[lo / DG_BLOCK_SECTORS] =
+				digest_block(kc, sj, lo, hi);
+			continue;
+		}
+		for (size_t off = bytes_of(pos - sj->offset),
+			    left = bytes_of(to - pos),
+			    at = bytes_of(pos - lo); left;) {
+			size_t in_page = KCOPYD_PAGE_SIZE -
+					 off % KCOPYD_PAGE_SIZE;
+			size_t n = left < in_page ? left : in_page;
+
+			memcpy(job->dg_buf + at, chunk_byte(kc, sj, off), n);
+			off += n;
+			at += n;
+			left -= n;
+		}
+		if (pos == lo)
+			job->dg_hashes[lo / DG_BLOCK_SECTORS] =
+				XXH3_64bits(job->dg_buf, bytes_of(hi - lo));
+	}
+}
+
+/*
+ * The chunk's part of the digest, once it is read (or skipped, or its
+ * read failed: then the digest is spoilt, and the baton passes on all
+ * the same).
+ */
+static void digest_chunk(struct kcopyd_client *kc, struct sub_job *sj)
+{
+	struct kcopyd_job *job = sj->job;
+	bool ok = !sj->read_err && !sj->skip, feed;
+
+	if (job->backward) {
+		/* Backward jobs are never sparse: no hole to see here. */
+		if (ok)
+			digest_backward(kc, sj);
+		lock(kc);
+		if (ok)
+			job->dg_fed += sj->count;
+		else
+			job->dg_bad = true;
+		unlock(kc);
+		return;
+	}
+	if (ok && !sj->hole)
+		digest_hash_blocks(kc, sj);
+	lock(kc);
+	while (job->dg_fed != sj->offset)
+		pth(pthread_cond_wait(&kc->seq_cond, &kc->lock));
+	if (!ok)
+		job->dg_bad = true;
+	feed = !job->dg_bad;
+	unlock(kc);
+	if (feed)
+		digest_forward(kc, sj);
+	lock(kc);
+	job->dg_fed += sj->count;
+	pth(pthread_cond_broadcast(&kc->seq_cond));
+	unlock(kc);
+}
+
+/* At the callback: the digest, if every sector of the source went in. */
+static bool job_digest(struct kcopyd_job *job, uint64_t *digest)
+{
+	if (!job->digest || job->dg_bad || job->cancelled ||
+	    job->dg_fed != job->total)
+		return false;
+	if (job->backward) {
+		sector_t n = (job->total + DG_BLOCK_SECTORS - 1) /
+			     DG_BLOCK_SECTORS;
+
+		XXH3_64bits_reset(job->dg_outer);
+		for (sector_t i = 0; i < n; i++)
+			put_hash(job->dg_outer, job->dg_hashes[i]);
+	}
+	*digest = XXH3_64bits_digest(job->dg_outer);
+	return true;
+}
+
 static void run_chunk(struct kcopyd_client *kc, struct sub_job *sj)
 {
 	struct kcopyd_job *job = sj->job;
@@ -1077,6 +1324,8 @@ static void run_chunk(struct kcopyd_client *kc, struct sub_job *sj)
 		read_chunk(kc, sj);
 		go = !sj->read_err || ignore;
 	}
+	if (job->digest)
+		digest_chunk(kc, sj);
 	if (job->flags & KCOPYD_WRITE_SEQ)
 		go = wait_turn(kc, sj) && go;
 	if (go && (job->flags & KCOPYD_VERIFY))
@@ -1132,10 +1381,15 @@ static void start_chunk(struct kcopyd_client *kc, struct sub_job *sj)
 		kc->num_io++;
 	sj->skip = sj->job->cancelled;
 	unlock(kc);
-	if (!sj->skip)
+	if (!sj->skip) {
 		run_chunk(kc, sj);
-	else if (sj->job->flags & KCOPYD_WRITE_SEQ)
-		wait_turn(kc, sj);	/* keep the cursor in order */
+	} else {
+		/* Keep the cursors in order. */
+		if (sj->job->digest)
+			digest_chunk(kc, sj);
+		if (sj->job->flags & KCOPYD_WRITE_SEQ)
+			wait_turn(kc, sj);
+	}
 	lock(kc);
 	throttle_finish(kc);
 	finish_chunk(kc, sj);
@@ -1211,6 +1465,7 @@ static void run_callback(struct kcopyd_job *job)
 		return;
 	for (unsigned int i = 0; i < job->nr_done; i++)
 		c.sectors_done += job->done[i].count;
+	c.digest_valid = job_digest(job, &c.digest);
 	job->complete_fn(&c, job->context);
 }
 
@@ -1244,13 +1499,28 @@ static void *callback_main(void *arg)
 		else
 			kc->stats.jobs_done++;
 		pth(pthread_cond_broadcast(&kc->idle_cond));
-		free(job);
+		free_job(job);
 	}
 	unlock(kc);
 	return NULL;
 }
 
 /* --- Clients ---------------------------------------------------------------------- */
+
+static uint64_t zero_block_hash(void)
+{
+	XXH3_state_t *st = XXH3_createState();
+	uint64_t h;
+
+	if (!st)
+		engine_die("XXH3_createState", ENOMEM, __FILE__, __LINE__);
+	XXH3_64bits_reset(st);
+	for (unsigned int i = 0; i < KCOPYD_DIGEST_BLOCK / KCOPYD_PAGE_SIZE; i++)
+		XXH3_64bits_update(st, zero_page, sizeof(zero_page));
+	h = XXH3_64bits_digest(st);
+	XXH3_freeState(st);
+	return h;
+}
 
 static int check_options(const struct kcopyd_options *o)
 {
@@ -1292,6 +1562,8 @@ static void free_client(struct kcopyd_client *kc)
 		free(kc->workers[i].sj.iov);
 		free(kc->workers[i].sj.zmap);
 		free(kc->workers[i].sj.hash);
+		free(kc->workers[i].sj.dg_hash);
+		XXH3_freeState(kc->workers[i].sj.dg_state);
 	}
 	free(kc->workers);
 	pool_destroy(&kc->pool);
@@ -1375,6 +1647,7 @@ int kcopyd_client_create_opts(unsigned int num_pages,
 				  KCOPYD_DEFAULT_SPARSE_SIZE;
 	kc->allocated = o.flags & KCOPYD_OPT_ALLOCATED;
 	kc->zero_hash = XXH3_64bits(zero_sector, sizeof(zero_sector));
+	kc->zero_block_hash = zero_block_hash();
 
 	r = pool_init(&kc->pool, num_pages);
 	if (r)
@@ -1393,7 +1666,13 @@ int kcopyd_client_create_opts(unsigned int num_pages,
 		w->sj.zmap = malloc((size_t)kc->max_pages * SECTORS_PER_PAGE);
 		w->sj.hash = malloc(sizeof(*w->sj.hash) * kc->max_pages *
 				    SECTORS_PER_PAGE);
-		if (!w->sj.pages || !w->sj.iov || !w->sj.zmap || !w->sj.hash)
+		/* A chunk's whole digest blocks, however it lies. */
+		w->sj.dg_hash = malloc(sizeof(*w->sj.dg_hash) *
+				       (kc->max_pages * KCOPYD_PAGE_SIZE /
+					KCOPYD_DIGEST_BLOCK + 1));
+		w->sj.dg_state = XXH3_createState();
+		if (!w->sj.pages || !w->sj.iov || !w->sj.zmap || !w->sj.hash ||
+		    !w->sj.dg_hash || !w->sj.dg_state)
 			goto fail_mem;
 	}
 	r = start_threads(kc);
@@ -1557,7 +1836,8 @@ int kcopyd_client_get_stats(struct kcopyd_client *kc, struct kcopyd_stats *st)
 /* --- Submission ------------------------------------------------------------------ */
 
 #define JOB_FLAGS (KCOPYD_IGNORE_ERROR | KCOPYD_WRITE_SEQ | KCOPYD_ALLOCATED | \
-		   KCOPYD_TARGET_ZERO | KCOPYD_FLUSH | KCOPYD_VERIFY)
+		   KCOPYD_TARGET_ZERO | KCOPYD_FLUSH | KCOPYD_VERIFY | \
+		   KCOPYD_DIGEST)
 
 static bool region_past_end(const struct io_region *r)
 {
@@ -1608,7 +1888,7 @@ static int check_copy(const struct io_region *from, unsigned int num_dests,
 		return -EINVAL;
 	if (num_dests > KCOPYD_MAX_DESTS)
 		return -E2BIG;
-	if (from && !from->bdev)
+	if ((from && !from->bdev) || (!from && (flags & KCOPYD_DIGEST)))
 		return -EINVAL;
 	for (unsigned int i = 0; i < num_dests; i++) {
 		*culprit = (int)i;
@@ -1672,6 +1952,35 @@ static bool job_sparse(const struct kcopyd_job *job)
 	       !bdev_fully_allocated(job->src.bdev);
 }
 
+static void free_job(struct kcopyd_job *job)
+{
+	XXH3_freeState(job->dg_outer);
+	XXH3_freeState(job->dg_blk);
+	free(job->dg_hashes);
+	free(job->dg_buf);
+	free(job);
+}
+
+/*
+ * A digest job's state.  A backward one keeps every block's hash: 8 bytes
+ * for each 64 KiB of the range.
+ */
+static int digest_init(struct kcopyd_job *job)
+{
+	job->digest = true;
+	job->dg_outer = XXH3_createState();
+	job->dg_blk = XXH3_createState();
+	if (!job->dg_outer || !job->dg_blk)
+		return -ENOMEM;
+	XXH3_64bits_reset(job->dg_outer);
+	if (!job->backward)
+		return 0;
+	job->dg_hashes = calloc((job->total + DG_BLOCK_SECTORS - 1) /
+				DG_BLOCK_SECTORS, sizeof(*job->dg_hashes));
+	job->dg_buf = malloc(KCOPYD_DIGEST_BLOCK);
+	return job->dg_hashes && job->dg_buf ? 0 : -ENOMEM;
+}
+
 /*
  * Every submission comes here: a notify function (the kernel's calls) or
  * a completion function (kcopyd_submit), never both.
@@ -1692,6 +2001,9 @@ static int submit(struct kcopyd_client *kc, const struct io_region *from,
 	r = check_copy(from, num_dests, dests, flags, &culprit);
 	if (r)
 		return r;
+	/* The kernel's interface has nowhere to put a digest. */
+	if ((flags & KCOPYD_DIGEST) && fn)
+		return -EINVAL;
 
 	/* The done ranges never outnumber the chunks in flight plus one. */
 	max_done = kc->max_inflight + 2;
@@ -1732,6 +2044,13 @@ static int submit(struct kcopyd_client *kc, const struct io_region *from,
 		job->max_inflight = 1;
 	job->backward = up;
 	job->sparse = job_sparse(job);
+	if (flags & KCOPYD_DIGEST) {
+		r = digest_init(job);
+		if (r) {
+			free_job(job);
+			return r;
+		}
+	}
 
 	lock(kc);
 	if (kc->closing) {
@@ -1758,7 +2077,7 @@ static int submit(struct kcopyd_client *kc, const struct io_region *from,
 
 refused:
 	unlock(kc);
-	free(job);
+	free_job(job);
 	return r;
 }
 

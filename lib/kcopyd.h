@@ -67,6 +67,19 @@ typedef uint64_t sector_t;
  * is not used, since the data must pass through the pages.
  */
 #define KCOPYD_VERIFY		(1u << 5)
+/*
+ * DIGEST: a copy also computes a digest of its whole source range, from
+ * the pages it reads anyway (holes are hashed without being read): the
+ * range is cut into blocks of KCOPYD_DIGEST_BLOCK bytes counted from its
+ * first byte (the last one shorter), each block is hashed with XXH3-64
+ * (seed 0), and the digest is the XXH3-64 (seed 0) of those block hashes
+ * in order, each as 8 bytes little-endian.  Only for kcopyd_submit(),
+ * which has a completion to carry it (digest, digest_valid); a zero job,
+ * or a kcopyd_notify_fn call, refuses it with -EINVAL.  Copy offload is
+ * not used, since the data must pass through the pages.
+ */
+#define KCOPYD_DIGEST		(1u << 6)
+#define KCOPYD_DIGEST_BLOCK	65536u
 
 /* Opaque handles. */
 struct block_device;
@@ -402,6 +415,15 @@ struct kcopyd_completion {
 	 */
 	unsigned int verify_err;
 	const sector_t *verify_sector;
+	/*
+	 * KCOPYD_DIGEST: digest_valid is 1 when digest is the digest of the
+	 * whole source range as it was read (see KCOPYD_DIGEST); 0 when the
+	 * job was cancelled or stopped before reading all of it, or a read
+	 * failed, even one IGNORE_ERROR passed over (those blocks went out
+	 * as zeros, not as the source holds them).  Both 0 without the flag.
+	 */
+	int digest_valid;
+	uint64_t digest;
 };
 
 /*
@@ -422,7 +444,7 @@ struct kcopyd_job_desc {
 	size_t size;
 	unsigned int op;		/* KCOPYD_OP_COPY or KCOPYD_OP_ZERO */
 	unsigned int flags;		/* KCOPYD_IGNORE_ERROR, _WRITE_SEQ,
-					   _FLUSH, _VERIFY */
+					   _FLUSH, _VERIFY, _DIGEST, ... */
 	const struct io_region *from;	/* the source of a copy; NULL for zero */
 	unsigned int num_dests;
 	const struct io_region *dests;

@@ -45,6 +45,7 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
+#include <xxhash.h>
 #ifdef HAVE_LINUX_FS_H
 #include <linux/fs.h>
 #endif
@@ -96,6 +97,8 @@ struct job {
 	bool failed;
 	unsigned int nr_done;
 	struct kcopyd_range *done;	/* offsets in the job, malloc'd */
+	int digest_valid;		/* --checksum: set by job_done() */
+	uint64_t digest;
 };
 
 /* A range lost under --ignore-errors: the device's sectors. */
@@ -126,6 +129,8 @@ struct copy {
 	unsigned int window;		/* jobs in flight at most */
 	unsigned int flags;		/* KCOPYD_* of every job */
 	struct kcopyd_stats stats;	/* the engine's, at the end */
+	bool have_digest;		/* --checksum: the source's digest */
+	uint64_t digest;
 
 	struct kcopyd_client *kc;
 	struct progress prog;
@@ -727,6 +732,8 @@ static void job_done(const struct kcopyd_completion *done, void *context)
 		    done->cancelled;
 	j->read_error = done->read_error;
 	j->read_error_sector = done->read_error_sector;
+	j->digest_valid = done->digest_valid;
+	j->digest = done->digest;
 	memcpy(j->dres, done->dests, done->num_dests * sizeof(j->dres[0]));
 	if (done->nr_done) {
 		/* Without memory the job's ranges stay as the map had them. */
@@ -1030,6 +1037,11 @@ static void reap(struct copy *c)
 			c->stop = true;
 		if (c->use_map)
 			map_job(c, j);
+		/* Without --map the copy is one job: its digest is the copy's. */
+		if (j->digest_valid) {
+			c->have_digest = true;
+			c->digest = j->digest;
+		}
 		free(j->done);
 		free(j);
 	}
@@ -1221,6 +1233,27 @@ static int report(struct copy *c)
 	return EXIT_SUCCESS;
 }
 
+/*
+ * --checksum: the digest on stdout, as sha256sum prints a file's, when
+ * the whole source range was read (whatever became of the destinations).
+ */
+static void print_checksum(struct copy *c)
+{
+	/* No job for an empty range: its digest is that of no block. */
+	if (!c->total && !c->signo) {
+		c->have_digest = true;
+		c->digest = XXH3_64bits(NULL, 0);
+	}
+	if (!c->have_digest) {
+		say("%s: no checksum: the source range was not read in full",
+		    c->src.token);
+		return;
+	}
+	printf("xxh3-64-blocks:%016llx  %s\n", (unsigned long long)c->digest,
+	       c->src.token);
+	fflush(stdout);
+}
+
 static void say_plan(const struct copy *c)
 {
 	char size[32];
@@ -1339,6 +1372,7 @@ static int setup(struct copy *c)
 		   (c->o->allocated ? KCOPYD_ALLOCATED : 0) |
 		   (c->o->target_zero ? KCOPYD_TARGET_ZERO : 0) |
 		   (c->o->verify ? KCOPYD_VERIFY : 0) |
+		   (c->o->checksum ? KCOPYD_DIGEST : 0) |
 		   (c->o->fsync ? KCOPYD_FLUSH : 0);
 
 	if (!c->zero) {
@@ -1440,6 +1474,8 @@ int direct_main(const struct options *o, int argc, char **argv)
 	if (o->fsync && !c->signo)
 		sync_dests(c);
 	status = report(c);
+	if (o->checksum)
+		print_checksum(c);
 	if (o->verbose > 0)
 		say_summary(c);
 	close_bdevs(c);

@@ -51,6 +51,8 @@ static const char usage_text[] =
 "      --rate RATE        at most RATE bytes per second, with a unit:\n"
 "                         64M, 1G, 512K (powers of 1024; /s may follow)\n"
 "      --verify           read every destination back and compare\n"
+"      --checksum         print a digest of the source range (XXH3 of\n"
+"                         64 KiB blocks) on stdout, as the copy reads it\n"
 "      --map FILE         keep a GNU ddrescue map of the copy in FILE;\n"
 "                         run again with it to copy only what is left\n"
 "      --retry-bad        with --map: retry its failed ranges, block by\n"
@@ -81,6 +83,7 @@ enum {
 	OPT_PAGES,
 	OPT_RATE,
 	OPT_VERIFY,
+	OPT_CHECKSUM,
 	OPT_MAP,
 	OPT_RETRY_BAD,
 };
@@ -99,6 +102,7 @@ static const struct option long_options[] = {
 	{ "allocated", no_argument, NULL, OPT_ALLOCATED },
 	{ "target-is-zero", no_argument, NULL, OPT_TARGET_ZERO },
 	{ "verify", no_argument, NULL, OPT_VERIFY },
+	{ "checksum", no_argument, NULL, OPT_CHECKSUM },
 	{ "map", required_argument, NULL, OPT_MAP },
 	{ "retry-bad", no_argument, NULL, OPT_RETRY_BAD },
 	{ "mount", required_argument, NULL, 'm' },
@@ -309,6 +313,9 @@ static int parse_options(int argc, char **argv, struct options *o)
 		case OPT_VERIFY:
 			o->verify = true;
 			break;
+		case OPT_CHECKSUM:
+			o->checksum = true;
+			break;
 		case OPT_MAP:
 			o->map = optarg;
 			break;
@@ -358,7 +365,8 @@ static int check_mount_options(const struct options *o)
 	    o->ignore_errors || o->write_seq || o->direct || o->fsync ||
 	    o->rate ||
 	    o->zero || o->sparse_size || o->no_zero_detect || o->allocated ||
-	    o->target_zero || o->verify || o->map || o->retry_bad) {
+	    o->target_zero || o->verify || o->checksum || o->map ||
+	    o->retry_bad) {
 		say("--mount takes only -q, -v and --progress; engine options "
 		    "belong to kcopydfs, flags to the command words");
 		return -EINVAL;
@@ -381,6 +389,16 @@ int main(int argc, char **argv)
 	}
 	if (o.map && o.zero) {
 		say("--map is for copies, not --zero");
+		goto usage;
+	}
+	if (o.checksum && o.zero) {
+		say("--checksum digests a source; --zero has none");
+		goto usage;
+	}
+	/* A resumed copy does not read what an earlier run finished. */
+	if (o.checksum && o.map) {
+		say("--checksum cannot go with --map: a resumed copy reads only "
+		    "what is left, so it cannot digest the whole source");
 		goto usage;
 	}
 	if (o.retry_bad && !o.map) {

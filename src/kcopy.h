@@ -42,6 +42,7 @@ struct options {
 	bool allocated;			/* --allocated */
 	bool target_zero;		/* --target-is-zero */
 	bool verify;			/* --verify */
+	bool checksum;			/* --checksum */
 	const char *map;		/* --map FILE */
 	bool retry_bad;			/* --retry-bad */
 	int verbose;			/* -1 with -q, 1 with -v */
