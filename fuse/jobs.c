@@ -22,6 +22,14 @@
  * ops->unhold, ops->ended, ops->finished and ops->changed run with no
  * table lock held, in that order when a job ends, so a writer answered
  * for a job finds its devices free.
+ *
+ * Under --state (ops->save), ops->describe and the first ops->save of a
+ * job run with t->lock held, in the FUSE worker that queues it; later
+ * saves and ops->forget run on the engine's callback thread, which runs
+ * a job's steps one after another (step_finished), with no lock held:
+ * so one job's record is never written by two threads at once.  The
+ * next step is submitted with t->lock held, as the first is, so a cancel
+ * always sees the engine id of the step that runs.
  */
 #include <config.h>
 
@@ -75,6 +83,34 @@ struct kfs_job {
 	unsigned int ndevs;
 	bool verify;			/* the verify word */
 	bool checksum;			/* the checksum word */
+	bool resumed;			/* queued again from --state */
+
+	/*
+	 * Under --state: the whole command, its record, and its steps.  The
+	 * callback thread owns the step fields between steps; a step is
+	 * submitted with t->lock held.
+	 */
+	struct kfs_cmd *cmd;
+	char *rec;
+	struct block_device *bdevs[1 + KFS_MAX_DESTS];	/* as devs */
+	bool backward;			/* steps from the end */
+	bool overlap;			/* record after every step */
+	uint64_t step;			/* sectors in the next step */
+	uint64_t max_step;		/* most sectors in a step */
+	struct timespec step_at;	/* when the step in flight began */
+	uint64_t pos;			/* sectors finished and flushed */
+	uint64_t cur;			/* sectors of the step in flight */
+	struct timespec saved_at;	/* when pos was last recorded */
+	bool cancel_req;		/* cancelled between steps (lock) */
+	/* The errors of the steps so far, as one completion reports them. */
+	int a_read_err;
+	unsigned int a_write_err;
+	int a_read_error;
+	sector_t a_read_error_sector;
+	struct kcopyd_dest_result a_dests[KFS_MAX_DESTS];
+	unsigned int a_verify_err;
+	sector_t a_verify_sector[KFS_MAX_DESTS];
+	int state_err;			/* its record could not be kept */
 
 	/* More waiters, from `wait ID` (lock). */
 	struct list_head waits;
@@ -116,6 +152,7 @@ struct kfs_table {
 	uint64_t total_done;		/* (lock) */
 	uint64_t total_failed;		/* (lock) */
 	uint64_t total_cancelled;	/* (lock) */
+	bool parking;			/* unmount under --state (lock) */
 };
 
 static void lock(struct kfs_table *t)
@@ -142,7 +179,7 @@ static uint64_t usec_since(const struct timespec *a)
 }
 
 int kfs_table_create(struct kcopyd_client *kc, unsigned int keep,
-		     unsigned int max_queue,
+		     unsigned int max_queue, uint64_t next_id,
 		     const struct kfs_table_ops *ops, struct kfs_table **result)
 {
 	struct kfs_table *t = calloc(1, sizeof(*t));
@@ -155,9 +192,17 @@ int kfs_table_create(struct kcopyd_client *kc, unsigned int keep,
 	t->max_queue = max_queue;
 	t->ops = *ops;
 	list_init(&t->jobs);
-	t->next_id = 1;
+	t->next_id = next_id ? next_id : 1;
 	*result = t;
 	return 0;
+}
+
+static void free_job(struct kfs_job *j)
+{
+	free(j->line);
+	free(j->cmd);
+	free(j->rec);
+	free(j);
 }
 
 void kfs_table_free(struct kfs_table *t)
@@ -169,8 +214,7 @@ void kfs_table_free(struct kfs_table *t)
 						     link);
 
 		list_del_init(&j->link);
-		free(j->line);
-		free(j);
+		free_job(j);
 	}
 	pth(pthread_mutex_destroy(&t->lock));
 	free(t);
@@ -187,8 +231,7 @@ static void trim(struct kfs_table *t)
 		pos = pos->next;
 		if (j->finished) {
 			list_del_init(&j->link);
-			free(j->line);
-			free(j);
+			free_job(j);
 			t->nr_finished--;
 		}
 	}
@@ -196,7 +239,8 @@ static void trim(struct kfs_table *t)
 
 static enum job_state job_state(const struct kfs_job *j)
 {
-	if (j->finished && (j->read_err || j->write_err || j->verify_err))
+	if (j->finished && (j->read_err || j->write_err || j->verify_err ||
+			    j->state_err))
 		return JOB_FAILED;
 	if (j->finished)
 		return j->cancelled ? JOB_CANCELLED : JOB_DONE;
@@ -263,12 +307,18 @@ static void note_error(struct kfs_job *j, const struct kcopyd_completion *c)
 			 t->ops.dev_name(t->ops.opaque, dev));
 }
 
-static void job_finished(const struct kcopyd_completion *c, void *context)
+/*
+ * The job is over (parked: stopped at unmount, its record kept for the
+ * next mount, and no results line produced).
+ */
+static void job_end(struct kfs_job *j, const struct kcopyd_completion *c,
+		    bool parked)
 {
-	struct kfs_job *j = context;
 	struct kfs_table *t = j->t;
+	uint64_t id = j->id;
 	void *waiter = j->waiter;
-	bool failed = c->read_err || c->write_err || c->verify_err;
+	bool failed = c->read_err || c->write_err || c->verify_err ||
+		      j->state_err;
 	/* A waiter learns a cancelled job did not do its work. */
 	bool bad = failed || c->cancelled;
 	int devs[1 + KFS_MAX_DESTS];
@@ -278,6 +328,9 @@ static void job_finished(const struct kcopyd_completion *c, void *context)
 	int err;
 
 	memcpy(devs, j->devs, sizeof(devs));
+	/* No record outlives the results line (a rerun could be seen). */
+	if (t->ops.forget && !parked)
+		t->ops.forget(t->ops.opaque, id);
 	/*
 	 * The name, while the device is held (the destinations are held
 	 * first, in order); results show it once `finished` is set.
@@ -306,7 +359,9 @@ static void job_finished(const struct kcopyd_completion *c, void *context)
 	list_splice_tail_init(&j->waits, &waits);
 	t->nr_unfinished--;
 	t->nr_finished++;
-	if (failed)
+	if (parked)
+		;
+	else if (failed)
 		t->total_failed++;
 	else if (c->cancelled)
 		t->total_cancelled++;
@@ -318,7 +373,8 @@ static void job_finished(const struct kcopyd_completion *c, void *context)
 	/* A sync writer or waiter finds its devices free to detach. */
 	for (unsigned int i = 0; i < ndevs; i++)
 		t->ops.unhold(t->ops.opaque, devs[i]);
-	t->ops.ended(failed, c->cancelled, err, line, t->ops.opaque);
+	if (!parked)
+		t->ops.ended(failed, c->cancelled, err, line, t->ops.opaque);
 	if (waiter)
 		t->ops.finished(waiter, bad, t->ops.opaque);
 	while (!list_empty(&waits)) {
@@ -330,6 +386,255 @@ static void job_finished(const struct kcopyd_completion *c, void *context)
 		free(w);
 	}
 	t->ops.changed(t->ops.opaque);
+}
+
+static void job_finished(const struct kcopyd_completion *c, void *context)
+{
+	job_end(context, c, false);
+}
+
+/* --- Steps, under --state --------------------------------------------- */
+
+/* Engine flags of a command. */
+static unsigned int engine_flags(const struct kfs_cmd *c)
+{
+	unsigned int f = 0;
+
+	if (c->flags & KFS_IGNORE_ERRORS)
+		f |= KCOPYD_IGNORE_ERROR;
+	if (c->flags & KFS_WRITE_SEQ)
+		f |= KCOPYD_WRITE_SEQ;
+	if (c->flags & KFS_FLUSH)
+		f |= KCOPYD_FLUSH;
+	if (c->flags & KFS_VERIFY)
+		f |= KCOPYD_VERIFY;
+	return f;
+}
+
+static void step_finished(const struct kcopyd_completion *c, void *context);
+static struct block_device *hold(struct kfs_table *t, struct kfs_job *j,
+				 int dev);
+
+/* Hand the engine the job's next step (lock held). */
+static int submit_step(struct kfs_table *t, struct kfs_job *j)
+{
+	const struct kfs_cmd *c = j->cmd;
+	uint64_t rem = j->sectors - j->pos;
+	uint64_t len = rem < j->step ? rem : j->step;
+	uint64_t off = j->backward ? rem - len : j->pos;
+	struct io_region src, dests[KFS_MAX_DESTS];
+	struct kcopyd_job_desc d = {
+		.size = sizeof(d),
+		.op = c->op == KFS_OP_COPY ? KCOPYD_OP_COPY : KCOPYD_OP_ZERO,
+		.flags = engine_flags(c) | KCOPYD_FLUSH,
+		.from = c->op == KFS_OP_COPY ? &src : NULL,
+		.num_dests = c->num_dests,
+		.dests = dests,
+		.complete = step_finished,
+		.progress = job_progress,
+		.context = j,
+	};
+
+	for (unsigned int i = 0; i < c->num_dests; i++) {
+		const struct kfs_region *r = &c->dests[i];
+
+		/* A zero's destinations may be shorter than the job. */
+		dests[i].bdev = j->bdevs[i];
+		dests[i].sector = r->sector + (r->count > off ? off : 0);
+		dests[i].count = r->count <= off ? 0 :
+				 r->count - off < len ? r->count - off : len;
+	}
+	if (c->op == KFS_OP_COPY) {
+		src.bdev = j->bdevs[c->num_dests];
+		src.sector = c->src.sector + off;
+		src.count = len;
+	}
+	j->cur = len;
+	clock_gettime(CLOCK_MONOTONIC, &j->step_at);
+	return kcopyd_submit(t->kc, &d, &j->eid);
+}
+
+/* Fold a step's errors into the job's. */
+static void add_errors(struct kfs_job *j, const struct kcopyd_completion *c)
+{
+	if (c->read_err && !j->a_read_err) {
+		j->a_read_error = c->read_error;
+		j->a_read_error_sector = c->read_error_sector;
+	}
+	j->a_read_err |= c->read_err;
+	j->a_write_err |= c->write_err;
+	for (unsigned int i = 0; i < c->num_dests; i++) {
+		unsigned int bit = 1u << i;
+
+		if (c->dests[i].error && !j->a_dests[i].error)
+			j->a_dests[i] = c->dests[i];
+		if ((c->verify_err & bit) && !(j->a_verify_err & bit))
+			j->a_verify_sector[i] = c->verify_sector[i];
+	}
+	j->a_verify_err |= c->verify_err;
+}
+
+/* End a stepped job with the errors of all its steps. */
+static void end_steps(struct kfs_job *j, const struct kcopyd_completion *last,
+		      bool cancelled, bool parked)
+{
+	struct kcopyd_completion c = *last;
+
+	c.read_err = j->a_read_err;
+	c.write_err = j->a_write_err;
+	c.read_error = j->a_read_error;
+	c.read_error_sector = j->a_read_error_sector;
+	c.num_dests = j->cmd->num_dests;
+	c.dests = j->a_dests;
+	c.verify_err = j->a_verify_err;
+	c.verify_sector = j->a_verify_sector;
+	c.cancelled = cancelled;
+	/* A step's digest is not the job's (checksum is refused here). */
+	c.digest_valid = 0;
+	c.digest = 0;
+	job_end(j, &c, parked);
+}
+
+/* Record how far the job is; a failure ends it (see state_err). */
+static int save_pos(struct kfs_job *j)
+{
+	struct kfs_table *t = j->t;
+	int r = t->ops.save(t->ops.opaque, j->id, j->rec, j->pos);
+
+	clock_gettime(CLOCK_MONOTONIC, &j->saved_at);
+	if (r) {
+		j->state_err = -r;
+		j->error = -r;
+		j->error_sector = 0;
+		snprintf(j->error_name, sizeof(j->error_name), "state");
+	}
+	return r;
+}
+
+/* Engine callback thread: a step is over; run the next, or end. */
+static void step_finished(const struct kcopyd_completion *c, void *context)
+{
+	struct kfs_job *j = context;
+	struct kfs_table *t = j->t;
+	bool failed = c->read_err || c->write_err || c->verify_err;
+	bool stop = c->cancelled ||
+		    (failed && !(j->cmd->flags & KFS_IGNORE_ERRORS));
+	bool parking, cancel;
+
+	add_errors(j, c);
+	if (!c->cancelled) {
+		uint64_t us = usec_since(&j->step_at);
+
+		j->pos += j->cur;
+		/* Steps of about a second: a crash redoes little. */
+		if (us < 250000 && j->step <= j->max_step / 2)
+			j->step *= 2;
+		else if (us > 1000000 && j->step / 2 >= KFS_STEP_MIN)
+			j->step /= 2;
+	}
+	if (!stop && j->pos < j->sectors &&
+	    (j->overlap || usec_since(&j->saved_at) >= 1000000) &&
+	    save_pos(j)) {
+		end_steps(j, c, false, false);
+		return;
+	}
+	lock(t);
+	parking = t->parking;
+	cancel = j->cancel_req;
+	if (!stop && j->pos < j->sectors && !parking && !cancel &&
+	    !submit_step(t, j)) {
+		unlock(t);
+		return;
+	}
+	unlock(t);
+	/*
+	 * Parked: a job stopped by the unmount keeps its record for the
+	 * next mount.  A job that failed, or ran to its end, does not.
+	 */
+	if (parking && !cancel && !(failed && stop) && j->pos < j->sectors) {
+		save_pos(j);
+		end_steps(j, c, true, true);
+		return;
+	}
+	end_steps(j, c, c->cancelled || cancel, false);
+}
+
+/*
+ * Overlap of a copy's destinations with its source: the engine copies in
+ * the one safe order (from the end if a destination lies above), and a
+ * resume from a recorded point is safe only if no step wrote beyond the
+ * point plus the distance: so steps are at most that distance.
+ */
+static void plan_steps(struct kfs_job *j)
+{
+	const struct kfs_cmd *c = j->cmd;
+	uint64_t step = KFS_STEP_MAX;
+
+	for (unsigned int i = 0; c->op == KFS_OP_COPY && i < c->num_dests;
+	     i++) {
+		const struct kfs_region *d = &c->dests[i];
+		uint64_t shift;
+
+		if (!kcopyd_bdev_same(j->bdevs[i], j->bdevs[c->num_dests]) ||
+		    d->sector == c->src.sector ||
+		    d->sector >= c->src.sector + c->src.count ||
+		    c->src.sector >= d->sector + d->count)
+			continue;
+		j->overlap = true;
+		if (d->sector > c->src.sector) {
+			j->backward = true;
+			shift = d->sector - c->src.sector;
+		} else {
+			shift = c->src.sector - d->sector;
+		}
+		if (shift < step)
+			step = shift;
+	}
+	j->max_step = step;
+	j->step = step < KFS_STEP_MIN ? step : KFS_STEP_MIN;
+}
+
+/*
+ * Queue a job under --state: hold its devices, record it, submit its
+ * first step (lock held).
+ */
+static int submit_stepped_prepare(struct kfs_table *t,
+				  const struct kfs_cmd *c, struct kfs_job *j,
+				  char *rec)
+{
+	unsigned int n = 0;
+
+	j->rec = rec;
+	j->cmd = malloc(sizeof(*j->cmd));
+	if (!j->cmd)
+		return -ENOMEM;
+	*j->cmd = *c;
+	for (unsigned int i = 0; i < c->num_dests; i++)
+		j->bdevs[n++] = hold(t, j, c->dests[i].dev);
+	if (c->op == KFS_OP_COPY)
+		j->bdevs[n++] = hold(t, j, c->src.dev);
+	if (!j->rec)
+		j->rec = t->ops.describe(t->ops.opaque, c);
+	if (!j->rec)
+		return -ENOMEM;
+	plan_steps(j);
+	return 0;
+}
+
+static int submit_stepped(struct kfs_table *t, const struct kfs_cmd *c,
+			  struct kfs_job *j, char *rec)
+{
+	int r = submit_stepped_prepare(t, c, j, rec);
+
+	if (r)
+		return r;
+	r = save_pos(j);
+	if (r)
+		return r;
+	r = submit_step(t, j);
+	if (r)
+		t->ops.forget(t->ops.opaque, j->id);
+	return r;
 }
 
 /* Hold a device the command names (lock held). */
@@ -436,9 +741,16 @@ static int cancel_jobs(struct kfs_table *t, const struct kfs_cmd *c,
 		    (c->cancel_id ? j->id != c->cancel_id :
 				    strcmp(j->tag, c->tag)))
 			continue;
-		/* -ENOENT: its I/O is over, the callback is coming. */
-		if (kcopyd_cancel(t->kc, j->eid))
+		/*
+		 * -ENOENT: its I/O is over, the callback is coming; a job in
+		 * steps then runs no more of them.
+		 */
+		if (j->cmd)
+			j->cancel_req = true;
+		else if (kcopyd_cancel(t->kc, j->eid))
 			continue;
+		if (j->cmd)
+			kcopyd_cancel(t->kc, j->eid);
 		if (!*first)
 			*first = j->id;
 	}
@@ -515,12 +827,15 @@ int kfs_table_submit(struct kfs_table *t, const struct kfs_cmd *cmds,
 		j->id = t->next_id;
 		list_add_tail(&j->link, &t->jobs);
 		t->nr_unfinished++;
-		r = submit_one(t, &cmds[i], j);
+		if (t->ops.save)
+			r = submit_stepped(t, &cmds[i], j, NULL);
+		else
+			r = submit_one(t, &cmds[i], j);
 		if (r) {
 			unhold_all(t, j);
 			list_del_init(&j->link);
 			t->nr_unfinished--;
-			free(j);
+			free_job(j);
 			break;
 		}
 		t->next_id++;
@@ -531,6 +846,98 @@ int kfs_table_submit(struct kfs_table *t, const struct kfs_cmd *cmds,
 	if (*queued)
 		t->ops.changed(t->ops.opaque);
 	return r;
+}
+
+int kfs_table_resume(struct kfs_table *t, const struct kfs_cmd *c,
+		     uint64_t id, uint64_t done, char *rec)
+{
+	struct kcopyd_dest_result dres[KFS_MAX_DESTS] = { { 0 } };
+	struct kcopyd_completion none = {
+		.size = sizeof(none), .num_dests = c->num_dests, .dests = dres,
+	};
+	struct kfs_job *j = new_job(t, c, NULL);
+	bool finished;
+	int r;
+
+	if (!j) {
+		free(rec);
+		return -ENOMEM;
+	}
+	lock(t);
+	j->id = id;
+	j->resumed = true;
+	j->pos = done < j->sectors ? done : j->sectors;
+	atomic_store(&j->done, j->pos);
+	if (id >= t->next_id)
+		t->next_id = id + 1;
+	list_add_tail(&j->link, &t->jobs);
+	t->nr_unfinished++;
+	finished = j->pos == j->sectors;
+	if (finished) {
+		/* Done before the crash: only its line was missing. */
+		r = submit_stepped_prepare(t, c, j, rec);
+	} else {
+		r = submit_stepped(t, c, j, rec);
+	}
+	if (r) {
+		unhold_all(t, j);
+		list_del_init(&j->link);
+		t->nr_unfinished--;
+		free_job(j);
+	}
+	unlock(t);
+	if (!r && finished)
+		end_steps(j, &none, false, false);
+	t->ops.changed(t->ops.opaque);
+	return r;
+}
+
+void kfs_table_resume_failed(struct kfs_table *t, uint64_t id,
+			     const char *tag, enum kfs_op op,
+			     uint64_t sectors, uint64_t done, int err,
+			     const char *dev_name)
+{
+	struct kfs_job *j = calloc(1, sizeof(*j));
+	char line[640] = "";
+
+	if (!j)
+		return;
+	list_init(&j->waits);
+	j->t = t;
+	j->id = id;
+	j->op = op;
+	snprintf(j->tag, sizeof(j->tag), "%s", tag);
+	j->sectors = sectors;
+	atomic_init(&j->done, done);
+	j->resumed = true;
+	j->finished = true;
+	j->state_err = err;
+	j->error = err;
+	snprintf(j->error_name, sizeof(j->error_name), "%s", dev_name);
+	clock_gettime(CLOCK_MONOTONIC, &j->queued_at);
+	lock(t);
+	if (id >= t->next_id)
+		t->next_id = id + 1;
+	freeze_line(j, line, sizeof(line));
+	list_add_tail(&j->link, &t->jobs);
+	t->nr_finished++;
+	t->total_failed++;
+	trim(t);
+	unlock(t);
+	t->ops.ended(true, false, err, line, t->ops.opaque);
+	t->ops.changed(t->ops.opaque);
+}
+
+void kfs_table_park(struct kfs_table *t)
+{
+	struct kfs_job *j;
+
+	lock(t);
+	t->parking = true;
+	for_each_job(j, t)
+		if (!j->finished && j->cmd)
+			kcopyd_cancel(t->kc, j->eid);
+	unlock(t);
 }
 
 int kfs_table_wait(struct kfs_table *t, uint64_t id, void *waiter)
@@ -582,6 +989,11 @@ static int format_job(const struct kfs_job *j, char *buf, size_t len)
 		     (unsigned long long)usec);
 	if (n < 0 || (size_t)n >= len)
 		return n;
+	if (j->resumed) {
+		n += snprintf(buf + n, len - (size_t)n, " resumed");
+		if ((size_t)n >= len)
+			return n;
+	}
 	/* error=ENOSPC@4096 on sdb: the errno's name, sector and device. */
 	if (j->error) {
 		name = strerrorname_np(j->error);
@@ -729,6 +1141,16 @@ void kfs_table_counts(struct kfs_table *t, struct kfs_counts *c)
 	c->failed = t->total_failed;
 	c->cancelled = t->total_cancelled;
 	unlock(t);
+}
+
+uint64_t kfs_table_next_id(struct kfs_table *t)
+{
+	uint64_t id;
+
+	lock(t);
+	id = t->next_id;
+	unlock(t);
+	return id;
 }
 
 int kfs_table_unfinished(struct kfs_table *t, uint64_t **ids, size_t *n)

@@ -16,6 +16,14 @@
 struct kfs_job;
 struct kfs_table;
 
+/*
+ * Sectors in one step of a job under --state: from 1 MiB, doubled after a
+ * step that took under a quarter of a second, halved after one that took
+ * over a second, at most 64 MiB.
+ */
+#define KFS_STEP_MIN		(1024ull * 1024 / KCOPYD_SECTOR_SIZE)
+#define KFS_STEP_MAX		(64ull * 1024 * 1024 / KCOPYD_SECTOR_SIZE)
+
 struct kfs_table_ops {
 	/*
 	 * A job's state changed (queued, running, finished).  Called from
@@ -45,6 +53,18 @@ struct kfs_table_ops {
 	void (*unhold)(void *opaque, int dev);
 	/* The name of device index dev, while it is held. */
 	const char *(*dev_name)(void *opaque, int dev);
+	/*
+	 * Under --state (all three set, else all NULL): describe gives the
+	 * record text of a command being queued (t->lock and the devices
+	 * held; NULL when out of memory); save writes job id's record with
+	 * `done` sectors finished and returns 0 or -errno; forget removes
+	 * it.  Jobs then run in steps, each flushed before its end is
+	 * recorded (see kfs_table_create).
+	 */
+	char *(*describe)(void *opaque, const struct kfs_cmd *c);
+	int (*save)(void *opaque, uint64_t id, const char *rec,
+		    uint64_t done);
+	void (*forget)(void *opaque, uint64_t id);
 	void *opaque;
 };
 
@@ -61,10 +81,18 @@ struct kfs_counts {
  * Create a table for the engine client kc; ops->hold says which device an
  * index of a parsed command means.  keep bounds the finished jobs kept
  * (oldest dropped first); max_queue bounds the unfinished ones.
- * Returns 0 or -ENOMEM.
+ * next_id is the first id to give.  Returns 0 or -ENOMEM.
+ *
+ * With ops->save, every job is recorded before kfs_table_submit returns,
+ * and runs as a sequence of engine jobs (steps, see KFS_STEP_MIN), each
+ * with KCOPYD_FLUSH; when a step ends the
+ * finished prefix is recorded, at most once a second - or after every
+ * step for a copy whose destination overlaps its source: those steps are
+ * at most the distance between them, so a step never overwrites a
+ * source sector that a resume from the recorded point would read.
  */
 int kfs_table_create(struct kcopyd_client *kc, unsigned int keep,
-		     unsigned int max_queue,
+		     unsigned int max_queue, uint64_t next_id,
 		     const struct kfs_table_ops *ops,
 		     struct kfs_table **result);
 void kfs_table_free(struct kfs_table *t);
@@ -123,7 +151,36 @@ struct kfs_results_pos {
 size_t kfs_table_read(struct kfs_table *t, struct kfs_results_pos *pos,
 		      uint64_t off, char *buf, size_t size);
 
+/*
+ * At mount, under --state: queue job id again, for what is left of
+ * command c after `done` sectors (its results show the whole job, and the
+ * word `resumed`), with its record text rec (the table takes it).
+ * 0 or -errno (the engine's refusal, -ENOMEM).
+ */
+int kfs_table_resume(struct kfs_table *t, const struct kfs_cmd *c,
+		     uint64_t id, uint64_t done, char *rec);
+
+/*
+ * At mount, under --state: job id could not be resumed; it gets a failed
+ * results line (ops->ended is called) with errno err on device dev_name.
+ */
+void kfs_table_resume_failed(struct kfs_table *t, uint64_t id,
+			     const char *tag, enum kfs_op op,
+			     uint64_t sectors, uint64_t done, int err,
+			     const char *dev_name);
+
+/*
+ * Under --state, at unmount: stop every unfinished job, keeping its
+ * record (with what it finished) for the next mount rather than letting
+ * it run to its end.  Their ends come through the engine; destroy the
+ * client after this to wait for them.
+ */
+void kfs_table_park(struct kfs_table *t);
+
 void kfs_table_counts(struct kfs_table *t, struct kfs_counts *c);
+
+/* The id the next job will get. */
+uint64_t kfs_table_next_id(struct kfs_table *t);
 
 /*
  * The ids of the unfinished jobs, in a fresh array (*ids, *n; free() it),

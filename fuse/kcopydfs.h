@@ -24,6 +24,7 @@
 #include "passthrough.h"
 #include "finished.h"
 #include "clone.h"
+#include "state.h"
 
 /* Largest read or write one FUSE request carries (mount option too). */
 #define KFS_MAX_READ	(1024 * 1024)
@@ -100,6 +101,7 @@ struct kfs {
 	struct kcopyd_client *kc;
 	struct kfs_table *table;
 	struct kfs_finished *finished;	/* MNT/finished */
+	struct kfs_state *state;	/* --state, or NULL */
 	struct fuse_session *se;
 	uid_t uid;
 	gid_t gid;
@@ -227,6 +229,9 @@ struct block_device *kfs_dev_hold(void *opaque, int dev);
 void kfs_dev_unhold(void *opaque, int dev);
 /* The name of a held device (a job holds it, so its slot stays). */
 const char *kfs_dev_name(void *opaque, int dev);
+
+/* The lookup of the control file's commands (dlock held while used). */
+void kfs_devlookup(struct kfs *fs, struct kfs_devlookup *dl);
 
 /* Free the control and status handles still open at exit. */
 void kfs_release_all(struct kfs *fs);

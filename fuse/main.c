@@ -50,6 +50,7 @@ struct options {
 	unsigned int nclones;
 	char *image_dir;
 	char *pidfile;
+	char *state_dir;
 	char *args[2];			/* [IMAGE_DIR] MOUNTPOINT */
 	unsigned int nargs;
 	unsigned int pages;
@@ -81,6 +82,7 @@ enum {
 	KEY_PIDFILE,
 	KEY_THROTTLE,
 	KEY_CLONE,
+	KEY_STATE,
 	KEY_VALUED_END,
 	KEY_ALLOW_OTHER = KEY_VALUED_END,
 	KEY_FSNAME,
@@ -106,6 +108,7 @@ static const struct fuse_opt opt_spec[] = {
 	OPT3("clone", KEY_CLONE),
 	OPT3("pidfile", KEY_PIDFILE),
 	OPT3("throttle", KEY_THROTTLE),
+	OPT3("state", KEY_STATE),
 	FUSE_OPT_KEY("-P ", KEY_PIDFILE),
 	FUSE_OPT_KEY("allow_other", KEY_ALLOW_OTHER),
 	FUSE_OPT_KEY("fsname=", KEY_FSNAME),
@@ -128,7 +131,7 @@ static const char *const opt_names[] = {
 	[KEY_SUBJOB] = "subjob-size", [KEY_KEEP] = "keep",
 	[KEY_MAX_QUEUE] = "max-queue", [KEY_FAULT] = "fault",
 	[KEY_PIDFILE] = "pidfile", [KEY_THROTTLE] = "throttle",
-	[KEY_CLONE] = "clone",
+	[KEY_CLONE] = "clone", [KEY_STATE] = "state",
 };
 
 /* --throttle V: the control file's "throttle V". */
@@ -168,6 +171,9 @@ static void usage(const char *prog)
 	       "                           META holds its map; OPT\n"
 	       "                           region=SIZE (64K), commit=SECONDS\n"
 	       "                           (1) or paused\n"
+	       "    --state DIR            keep the jobs in DIR: they survive\n"
+	       "                           a crash or an unmount, and the\n"
+	       "                           next mount with DIR resumes them\n"
 	       "    --no-passthrough       dev/NAME I/O through the daemon\n"
 	       "    -P, --pidfile PIDFILE  write the pid once serving\n"
 	       "    --verbose              log every job, not failures only\n"
@@ -369,6 +375,9 @@ static int opt_proc(void *data, const char *arg, int key,
 		break;
 	case KEY_CLONE:
 		r = add_clone(o, v);
+		break;
+	case KEY_STATE:
+		r = *v ? set_string(&o->state_dir, v) : -EINVAL;
 		break;
 	}
 	if (r) {
@@ -626,7 +635,11 @@ static int write_pidfile(const char *path)
 	return 0;
 }
 
-/* Jobs still running at unmount are let finish, and each is logged. */
+/*
+ * Jobs still running at unmount are let finish, and each is logged; under
+ * --state they are stopped instead, their records kept for the next
+ * mount.
+ */
 static void finish_jobs(struct kfs *fs)
 {
 	uint64_t *ids = NULL;
@@ -636,15 +649,22 @@ static void finish_jobs(struct kfs *fs)
 	if (kfs_table_unfinished(fs->table, &ids, &n))
 		n = 0;
 	for (size_t i = 0; i < n; i++)
-		kfs_log(fs, LOG_NOTICE, "job %llu not finished at unmount; "
-			"waiting for it", (unsigned long long)ids[i]);
+		kfs_log(fs, LOG_NOTICE, fs->state ?
+			"job %llu not finished at unmount; stopping it" :
+			"job %llu not finished at unmount; waiting for it",
+			(unsigned long long)ids[i]);
+	if (fs->state)
+		kfs_table_park(fs->table);
 	kcopyd_client_destroy(fs->kc);
 	fs->kc = NULL;
 	for (size_t i = 0; i < n; i++) {
 		if (kfs_table_describe(fs->table, ids[i], line, sizeof(line)))
 			snprintf(line, sizeof(line), "id=%llu (dropped)",
 				 (unsigned long long)ids[i]);
-		kfs_log(fs, LOG_NOTICE, "finished after unmount: %s", line);
+		kfs_log(fs, LOG_NOTICE, fs->state ?
+			"kept in state %s for the next mount: %s" :
+			"finished after unmount: %s%s",
+			fs->state ? fs->state->dir : "", line);
 	}
 	free(ids);
 }
@@ -707,7 +727,17 @@ static int start_serving(struct kfs *fs, const struct options *o)
 	}
 	kcopyd_client_set_throttle(fs->kc, o->throttle.rate,
 				   o->throttle.percent);
-	r = kfs_table_create(fs->kc, o->keep, o->max_queue, &tops, &fs->table);
+	if (fs->state) {
+		tops.describe = kfs_state_describe;
+		tops.save = kfs_state_save_job;
+		tops.forget = kfs_state_forget_job;
+	}
+	r = kfs_table_create(fs->kc, o->keep, o->max_queue,
+			     fs->state ? kfs_state_next_id(fs->state) : 1,
+			     &tops, &fs->table);
+	/* Resumed jobs are queued before the mount serves. */
+	if (!r && fs->state)
+		r = kfs_state_resume(fs);
 	if (!r)
 		r = clones_start(fs);
 	if (!r)
@@ -865,6 +895,8 @@ static int run(struct fuse_args *args, struct options *o)
 		goto out_opts;
 	if (o->pidfile && absolute_path(&o->pidfile))
 		goto out_opts;
+	if (o->state_dir && absolute_path(&o->state_dir))
+		goto out_opts;
 
 	clock_gettime(CLOCK_REALTIME, &fs.mounted);
 	fs.uid = getuid();
@@ -887,6 +919,14 @@ static int run(struct fuse_args *args, struct options *o)
 	if (open_image_dir(&fs, o->image_dir) || open_devs(&fs, o) ||
 	    kfs_finished_create(o->keep, &fs.finished))
 		goto out_devs;
+	if (o->state_dir) {
+		char msg[PATH_MAX + 128];
+
+		if (kfs_state_open(o->state_dir, &fs.state, msg, sizeof(msg))) {
+			fprintf(stderr, "kcopydfs: %s\n", msg);
+			goto out_devs;
+		}
+	}
 	if (add_mount_opts(args, o))
 		goto out_devs;
 	fs.se = fuse_session_new(args, &kfs_ops, sizeof(kfs_ops), &fs);
@@ -946,6 +986,7 @@ out_devs:
 	clones_quiesce(&fs);
 	if (fs.kc)
 		kcopyd_client_destroy(fs.kc);
+	kfs_state_close(fs.state, fs.table ? kfs_table_next_id(fs.table) : 0);
 	kfs_table_free(fs.table);
 	kfs_finished_free(fs.finished);
 	kfs_devs_free(&fs);
@@ -990,6 +1031,7 @@ int main(int argc, char *argv[])
 	free(o.clones);
 	free(o.image_dir);
 	free(o.pidfile);
+	free(o.state_dir);
 	free(o.args[0]);
 	free(o.args[1]);
 	fuse_opt_free_args(&args);

@@ -51,6 +51,7 @@
 #endif
 
 #include "kcopy.h"
+#include "replace.h"
 
 /* The done ranges of the copy kept for an interruption's message. */
 #define MAX_DONE	80

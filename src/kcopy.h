@@ -160,7 +160,6 @@ struct map_range {
 
 struct map {
 	const char *path;
-	char *tmp_path;
 	char ident[2048];		/* the identity line, without "# " */
 	uint64_t size;			/* bytes of the copy */
 	struct map_range *r;		/* sorted, tiling [0, size) */
@@ -178,11 +177,6 @@ int map_open(struct map *m, const char *path, const char *ident,
 int map_set(struct map *m, uint64_t pos, uint64_t size, char st);
 /* Bytes with status st. */
 uint64_t map_bytes(const struct map *m, char st);
-/*
- * fsync the directory holding path, so that a name made or renamed there
- * is durable: 0 or a negative errno.
- */
-int sync_dir(const char *path);
 /* Replace the file with the map (temp file, fsync, rename). */
 int map_save(struct map *m);
 void map_free(struct map *m);

@@ -5,8 +5,8 @@
  * block '+' finished, '-' failed or '?' not tried.  A comment line holds
  * the identity of the copy (the devices' identities and sizes, the
  * regions), so a map is never applied to another copy.  The file is
- * replaced whole, by writing FILE.tmp, fsync(2) and rename(2), so a crash
- * leaves the old map or the new one, never a torn one.
+ * replaced whole (replace_file: FILE.tmp, fsync(2), rename(2)), so a
+ * crash leaves the old map or the new one, never a torn one.
  *
  * Thread model: main thread only.
  */
@@ -21,13 +21,13 @@
 #include <unistd.h>
 
 #include "kcopy.h"
+#include "replace.h"
 
 #define IDENT_PREFIX	"# kcopy map of "
 
 void map_free(struct map *m)
 {
 	free(m->r);
-	free(m->tmp_path);
 	m->r = NULL;
 	m->n = 0;
 }
@@ -224,10 +224,6 @@ int map_open(struct map *m, const char *path, const char *ident,
 	m->path = path;
 	m->size = size;
 	snprintf(m->ident, sizeof(m->ident), "%s", ident);
-	if (asprintf(&m->tmp_path, "%s.tmp", path) == -1) {
-		m->tmp_path = NULL;
-		return -ENOMEM;
-	}
 	r = map_read(m);
 	*resumed = !r;
 	if (r != -ENOENT)
@@ -240,37 +236,17 @@ int map_open(struct map *m, const char *path, const char *ident,
 	return map_save(m);
 }
 
-int sync_dir(const char *path)
-{
-	char *dir = strdup(path), *slash;
-	int fd, r = 0;
-
-	if (!dir)
-		return -ENOMEM;
-	slash = strrchr(dir, '/');
-	if (slash)
-		slash[slash == dir] = '\0';
-	fd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd == -1 || fsync(fd) == -1)
-		r = -errno;
-	if (fd != -1)
-		close(fd);
-	free(dir);
-	return r;
-}
-
 int map_save(struct map *m)
 {
-	FILE *f = fopen(m->tmp_path, "we");
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
 	uint64_t pos = 0;
 	char st = '+';
 	int r = 0;
 
-	if (!f) {
-		r = -errno;
-		say("%s: %s", m->tmp_path, strerror(errno));
-		return r;
-	}
+	if (!f)
+		return -ENOMEM;
 	/* The status line: where the copy is, as ddrescue puts it. */
 	for (size_t i = 0; i < m->n; i++)
 		if (m->r[i].st != '+') {
@@ -286,14 +262,11 @@ int map_save(struct map *m)
 	for (size_t i = 0; i < m->n; i++)
 		fprintf(f, "0x%08" PRIX64 "  0x%08" PRIX64 "  %c\n",
 			m->r[i].pos, m->r[i].size, m->r[i].st);
-	if (fflush(f) || fsync(fileno(f)))
-		r = -errno;
-	if (fclose(f) && !r)
-		r = -errno;
-	if (!r && rename(m->tmp_path, m->path))
-		r = -errno;
+	if (fclose(f))
+		r = -ENOMEM;
 	if (!r)
-		r = sync_dir(m->path);
+		r = replace_file(m->path, text, len);
+	free(text);
 	if (r)
 		say("%s: cannot write the map: %s", m->path, strerror(-r));
 	return r;
