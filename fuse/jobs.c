@@ -82,6 +82,7 @@ struct kfs_job {
 	int devs[1 + KFS_MAX_DESTS];
 	unsigned int ndevs;
 	bool verify;			/* the verify word */
+	bool checksum;			/* the checksum word */
 	bool resumed;			/* queued again from --state */
 
 	/*
@@ -130,6 +131,8 @@ struct kfs_job {
 	char verify_name[KFS_MAX_NAME + 1]; /* the first destination that
 					   failed verify (set before finished) */
 	uint64_t verify_sector;		/* (lock) */
+	bool digest_valid;		/* checksum: the source's (lock) */
+	uint64_t digest;		/* (lock) */
 	uint64_t usec;			/* queued to finished (lock) */
 	/*
 	 * A finished job's results line never changes: it is formatted once,
@@ -349,6 +352,8 @@ static void job_end(struct kfs_job *j, const struct kcopyd_completion *c,
 	j->write_err = c->write_err;
 	j->verify_err = c->verify_err;
 	j->cancelled = c->cancelled;
+	j->digest_valid = c->digest_valid;
+	j->digest = c->digest;
 	note_error(j, c);
 	err = failed ? (j->error ? j->error : c->verify_err ? EILSEQ : EIO) :
 		       0;
@@ -488,6 +493,9 @@ static void end_steps(struct kfs_job *j, const struct kcopyd_completion *last,
 	c.verify_err = j->a_verify_err;
 	c.verify_sector = j->a_verify_sector;
 	c.cancelled = cancelled;
+	/* A step's digest is not the job's (checksum is refused here). */
+	c.digest_valid = 0;
+	c.digest = 0;
 	job_end(j, &c, parked);
 }
 
@@ -728,6 +736,8 @@ static int submit_one(struct kfs_table *t, const struct kfs_cmd *c,
 		d.flags |= KCOPYD_FLUSH;
 	if (c->flags & KFS_VERIFY)
 		d.flags |= KCOPYD_VERIFY;
+	if (c->flags & KFS_CHECKSUM)
+		d.flags |= KCOPYD_DIGEST;
 	if (c->op == KFS_OP_COPY) {
 		src.bdev = hold(t, j, c->src.dev);
 		src.sector = c->src.sector;
@@ -798,6 +808,7 @@ static struct kfs_job *new_job(struct kfs_table *t, const struct kfs_cmd *c,
 	}
 	j->waiter = c->flags & KFS_SYNC ? waiter : NULL;
 	j->verify = c->flags & KFS_VERIFY;
+	j->checksum = c->flags & KFS_CHECKSUM;
 	clock_gettime(CLOCK_MONOTONIC, &j->queued_at);
 	return j;
 }
@@ -1017,21 +1028,31 @@ static int format_job(const struct kfs_job *j, char *buf, size_t len)
 		if ((size_t)n >= len)
 			return n;
 	}
-	if (!j->verify || !j->finished)
+	if (!j->finished)
 		return n;
-	if (!j->verify_err)
-		return n + snprintf(buf + n, len - (size_t)n, " verify=ok");
+	if (j->verify && !j->verify_err)
+		n += snprintf(buf + n, len - (size_t)n, " verify=ok");
+	else if (j->verify)
+		n += snprintf(buf + n, len - (size_t)n,
+			      " verify=failed@%llu on %s",
+			      (unsigned long long)j->verify_sector,
+			      j->verify_name);
+	if (!j->checksum || (size_t)n >= len)
+		return n;
+	/* The source's digest, or none when it was not all read. */
+	if (!j->digest_valid)
+		return n + snprintf(buf + n, len - (size_t)n, " digest=none");
 	return n + snprintf(buf + n, len - (size_t)n,
-			    " verify=failed@%llu on %s",
-			    (unsigned long long)j->verify_sector,
-			    j->verify_name);
+			    " digest=%016llx",
+			    (unsigned long long)j->digest);
 }
 
 /*
  * Longest line: the fixed words, a tag, eight 20-digit numbers, an error
- * with its name, sector and device name, and a verify failure.
+ * with its name, sector and device name, a verify failure and a digest
+ * (at most 639 bytes: see job_finished()).
  */
-#define LINE_MAX_LEN (200 + 3 * KFS_MAX_NAME + 10 * 20)
+#define LINE_MAX_LEN (240 + 3 * KFS_MAX_NAME + 10 * 20)
 
 /* A job's results line with its newline, into buf (lock held). */
 static size_t job_line(const struct kfs_job *j, char *buf)

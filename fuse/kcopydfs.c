@@ -1703,6 +1703,27 @@ static int run_admin(fuse_req_t req, struct control_fh *c,
 }
 
 /*
+ * Under --state a job runs in steps that a later mount may resume, so it
+ * never reads its whole source in one pass: the checksum word, whose
+ * digest needs that, is refused for the whole batch.
+ */
+static int check_state_words(const struct kfs *fs,
+			     const struct kfs_cmd *cmds, unsigned int n,
+			     char *msg, size_t len)
+{
+	if (!fs->state)
+		return 0;
+	for (unsigned int i = 0; i < n; i++)
+		if (cmds[i].flags & KFS_CHECKSUM) {
+			snprintf(msg, len, "command %u: checksum cannot go "
+				 "with --state: a resumed job reads only what "
+				 "is left of its source", i + 1);
+			return -EINVAL;
+		}
+	return 0;
+}
+
+/*
  * A write to control.  Commands end at a newline: the handle keeps an
  * unfinished last line and joins it to the next write, so a command cut
  * into pieces by dd, stdio or the kernel runs whole, once.  The lines a
@@ -1800,6 +1821,9 @@ static void write_control(fuse_req_t req, struct control_fh *c,
 	dlocked = true;
 	r = kfs_parse_write(batch, blen, &dl, cmds, max_cmds, &n, msg,
 			    sizeof(msg));
+	if (r)
+		goto refuse;
+	r = check_state_words(fs, cmds, n, msg, sizeof(msg));
 	if (r)
 		goto refuse;
 	if (new_waiter(req, cmds, n, size, &w)) {

@@ -256,6 +256,7 @@ static int parse_option(struct token t, struct kfs_cmd *c, char *errmsg,
 		{ "sync", KFS_SYNC, false },
 		{ "flush", KFS_FLUSH, false },
 		{ "verify", KFS_VERIFY, false },
+		{ "checksum", KFS_CHECKSUM, true },
 	};
 
 	for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++) {

@@ -6,7 +6,7 @@
  * T, KiB..TiB) that are whole sectors.
  *
  *   copy SRC:START+COUNT DST:START [DST:START ...] [ignore_errors]
- *        [write_seq] [verify] [flush] [sync] [tag=WORD]
+ *        [write_seq] [verify] [checksum] [flush] [sync] [tag=WORD]
  *   zero DST:START+COUNT [DST:START+COUNT ...] [flush] [sync] [tag=WORD]
  *   cancel ID | cancel tag=WORD
  *   throttle RATE | throttle PCT% | throttle off
@@ -44,6 +44,7 @@
 #define KFS_SYNC		(1u << 2)
 #define KFS_VERIFY		(1u << 3)
 #define KFS_FLUSH		(1u << 4)
+#define KFS_CHECKSUM		(1u << 5)
 
 enum kfs_op {
 	KFS_OP_NONE = 0,	/* a blank line */

@@ -89,6 +89,13 @@ START_TEST(test_copy_options)
 }
 END_TEST
 
+START_TEST(test_copy_checksum)
+{
+	ck_assert_int_eq(parse("copy a:0+8 b:0 checksum verify"), 0);
+	ck_assert_uint_eq(cmd.flags, KFS_CHECKSUM | KFS_VERIFY);
+}
+END_TEST
+
 START_TEST(test_zero)
 {
 	ck_assert_int_eq(parse("zero a:0+8 b:992+8 d.e_f-1:0+8 sync tag=z"),
@@ -190,6 +197,8 @@ START_TEST(test_einval_options)
 {
 	bad("zero a:0+8 ignore_errors", -EINVAL, "'ignore_errors'");
 	bad("zero a:0+8 write_seq", -EINVAL, "'write_seq'");
+	bad("zero a:0+8 checksum", -EINVAL, "'checksum' is for copy only");
+	bad("copy a:0+8 b:0 checksum checksum", -EINVAL, "twice");
 	bad("copy a:0+8 b:0 sync sync", -EINVAL, "twice");
 	bad("copy a:0+8 b:0 tag=x tag=y", -EINVAL, "twice");
 	bad("copy a:0+8 b:0 tag=", -EINVAL, "'tag='");
@@ -629,6 +638,7 @@ static Suite *parse_suite(void)
 	tc = tcase_create("commands");
 	tcase_add_test(tc, test_copy_simple);
 	tcase_add_test(tc, test_copy_options);
+	tcase_add_test(tc, test_copy_checksum);
 	tcase_add_test(tc, test_zero);
 	tcase_add_test(tc, test_blank);
 	tcase_add_test(tc, test_edges);
