@@ -110,7 +110,11 @@ struct kfs_job {
 	struct kcopyd_dest_result a_dests[KFS_MAX_DESTS];
 	unsigned int a_verify_err;
 	sector_t a_verify_sector[KFS_MAX_DESTS];
-	int state_err;			/* its record could not be kept */
+	/*
+	 * A failure outside the job's I/O: its record could not be kept, or
+	 * the engine refused a step (lock).
+	 */
+	int state_err;
 
 	/* More waiters, from `wait ID` (lock). */
 	struct list_head waits;
@@ -495,20 +499,25 @@ static void end_steps(struct kfs_job *j, const struct kcopyd_completion *last,
 	job_end(j, &c, parked);
 }
 
-/* Record how far the job is; a failure ends it (see state_err). */
+/* Record how far the job is: 0 or -errno. */
 static int save_pos(struct kfs_job *j)
 {
 	struct kfs_table *t = j->t;
 	int r = t->ops.save(t->ops.opaque, j->id, j->rec, j->pos);
 
 	clock_gettime(CLOCK_MONOTONIC, &j->saved_at);
-	if (r) {
-		j->state_err = -r;
-		j->error = -r;
-		j->error_sector = 0;
-		snprintf(j->error_name, sizeof(j->error_name), "state");
-	}
 	return r;
+}
+
+/* Its record could not be kept: the job fails (results name "state"). */
+static void state_failed(struct kfs_job *j, int r)
+{
+	lock(j->t);
+	j->state_err = -r;
+	j->error = -r;
+	j->error_sector = 0;
+	snprintf(j->error_name, sizeof(j->error_name), "state");
+	unlock(j->t);
 }
 
 /* Engine callback thread: a step is over; run the next, or end. */
@@ -520,6 +529,7 @@ static void step_finished(const struct kcopyd_completion *c, void *context)
 	bool stop = c->cancelled ||
 		    (failed && !(j->cmd->flags & KFS_IGNORE_ERRORS));
 	bool parking, cancel;
+	int r;
 
 	add_errors(j, c);
 	if (!c->cancelled) {
@@ -533,18 +543,29 @@ static void step_finished(const struct kcopyd_completion *c, void *context)
 			j->step /= 2;
 	}
 	if (!stop && j->pos < j->sectors &&
-	    (j->overlap || usec_since(&j->saved_at) >= 1000000) &&
-	    save_pos(j)) {
-		end_steps(j, c, false, false);
-		return;
+	    (j->overlap || usec_since(&j->saved_at) >= 1000000)) {
+		r = save_pos(j);
+		if (r) {
+			state_failed(j, r);
+			end_steps(j, c, false, false);
+			return;
+		}
 	}
 	lock(t);
 	parking = t->parking;
 	cancel = j->cancel_req;
-	if (!stop && j->pos < j->sectors && !parking && !cancel &&
-	    !submit_step(t, j)) {
-		unlock(t);
-		return;
+	if (!stop && j->pos < j->sectors && !parking && !cancel) {
+		r = submit_step(t, j);
+		if (!r) {
+			unlock(t);
+			return;
+		}
+		/* The engine refused the next step: the job fails. */
+		j->state_err = -r;
+		j->error = -r;
+		snprintf(j->error_name, sizeof(j->error_name), "engine");
+		stop = true;
+		failed = true;
 	}
 	unlock(t);
 	/*

@@ -49,13 +49,25 @@ stop_kcopydfs "$mnt"
 # 2. A destination changed (another file of that name) and one gone: each
 # job fails with the reason, and nothing is written.
 cp "$tmp/b.orig" "$tmp/b.img"
-start_kcopydfs "$mnt" "${devs[@]}" --state "$st" "${slow[@]}"
+start_kcopydfs "$mnt" "${devs[@]}" --state "$st" "${slow[@]}" \
+	--fault b:write:0+16384:delay=20000
 printf 'copy a:0+4096 b:0 tag=changed\ncopy a:0+4096 c:0 tag=gone\n' |
 	dd bs=64K status=none >"$mnt/control" || fail "queue 2"
 exec 3<>"$mnt/control"
-echo "zero b:100+8 tag=z" >&3 || fail "queue z"
+echo "zero b:100+4096 tag=z" >&3 || fail "queue z"
 read -r zid <&3 || fail "no id"
 exec 3>&-
+# A cancelled job: no record either.
+exec 3<>"$mnt/control"
+echo "copy a:0+8192 c:8192 tag=cancelme" >&3 || fail "queue cancelme"
+read -r cid <&3 || fail "no id"
+exec 3>&-
+[ -e "$st/job.$cid" ] || fail "job $cid accepted without a record"
+echo "cancel $cid" >"$mnt/control" || fail "cancel $cid"
+kcopydfs_wait_state "$mnt" "$cid" cancelled done failed
+grep -q "^id=$cid tag=cancelme op=copy state=cancelled" "$mnt/results" ||
+	fail "job $cid: $(cat "$mnt/results")"
+[ ! -e "$st/job.$cid" ] || fail "job $cid ended, its record left"
 stop_kcopydfs "$mnt"
 cp "$tmp/b.orig" "$tmp/b.new"
 mv "$tmp/b.new" "$tmp/b.img"

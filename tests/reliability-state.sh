@@ -44,7 +44,7 @@ record_done()
 make_image "$tmp/m.img" 16M random
 cp "$tmp/m.img" "$tmp/m.exp"
 # 12 MiB from sector 4096 up by 256 KiB (less than a step would be
-# without the overlap), and the first 2 MiB down by 256 KiB
+# without the overlap), and the first 8 MiB down by 256 KiB
 # of what is then there: the expectation, as memmove does it.
 python3 - "$tmp/m.exp" <<'PY'
 import sys
@@ -52,7 +52,7 @@ f = open(sys.argv[1], "r+b")
 b = bytearray(f.read())
 S = 512
 b[(4096 + 512) * S:(4096 + 512 + 24576) * S] = b[4096 * S:(4096 + 24576) * S]
-b[0:4096 * S] = b[512 * S:(512 + 4096) * S]
+b[0:16384 * S] = b[512 * S:(512 + 16384) * S]
 f.seek(0)
 f.write(b)
 PY
@@ -82,7 +82,7 @@ grep -q "^id=1 tag=up op=copy state=done .*sectors=24576 done=24576 .*resumed" \
 	"$mnt/results" || fail "job 1: $(cat "$mnt/results")"
 [ ! -e "$st/job.1" ] || fail "job 1 done, its record left"
 # The second memmove, downwards, killed once.
-queue "copy m:512+4096 m:0 tag=down"
+queue "copy m:512+16384 m:0 tag=down"
 for ((i = 0; i < 1200; i++)); do
 	now=$(kcopydfs_field "$mnt" "$id" done)
 	[ "${now:-0}" -ge 1700 ] && break
