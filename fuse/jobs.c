@@ -25,11 +25,14 @@
  *
  * Under --state (ops->save), ops->describe and the first ops->save of a
  * job run with t->lock held, in the FUSE worker that queues it; later
- * saves and ops->forget run on the engine's callback thread, which runs
- * a job's steps one after another (step_finished), with no lock held:
- * so one job's record is never written by two threads at once.  The
- * next step is submitted with t->lock held, as the first is, so a cancel
- * always sees the engine id of the step that runs.
+ * saves run on the engine's callback thread, which runs a job's steps one
+ * after another (step_finished), with no table lock held.  A cancel
+ * removes the record at once, in the FUSE worker that runs it (t->lock
+ * held), so that no crash after its answer brings the job back.  Every
+ * save and removal of a job's record takes its rec_lock (always after
+ * t->lock, never before it), and once removed a record is never written
+ * again.  The next step is submitted with t->lock held, as the first is,
+ * so a cancel always sees the engine id of the step that runs.
  */
 #include <config.h>
 
@@ -102,6 +105,8 @@ struct kfs_job {
 	uint64_t cur;			/* sectors of the step in flight */
 	struct timespec saved_at;	/* when pos was last recorded */
 	bool cancel_req;		/* cancelled between steps (lock) */
+	pthread_mutex_t rec_lock;	/* saves and removal of the record */
+	bool rec_gone;			/* the record is removed (rec_lock) */
 	/* The errors of the steps so far, as one completion reports them. */
 	int a_read_err;
 	unsigned int a_write_err;
@@ -203,6 +208,7 @@ int kfs_table_create(struct kcopyd_client *kc, unsigned int keep,
 
 static void free_job(struct kfs_job *j)
 {
+	pth(pthread_mutex_destroy(&j->rec_lock));
 	free(j->line);
 	free(j->cmd);
 	free(j->rec);
@@ -311,6 +317,18 @@ static void note_error(struct kfs_job *j, const struct kcopyd_completion *c)
 			 t->ops.dev_name(t->ops.opaque, dev));
 }
 
+/* Remove the job's record, for good. */
+static void forget_rec(struct kfs_job *j)
+{
+	struct kfs_table *t = j->t;
+
+	pth(pthread_mutex_lock(&j->rec_lock));
+	if (!j->rec_gone)
+		t->ops.forget(t->ops.opaque, j->id);
+	j->rec_gone = true;
+	pth(pthread_mutex_unlock(&j->rec_lock));
+}
+
 /*
  * The job is over (parked: stopped at unmount, its record kept for the
  * next mount, and no results line produced).
@@ -319,7 +337,6 @@ static void job_end(struct kfs_job *j, const struct kcopyd_completion *c,
 		    bool parked)
 {
 	struct kfs_table *t = j->t;
-	uint64_t id = j->id;
 	void *waiter = j->waiter;
 	bool failed = c->read_err || c->write_err || c->verify_err ||
 		      j->state_err;
@@ -334,7 +351,7 @@ static void job_end(struct kfs_job *j, const struct kcopyd_completion *c,
 	memcpy(devs, j->devs, sizeof(devs));
 	/* No record outlives the results line (a rerun could be seen). */
 	if (t->ops.forget && !parked)
-		t->ops.forget(t->ops.opaque, id);
+		forget_rec(j);
 	/*
 	 * The name, while the device is held (the destinations are held
 	 * first, in order); results show it once `finished` is set.
@@ -499,12 +516,16 @@ static void end_steps(struct kfs_job *j, const struct kcopyd_completion *last,
 	job_end(j, &c, parked);
 }
 
-/* Record how far the job is: 0 or -errno. */
+/* Record how far the job is, unless cancelled: 0 or -errno. */
 static int save_pos(struct kfs_job *j)
 {
 	struct kfs_table *t = j->t;
-	int r = t->ops.save(t->ops.opaque, j->id, j->rec, j->pos);
+	int r = 0;
 
+	pth(pthread_mutex_lock(&j->rec_lock));
+	if (!j->rec_gone)
+		r = t->ops.save(t->ops.opaque, j->id, j->rec, j->pos);
+	pth(pthread_mutex_unlock(&j->rec_lock));
 	clock_gettime(CLOCK_MONOTONIC, &j->saved_at);
 	return r;
 }
@@ -654,7 +675,7 @@ static int submit_stepped(struct kfs_table *t, const struct kfs_cmd *c,
 		return r;
 	r = submit_step(t, j);
 	if (r)
-		t->ops.forget(t->ops.opaque, j->id);
+		forget_rec(j);
 	return r;
 }
 
@@ -770,8 +791,11 @@ static int cancel_jobs(struct kfs_table *t, const struct kfs_cmd *c,
 			j->cancel_req = true;
 		else if (kcopyd_cancel(t->kc, j->eid))
 			continue;
-		if (j->cmd)
+		if (j->cmd) {
 			kcopyd_cancel(t->kc, j->eid);
+			/* Cancelled now: a crash must not bring it back. */
+			forget_rec(j);
+		}
 		if (!*first)
 			*first = j->id;
 	}
@@ -796,6 +820,7 @@ static struct kfs_job *new_job(struct kfs_table *t, const struct kfs_cmd *c,
 	if (!j)
 		return NULL;
 	list_init(&j->waits);
+	pth(pthread_mutex_init(&j->rec_lock, NULL));
 	j->t = t;
 	j->op = c->op;
 	memcpy(j->tag, c->tag, sizeof(j->tag));
@@ -924,6 +949,7 @@ void kfs_table_resume_failed(struct kfs_table *t, uint64_t id,
 	if (!j)
 		return;
 	list_init(&j->waits);
+	pth(pthread_mutex_init(&j->rec_lock, NULL));
 	j->t = t;
 	j->id = id;
 	j->op = op;

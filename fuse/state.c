@@ -34,6 +34,8 @@
 #define RECORD_MAGIC	"kcopydfs job 1"
 /* Ids taken at a time in `next`: a crash skips at most this many. */
 #define ID_BLOCK	64
+/* Largest id a record or `next` may hold: ids go on far past it unwrapped. */
+#define ID_MAX		(UINT64_MAX / 2)
 /* Largest record: a command line and a line per device. */
 #define RECORD_MAX	(2 * KFS_MAX_LINE + (KFS_MAX_DESTS + 1) * \
 			 (KFS_MAX_LINE + 128))
@@ -154,7 +156,8 @@ int kfs_state_open(const char *dir, struct kfs_state **result, char *msg,
 
 		errno = 0;
 		next = strtoull(text, &end, 10);
-		if (errno || end == text || (*end && *end != '\n') || !next) {
+		if (errno || end == text || (*end && *end != '\n') || !next ||
+		    next > ID_MAX) {
 			fprintf(stderr, "kcopydfs: state %s: ignoring a bad "
 				"'next' file\n", dir);
 			next = 1;
@@ -395,6 +398,45 @@ static void describe_record(struct record *rec)
 			rec->sectors = c->dests[i].count;
 }
 
+/* Has the record a dev line for device slot dev? */
+static bool has_dev_line(const struct kfs *fs, int dev, char *const *devs,
+			 unsigned int ndevs)
+{
+	const char *name = fs->devs[dev]->name;
+	size_t len = strlen(name);
+
+	for (unsigned int i = 0; i < ndevs; i++)
+		if (!strncmp(devs[i] + 4, name, len) && devs[i][4 + len] == ' ')
+			return true;
+	return false;
+}
+
+/*
+ * What the command of a record says against the rest of it: every device
+ * it names has its identity recorded, and it is no further than its end.
+ */
+static int check_cmd(const struct kfs *fs, struct record *rec,
+		     char *const *devs, unsigned int ndevs)
+{
+	const struct kfs_cmd *c = &rec->c;
+
+	if (c->op == KFS_OP_COPY && !has_dev_line(fs, c->src.dev, devs, ndevs))
+		return fail(rec, EBADMSG, "state", "no device line for %s",
+			    fs->devs[c->src.dev]->name);
+	for (unsigned int i = 0; i < c->num_dests; i++)
+		if (!has_dev_line(fs, c->dests[i].dev, devs, ndevs))
+			return fail(rec, EBADMSG, "state", "no device line "
+				    "for %s", fs->devs[c->dests[i].dev]->name);
+	if (rec->done > rec->sectors)
+		return fail(rec, EBADMSG, "state", "done %" PRIu64 " is past "
+			    "its %" PRIu64 " sectors", rec->done,
+			    rec->sectors);
+	if (c->flags & KFS_CHECKSUM)
+		return fail(rec, EBADMSG, "state", "checksum cannot be "
+			    "resumed");
+	return 0;
+}
+
 /* Parse and check one record, devices and all (dlock held). */
 static int check_record(struct kfs *fs, char *text, struct record *rec)
 {
@@ -404,6 +446,7 @@ static int check_record(struct kfs *fs, char *text, struct record *rec)
 	unsigned int ndevs = 0;
 	unsigned long long v;
 	int nline = 0, r;
+	bool done_seen = false;
 
 	for (line = strtok_r(text, "\n", &save); line;
 	     line = strtok_r(NULL, "\n", &save), nline++) {
@@ -416,8 +459,10 @@ static int check_record(struct kfs *fs, char *text, struct record *rec)
 			if (v != rec->id)
 				return fail(rec, EBADMSG, "state", "its id "
 					    "is %llu", v);
-		} else if (sscanf(line, "done %llu", &v) == 1) {
+		} else if (sscanf(line, "done %llu", &v) == 1 && !done_seen &&
+			   line[5] != '-') {
 			rec->done = v;
+			done_seen = true;
 		} else if (!strncmp(line, "cmd ", 4) && !rec->cmd) {
 			rec->cmd = line + 4;
 			rec->cmd_len = strlen(line + 4);
@@ -440,15 +485,17 @@ static int check_record(struct kfs *fs, char *text, struct record *rec)
 	kfs_devlookup(fs, &dl);
 	r = kfs_parse_line(rec->cmd, rec->cmd_len, &dl, &rec->c, msg,
 			   sizeof(msg));
-	if (!r && rec->c.op != KFS_OP_COPY && rec->c.op != KFS_OP_ZERO)
+	if (!r && rec->c.op != KFS_OP_COPY && rec->c.op != KFS_OP_ZERO) {
+		snprintf(msg, sizeof(msg), "not a copy or a zero");
 		r = -EINVAL;
+	}
 	if (r == -ENOENT)
 		return fail(rec, ENODEV, "state", "%s", msg);
 	if (r == -EROFS || r == -EBUSY)
 		return fail(rec, -r, "state", "%s", msg);
 	if (r)
 		return fail(rec, EBADMSG, "state", "its command: %s", msg);
-	return 0;
+	return check_cmd(fs, rec, devs, ndevs);
 }
 
 static bool record_name(const char *name, uint64_t *id)
@@ -459,7 +506,7 @@ static bool record_name(const char *name, uint64_t *id)
 		return false;
 	errno = 0;
 	*id = strtoull(name + 4, &end, 10);
-	return !errno && !*end;
+	return !errno && !*end && *id <= ID_MAX;
 }
 
 static int dir_filter(const struct dirent *e)

@@ -2,7 +2,8 @@
 # kcopydfs --state DIR: an unmount with jobs queued keeps them for the next
 # mount, which resumes them; a device gone or changed fails its job with
 # the reason and writes nothing; one DIR serves one mount at a time; files
-# of DIR that are no records are skipped with a warning.
+# of DIR that are no records are skipped with a warning; a cancelled job
+# does not come back after a kill; records edited by hand fail, with why.
 source "$abs_srcdir/functions.sh"
 requires_fuse
 requires cmp mountpoint
@@ -98,3 +99,77 @@ grep -q "skipping 'notes.txt': not a job record" "$kcopydfs_log" ||
 stop_kcopydfs "$mnt"
 cmp "$tmp/b.before" "$tmp/b.img" || fail "the changed b was written"
 cmp "$tmp/c.before" "$tmp/c.img" || fail "c was written"
+
+# 3. A cancel answered, then kill -9 before the job's step is over: the
+# next mount does not bring the cancelled job back.
+rm -rf "$st"
+start_kcopydfs "$mnt" "${devs[@]}" --state "$st" --subjob-size 16K \
+	--fault a:read:0+16384:delay=50000
+exec 3<>"$mnt/control"
+echo "copy a:0+8192 c:0 tag=cancelled" >&3 || fail "queue cancelled"
+read -r cid <&3 || fail "no id"
+exec 3>&-
+echo "cancel $cid" >"$mnt/control" || fail "cancel $cid"
+kill -9 "$kcopydfs_pid"
+wait "$kcopydfs_pid" 2>/dev/null
+timeout 10 fusermount3 -u "$mnt" || fail "fusermount3 -u of the dead mount"
+rm -f "$mnt.pid"
+[ ! -e "$st/job.$cid" ] || fail "job $cid cancelled, its record kept"
+start_kcopydfs "$mnt" "${devs[@]}" --state "$st"
+grep -q "^id=$cid " "$mnt/results" &&
+	fail "a cancelled job came back: $(cat "$mnt/results")"
+grep -q "^state_resumed=0$" "$mnt/stats" || fail "stats: $(grep state "$mnt/stats")"
+stop_kcopydfs "$mnt"
+
+# 4. Records edited by hand: each fails with the reason (EBADMSG on state)
+# and writes nothing; an id too large for a record is skipped, and new ids
+# go on from the records'.
+rm -rf "$st"
+mkdir "$st"
+cp "$tmp/b.img" "$tmp/b.before"
+sa=$(stat -c %s "$tmp/a.img")
+ida="dev a $sa file $(stat -c %d:%i "$tmp/a.img")"
+idb="dev b $sa file $(stat -c %d:%i "$tmp/b.img")"
+rec() { printf 'kcopydfs job 1\nid %s\ndone %s\ncmd %s\n' "$@"; }
+{ rec 20 99999999999999999999 "copy a:0+100 b:0 tag=huge"
+  echo "$ida"; echo "$idb"; } >"$st/job.20"
+{ rec 21 0 "copy a:0+100 b:16380 tag=past"; echo "$ida"; echo "$idb"; } \
+	>"$st/job.21"
+rec 22 0 "copy a:0+100 b:200 tag=nodevs" >"$st/job.22"
+{ rec 23 0 "copy a:0+100 b:300 tag=onlya"; echo "$ida"; } >"$st/job.23"
+{ rec 24 -5 "copy a:0+100 b:400 tag=neg"; echo "$ida"; echo "$idb"; } \
+	>"$st/job.24"
+{ rec 25 0 "copy a:0+100 b:500 checksum tag=ck"; echo "$ida"; echo "$idb"; } \
+	>"$st/job.25"
+{ rec 26 0 "zero b:600+8 tag=ok"; echo "$idb"; } >"$st/job.26"
+{ rec 18446744073709551615 0 "zero b:0+8 tag=max"; echo "$idb"; } \
+	>"$st/job.18446744073709551615"
+start_kcopydfs "$mnt" --dev "a=$tmp/a.img" --dev "b=$tmp/b.img" --state "$st"
+kcopydfs_wait_state "$mnt" 26 done failed
+# (A record cut at a bad line has no command, so no tag, read yet.)
+for t in 20:huge 21:past 22:nodevs 23:onlya 24:- 25:ck; do
+	grep -q "^id=${t%%:*} tag=${t#*:} op=copy state=failed .* resumed error=EBADMSG@0 on state" \
+		"$mnt/results" || fail "record $t: $(cat "$mnt/results")"
+done
+grep -q "^id=26 tag=ok op=zero state=done .* resumed" "$mnt/results" ||
+	fail "record ok: $(cat "$mnt/results")"
+for why in "done 18446744073709551615 is past its 100 sectors" \
+	"ends past the end of 'b'" "no device line for a" \
+	"no device line for b" "unknown line 'done -5'" \
+	"checksum cannot be resumed" \
+	"skipping 'job.18446744073709551615': not a job record"; do
+	grep -qF "$why" "$kcopydfs_log" || fail "not logged: $why: $(cat "$kcopydfs_log")"
+done
+grep -q "^state_resumed=1$" "$mnt/stats" || fail "stats: $(grep state "$mnt/stats")"
+exec 3<>"$mnt/control"
+echo "zero b:600+8" >&3 || fail "queue after the records"
+read -r nid <&3 || fail "no id"
+exec 3>&-
+[ "$nid" = 27 ] || fail "a new job got id $nid, not 27"
+kcopydfs_wait_state "$mnt" "$nid" done
+[ "$(grep -c . "$mnt/results")" = 8 ] || fail "results: $(cat "$mnt/results")"
+stop_kcopydfs "$mnt"
+[ -e "$st/job.18446744073709551615" ] || fail "a file that is no record was removed"
+dd if=/dev/zero of="$tmp/b.before" bs=512 seek=600 count=8 conv=notrunc \
+	status=none
+cmp "$tmp/b.before" "$tmp/b.img" || fail "b written by a bad record"
