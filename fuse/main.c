@@ -7,7 +7,8 @@
  * has returned, tears everything down in an order that lets jobs finish
  * and never writes to a dead session: stop answering sync writes and stop
  * the notifier, unmount (which closes the session's fd), wait for the jobs
- * (kcopyd_client_destroy), destroy the session.
+ * (kcopyd_client_destroy; under --state the jobs are first stopped, their
+ * records kept), destroy the session.
  */
 #include <config.h>
 

@@ -444,6 +444,8 @@ static int check_record(struct kfs *fs, char *text, struct record *rec)
 		r = -EINVAL;
 	if (r == -ENOENT)
 		return fail(rec, ENODEV, "state", "%s", msg);
+	if (r == -EROFS || r == -EBUSY)
+		return fail(rec, -r, "state", "%s", msg);
 	if (r)
 		return fail(rec, EBADMSG, "state", "its command: %s", msg);
 	return 0;

@@ -205,6 +205,8 @@ for l in open(f"{tmp}/results.after"):
         sys.exit(f"job {i}: {l} is not {jobs[i - 1]}")
 PY
 [ -z "$(ls "$st" | grep '^job\.')" ] || fail "records left: $(ls "$st")"
+echo "$0: $(grep -c . "$tmp/results.after") jobs resumed, of them" \
+	"$(grep -c '^id=\(4\|29\|54\|79\) ' "$tmp/results.after") of the 4 memmoves"
 # Ids never repeat across mounts.
 queue "zero d1:0+8"
 [ "$id" -gt 100 ] || fail "a new job got id $id"
