@@ -650,8 +650,11 @@ static int submit_stepped(struct kfs_table *t, const struct kfs_cmd *c,
 	if (r)
 		return r;
 	r = save_pos(j);
-	if (r)
+	if (r) {
+		/* Half written (renamed, not synced): not to be resumed. */
+		t->ops.forget(t->ops.opaque, j->id);
 		return r;
+	}
 	r = submit_step(t, j);
 	if (r)
 		t->ops.forget(t->ops.opaque, j->id);

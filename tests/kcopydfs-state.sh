@@ -68,6 +68,19 @@ kcopydfs_wait_state "$mnt" "$cid" cancelled done failed
 grep -q "^id=$cid tag=cancelme op=copy state=cancelled" "$mnt/results" ||
 	fail "job $cid: $(cat "$mnt/results")"
 [ ! -e "$st/job.$cid" ] || fail "job $cid ended, its record left"
+# A record that cannot be written: the command is refused, with the cause.
+next=$((cid + 1))
+mkdir "$st/job.$next.tmp"
+exec 3<>"$mnt/control"
+echo "zero c:0+8 tag=norecord" >&3 2>/dev/null && fail "queued without a record"
+read -r line <&3
+exec 3>&-
+case $line in
+*"cannot record it in state $st: Is a directory"*) ;;
+*) fail "read back: $line" ;;
+esac
+grep -q "tag=norecord" "$mnt/results" && fail "a job without record queued"
+rmdir "$st/job.$next.tmp"
 stop_kcopydfs "$mnt"
 cp "$tmp/b.orig" "$tmp/b.new"
 mv "$tmp/b.new" "$tmp/b.img"
