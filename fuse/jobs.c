@@ -246,11 +246,11 @@ static void trim(struct kfs_table *t)
 
 static enum job_state job_state(const struct kfs_job *j)
 {
+	if (j->finished && j->parked)
+		return JOB_KEPT;
 	if (j->finished && (j->read_err || j->write_err || j->verify_err ||
 			    j->state_err))
 		return JOB_FAILED;
-	if (j->finished && j->parked)
-		return JOB_KEPT;
 	if (j->finished)
 		return j->cancelled ? JOB_CANCELLED : JOB_DONE;
 	return atomic_load_explicit(&j->done, memory_order_relaxed) ?
