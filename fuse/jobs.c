@@ -51,6 +51,7 @@ enum job_state {
 	JOB_DONE,
 	JOB_FAILED,
 	JOB_CANCELLED,
+	JOB_KEPT,		/* stopped at unmount, kept for the next */
 };
 
 static const char *const state_names[] = {
@@ -59,6 +60,7 @@ static const char *const state_names[] = {
 	[JOB_DONE] = "done",
 	[JOB_FAILED] = "failed",
 	[JOB_CANCELLED] = "cancelled",
+	[JOB_KEPT] = "kept",
 };
 
 struct job_wait {
@@ -102,6 +104,7 @@ struct kfs_job {
 	uint64_t cur;			/* sectors of the step in flight */
 	struct timespec saved_at;	/* when pos was last recorded */
 	bool cancel_req;		/* cancelled between steps (lock) */
+	bool parked;			/* kept for the next mount (lock) */
 	/* The errors of the steps so far, as one completion reports them. */
 	int a_read_err;
 	unsigned int a_write_err;
@@ -243,6 +246,8 @@ static void trim(struct kfs_table *t)
 
 static enum job_state job_state(const struct kfs_job *j)
 {
+	if (j->finished && j->parked)
+		return JOB_KEPT;
 	if (j->finished && (j->read_err || j->write_err || j->verify_err ||
 			    j->state_err))
 		return JOB_FAILED;
@@ -348,6 +353,7 @@ static void job_end(struct kfs_job *j, const struct kcopyd_completion *c,
 		}
 	lock(t);
 	j->finished = true;
+	j->parked = parked;
 	j->read_err = c->read_err;
 	j->write_err = c->write_err;
 	j->verify_err = c->verify_err;

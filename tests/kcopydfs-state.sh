@@ -25,10 +25,13 @@ printf 'copy a:0+8192 b:0 tag=one\ncopy a:8192+8192 b:8192 c:0 tag=two\n' |
 ls "$st/job.1" "$st/job.2" >/dev/null || fail "no records: $(ls "$st")"
 second=(--state "$st" --dev "a=$tmp/a.img")
 mkdir -p "$tmp/mnt2"
-expect_fail "another kcopydfs uses it" "$KCOPYDFS" -f "${second[@]}" "$tmp/mnt2"
+cleanup_fn "fusermount3 -u -z '$tmp/mnt2' 2>/dev/null"
+expect_fail "another kcopydfs uses it" \
+	timeout 20 "$KCOPYDFS" -f "${second[@]}" "$tmp/mnt2"
 mountpoint -q "$tmp/mnt2" && fail "a second mount on the same state"
 stop_kcopydfs "$mnt"
-grep -q "kept in state .* for the next mount: id=1 tag=one" "$kcopydfs_log" ||
+grep -q "kept in state .* for the next mount: id=1 tag=one op=copy state=kept" \
+	"$kcopydfs_log" ||
 	fail "job 1 not kept: $(cat "$kcopydfs_log")"
 ls "$st/job.1" "$st/job.2" >/dev/null || fail "records gone at unmount: $(ls "$st")"
 start_kcopydfs "$mnt" "${devs[@]}" -o "state=$st"
