@@ -54,6 +54,7 @@ enum job_state {
 	JOB_DONE,
 	JOB_FAILED,
 	JOB_CANCELLED,
+	JOB_KEPT,		/* stopped at unmount, kept for the next */
 };
 
 static const char *const state_names[] = {
@@ -62,6 +63,7 @@ static const char *const state_names[] = {
 	[JOB_DONE] = "done",
 	[JOB_FAILED] = "failed",
 	[JOB_CANCELLED] = "cancelled",
+	[JOB_KEPT] = "kept",
 };
 
 struct job_wait {
@@ -107,6 +109,7 @@ struct kfs_job {
 	bool cancel_req;		/* cancelled between steps (lock) */
 	pthread_mutex_t rec_lock;	/* saves and removal of the record */
 	bool rec_gone;			/* the record is removed (rec_lock) */
+	bool parked;			/* kept for the next mount (lock) */
 	/* The errors of the steps so far, as one completion reports them. */
 	int a_read_err;
 	unsigned int a_write_err;
@@ -249,6 +252,8 @@ static void trim(struct kfs_table *t)
 
 static enum job_state job_state(const struct kfs_job *j)
 {
+	if (j->finished && j->parked)
+		return JOB_KEPT;
 	if (j->finished && (j->read_err || j->write_err || j->verify_err ||
 			    j->state_err))
 		return JOB_FAILED;
@@ -365,6 +370,7 @@ static void job_end(struct kfs_job *j, const struct kcopyd_completion *c,
 		}
 	lock(t);
 	j->finished = true;
+	j->parked = parked;
 	j->read_err = c->read_err;
 	j->write_err = c->write_err;
 	j->verify_err = c->verify_err;
@@ -671,8 +677,11 @@ static int submit_stepped(struct kfs_table *t, const struct kfs_cmd *c,
 	if (r)
 		return r;
 	r = save_pos(j);
-	if (r)
+	if (r) {
+		/* Half written (renamed, not synced): not to be resumed. */
+		forget_rec(j);
 		return r;
+	}
 	r = submit_step(t, j);
 	if (r)
 		forget_rec(j);

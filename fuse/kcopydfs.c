@@ -1831,11 +1831,19 @@ static void write_control(fuse_req_t req, struct control_fh *c,
 		r = -ENOMEM;
 		goto refuse;
 	}
+	kfs_state_take_error();
 	r = kfs_table_submit(fs->table, cmds, n, w, ids, &queued);
 	pth(pthread_rwlock_unlock(&fs->dlock));
 	dlocked = false;
 	if (r) {
-		if (r == -EAGAIN)
+		int serr = kfs_state_take_error();
+
+		if (serr)
+			snprintf(msg, sizeof(msg),
+				 "command %u: cannot record it in state %s: "
+				 "%s (%u of %u queued before it)", queued + 1,
+				 fs->state->dir, strerror(-serr), queued, n);
+		else if (r == -EAGAIN)
 			snprintf(msg, sizeof(msg),
 				 "queue full: no room for %u more job%s "
 				 "(--max-queue %u)", n, n == 1 ? "" : "s",

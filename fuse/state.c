@@ -626,15 +626,28 @@ int kfs_state_resume(struct kfs *fs)
 
 /* --- The job table's hooks -------------------------------------------- */
 
+/* The last record this thread could not write, for its control write. */
+static __thread int last_error;
+
+int kfs_state_take_error(void)
+{
+	int r = last_error;
+
+	last_error = 0;
+	return r;
+}
+
 int kfs_state_save_job(void *opaque, uint64_t id, const char *rec,
 		       uint64_t done)
 {
 	struct kfs *fs = opaque;
 	int r = kfs_state_save(fs->state, id, rec, done);
 
-	if (r)
+	if (r) {
+		last_error = r;
 		kfs_log(fs, LOG_ERR, "state %s: cannot record job %" PRIu64
 			": %s", fs->state->dir, id, strerror(-r));
+	}
 	return r;
 }
 
@@ -643,7 +656,7 @@ void kfs_state_forget_job(void *opaque, uint64_t id)
 	struct kfs *fs = opaque;
 	int r = kfs_state_forget(fs->state, id);
 
-	if (r)
+	if (r && r != -ENOENT)
 		kfs_log(fs, LOG_ERR, "state %s: cannot remove the record of "
 			"job %" PRIu64 ": %s", fs->state->dir, id,
 			strerror(-r));

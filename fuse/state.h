@@ -74,6 +74,12 @@ char *kfs_state_describe(void *fs, const struct kfs_cmd *c);
 int kfs_state_save_job(void *fs, uint64_t id, const char *rec,
 		       uint64_t done);
 void kfs_state_forget_job(void *fs, uint64_t id);
+/*
+ * The -errno of the last record the calling thread failed to write
+ * through kfs_state_save_job, or 0; cleared.  A control write's queueing
+ * saves its jobs' first records on its own thread, so it names the cause.
+ */
+int kfs_state_take_error(void);
 
 /*
  * At mount, before the session serves: every record of fs->state is

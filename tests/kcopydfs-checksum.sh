@@ -3,8 +3,8 @@
 # digest of the source range, equal to the one computed here by the
 # python3-xxhash program kcopy(1) gives, for a sparse image and a range
 # at an odd sector; digest=none when a read failed (ignore_errors went on
-# past it); refused on a zero and under --state; absent from a job
-# without the word.
+# past it), and kcopy --checksum prints none; refused on a zero and
+# under --state; absent from a job without the word.
 source "$abs_srcdir/functions.sh"
 requires cmp truncate fallocate timeout
 requires_fuse
@@ -89,6 +89,17 @@ echo "copy bad:0+8192 d1:0 ignore_errors checksum sync tag=bad" \
 	>mnt/control 2>err && fail "a job with a read error succeeded"
 line=$(grep "tag=bad " mnt/results)
 case "$line" in *"state=failed"*"read_err=1"*" digest=none") ;; *) fail "bad: $line" ;; esac
+
+# kcopy --checksum of a device whose read fails: the copy goes on with
+# --ignore-errors, but no digest is printed, and a line says why.
+if [ -x "${KCOPY:-}" ]; then
+	timeout 120 "$KCOPY" -i --checksum mnt/dev/bad kout.img >out 2>kerr
+	status=$?
+	[ $status -eq 2 ] || fail "kcopy of bad: exit $status: $(cat kerr)"
+	[ -s out ] && fail "kcopy printed a checksum: $(cat out)"
+	grep -q "^kcopy: mnt/dev/bad: no checksum: the source range was not read in full" kerr ||
+		fail "kcopy of bad: $(cat kerr)"
+fi
 
 # No word, no digest; a zero has no source to digest.
 echo "copy src:0+8 d1:0 sync tag=plain" >mnt/control || fail "plain failed"

@@ -26,10 +26,13 @@ printf 'copy a:0+8192 b:0 tag=one\ncopy a:8192+8192 b:8192 c:0 tag=two\n' |
 ls "$st/job.1" "$st/job.2" >/dev/null || fail "no records: $(ls "$st")"
 second=(--state "$st" --dev "a=$tmp/a.img")
 mkdir -p "$tmp/mnt2"
-expect_fail "another kcopydfs uses it" "$KCOPYDFS" -f "${second[@]}" "$tmp/mnt2"
+cleanup_fn "fusermount3 -u -z '$tmp/mnt2' 2>/dev/null"
+expect_fail "another kcopydfs uses it" \
+	timeout 20 "$KCOPYDFS" -f "${second[@]}" "$tmp/mnt2"
 mountpoint -q "$tmp/mnt2" && fail "a second mount on the same state"
 stop_kcopydfs "$mnt"
-grep -q "kept in state .* for the next mount: id=1 tag=one" "$kcopydfs_log" ||
+grep -q "kept in state .* for the next mount: id=1 tag=one op=copy state=kept" \
+	"$kcopydfs_log" ||
 	fail "job 1 not kept: $(cat "$kcopydfs_log")"
 ls "$st/job.1" "$st/job.2" >/dev/null || fail "records gone at unmount: $(ls "$st")"
 start_kcopydfs "$mnt" "${devs[@]}" -o "state=$st"
@@ -69,6 +72,19 @@ kcopydfs_wait_state "$mnt" "$cid" cancelled done failed
 grep -q "^id=$cid tag=cancelme op=copy state=cancelled" "$mnt/results" ||
 	fail "job $cid: $(cat "$mnt/results")"
 [ ! -e "$st/job.$cid" ] || fail "job $cid ended, its record left"
+# A record that cannot be written: the command is refused, with the cause.
+next=$((cid + 1))
+mkdir "$st/job.$next.tmp"
+exec 3<>"$mnt/control"
+echo "zero c:0+8 tag=norecord" >&3 2>/dev/null && fail "queued without a record"
+read -r line <&3
+exec 3>&-
+case $line in
+*"cannot record it in state $st: Is a directory"*) ;;
+*) fail "read back: $line" ;;
+esac
+grep -q "tag=norecord" "$mnt/results" && fail "a job without record queued"
+rmdir "$st/job.$next.tmp"
 stop_kcopydfs "$mnt"
 cp "$tmp/b.orig" "$tmp/b.new"
 mv "$tmp/b.new" "$tmp/b.img"

@@ -168,7 +168,7 @@ done
 [ "$ndone" -ge 10 ] || fail "no 10 jobs done in 60 s: $(cat "$mnt/results")"
 cp "$mnt/results" "$tmp/results.before"
 kill_kcopydfs
-nrec=$(ls "$st" | grep -c '^job\.')
+nrec=$(ls "$st" | grep -c '^job\.[0-9]*$')
 echo "$0: killed with $ndone jobs done, $nrec records"
 [ "$nrec" -gt 0 ] || fail "no record left to resume"
 
