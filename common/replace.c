@@ -66,6 +66,9 @@ int replace_file(const char *path, const char *text, size_t len)
 		r = -errno;
 	if (!r && rename(tmp, path))
 		r = -errno;
+	/* A failed write leaves no FILE.tmp to hold the space it took. */
+	if (r)
+		unlink(tmp);
 	if (!r)
 		r = sync_dir(path);
 out:

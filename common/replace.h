@@ -19,7 +19,8 @@ int sync_dir(const char *path);
 
 /*
  * Replace path's contents with len bytes of text as above.  Returns 0 or
- * -errno (PATH is then as it was; PATH.tmp may be left behind).
+ * -errno (PATH is then as it was, and PATH.tmp removed; only a crash
+ * leaves it).
  */
 int replace_file(const char *path, const char *text, size_t len);
 
