@@ -232,6 +232,7 @@ int kfs_state_forget(struct kfs_state *s, uint64_t id)
 /* A device's identity, as a record's dev line holds it. */
 static int dev_identity(const struct kfs_dev *d, char *buf, size_t len)
 {
+	struct statx stx;
 	struct stat st;
 
 	if (d->fd < 0)
@@ -241,6 +242,17 @@ static int dev_identity(const struct kfs_dev *d, char *buf, size_t len)
 	if (S_ISBLK(st.st_mode))
 		return snprintf(buf, len, "blk %u:%u", major(st.st_rdev),
 				minor(st.st_rdev));
+	/*
+	 * An inode number is reused once its file is deleted (ext4, xfs):
+	 * the birth time, where the file system keeps one, tells another
+	 * file from the one recorded.
+	 */
+	if (!statx(d->fd, "", AT_EMPTY_PATH, STATX_BTIME, &stx) &&
+	    (stx.stx_mask & STATX_BTIME))
+		return snprintf(buf, len, "file %ju:%ju born %lld.%09u",
+				(uintmax_t)st.st_dev, (uintmax_t)st.st_ino,
+				(long long)stx.stx_btime.tv_sec,
+				stx.stx_btime.tv_nsec);
 	return snprintf(buf, len, "file %ju:%ju", (uintmax_t)st.st_dev,
 			(uintmax_t)st.st_ino);
 }

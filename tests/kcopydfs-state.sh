@@ -144,8 +144,19 @@ rm -rf "$st"
 mkdir "$st"
 cp "$tmp/b.img" "$tmp/b.before"
 sa=$(stat -c %s "$tmp/a.img")
-ida="dev a $sa file $(stat -c %d:%i "$tmp/a.img")"
-idb="dev b $sa file $(stat -c %d:%i "$tmp/b.img")"
+# ident FILE: its identity as a record holds it.
+ident()
+{
+	local born
+	born=$(stat -c %w "$1")
+	if [ "$born" = - ]; then
+		echo "file $(stat -c %d:%i "$1")"
+	else
+		echo "file $(stat -c %d:%i "$1") born $(date -d "$born" +%s.%N)"
+	fi
+}
+ida="dev a $sa $(ident "$tmp/a.img")"
+idb="dev b $sa $(ident "$tmp/b.img")"
 rec() { printf 'kcopydfs job 1\nid %s\ndone %s\ncmd %s\n' "$@"; }
 { rec 20 99999999999999999999 "copy a:0+100 b:0 tag=huge"
   echo "$ida"; echo "$idb"; } >"$st/job.20"
