@@ -62,11 +62,12 @@
  *
  * KCOPYD_DIGEST: a chunk's worker hashes the whole digest blocks of the
  * chunk from the pages it read, with no lock held (a hole's blocks have
- * the hash of a zero block, computed once per client).  The digest takes
+ * the hash of a zero block, computed once per client, and go in a page of
+ * hashes at a time, so a hole of terabytes costs little).  The digest takes
  * the block hashes in order, and a block cut by a chunk boundary must be
  * streamed in order too, so a forward job hands a baton from chunk to
  * chunk: a chunk waits, as for WRITE_SEQ, until every lower chunk has fed
- * the job's digest state (job->dg_pos, kc->lock, reaches its offset), then
+ * the job's digest state (job->dg_fed, kc->lock, reaches its offset), then
  * feeds it with no lock held - only its block hashes and the pieces of
  * the blocks it shares with its neighbours - and passes the baton on.
  * Chunks are issued in offset order and hold their pages, so the lowest
@@ -147,15 +148,14 @@ struct kcopyd_job {
 	struct kcopyd_range *done;	/* offsets, sorted, merged */
 
 	/*
-	 * KCOPYD_DIGEST.  Forward: the chunk at offset dg_pos (kc->lock)
-	 * owns dg_outer and dg_blk (the block cut at dg_pos, streamed so
-	 * far).  Backward: the one chunk in flight owns dg_hashes (one per
-	 * block) and dg_buf (the pieces of a cut block).  dg_fed counts
-	 * the sectors fed (kc->lock).
+	 * KCOPYD_DIGEST.  dg_fed counts the sectors fed (kc->lock).
+	 * Forward: the chunk at offset dg_fed holds the baton and owns
+	 * dg_outer and dg_blk (the block cut at dg_fed, streamed so far).
+	 * Backward: the one chunk in flight owns dg_hashes (one per block)
+	 * and dg_buf (the pieces of a cut block).
 	 */
 	bool digest;
 	bool dg_bad;			/* a read failed (kc->lock) */
-	sector_t dg_pos;
 	sector_t dg_fed;
 	XXH3_state_t *dg_outer;
 	XXH3_state_t *dg_blk;
@@ -205,6 +205,9 @@ struct worker {
 	struct sub_job sj;
 };
 
+/* Blocks of zeros fed to a digest at a time: a page of their hashes. */
+#define ZERO_RUN	(KCOPYD_PAGE_SIZE / 8)
+
 struct kcopyd_client {
 	pthread_mutex_t lock;
 	pthread_cond_t work_cond;	/* a job is ready or pages came back */
@@ -222,6 +225,8 @@ struct kcopyd_client {
 	bool allocated;			/* every job KCOPYD_ALLOCATED */
 	uint64_t zero_hash;		/* XXH3 of a sector of zeros */
 	uint64_t zero_block_hash;	/* XXH3 of a digest block of zeros */
+	/* zero_block_hash as a digest takes it, ZERO_RUN times */
+	unsigned char zero_run[ZERO_RUN * 8];
 	struct worker *workers;
 	pthread_t cb_thread;
 
@@ -1171,6 +1176,18 @@ static void put_hash(XXH3_state_t *st, uint64_t h)
 	XXH3_64bits_update(st, le, sizeof(le));
 }
 
+/* n whole blocks of zeros: their hashes, ZERO_RUN at a time. */
+static void put_zero_blocks(struct kcopyd_client *kc, XXH3_state_t *st,
+			    sector_t n)
+{
+	while (n) {
+		sector_t k = min_sector(n, ZERO_RUN);
+
+		XXH3_64bits_update(st, kc->zero_run, k * sizeof(uint64_t));
+		n -= k;
+	}
+}
+
 /* Forward, before the baton: the hashes of the chunk's whole blocks. */
 static void digest_hash_blocks(struct kcopyd_client *kc, struct sub_job *sj)
 {
@@ -1198,6 +1215,15 @@ static void digest_forward(struct kcopyd_client *kc, struct sub_job *sj)
 	for (sector_t pos = sj->offset; pos < end; pos = to) {
 		block_of(job, pos, &lo, &hi);
 		to = min_sector(hi, end);
+		/* A hole's whole blocks in one go: a hole may be terabytes. */
+		if (sj->hole && pos == lo &&
+		    end - pos >= DG_BLOCK_SECTORS) {
+			to = pos + (end - pos) / DG_BLOCK_SECTORS *
+				   DG_BLOCK_SECTORS;
+			put_zero_blocks(kc, job->dg_outer,
+					(to - pos) / DG_BLOCK_SECTORS);
+			continue;
+		}
 		if (pos == lo && to == hi) {
 			put_hash(job->dg_outer,
 				 sj->hole ? digest_block(kc, sj, lo, hi) :
@@ -1648,6 +1674,9 @@ int kcopyd_client_create_opts(unsigned int num_pages,
 	kc->allocated = o.flags & KCOPYD_OPT_ALLOCATED;
 	kc->zero_hash = XXH3_64bits(zero_sector, sizeof(zero_sector));
 	kc->zero_block_hash = zero_block_hash();
+	for (unsigned int i = 0; i < sizeof(kc->zero_run); i++)
+		kc->zero_run[i] = (unsigned char)(kc->zero_block_hash >>
+						  (8 * (i % 8)));
 
 	r = pool_init(&kc->pool, num_pages);
 	if (r)

@@ -10,6 +10,8 @@
  * moves without a change of state), the polled descriptor is read again
  * from offset 0: kcopydfs renders a fresh snapshot for a read at 0, and
  * marks the changes as seen, so the next poll waits for a new one.
+ * A finished job's digest= (the checksum word) is printed as the copy
+ * mode's --checksum prints it.
  *
  * Each argument becomes one word of the line: an argument that contains
  * a space, a tab, a newline or any other control character is refused,
@@ -47,6 +49,8 @@ struct job_status {
 	uint64_t sectors;
 	uint64_t done;
 	uint64_t usec;			/* the job's time so far, or 0 */
+	char digest[17];		/* checksum: 16 hex digits, "none",
+					   or "" when the line has none */
 };
 
 /* The name of a byte that cannot be part of a word of the control file. */
@@ -228,6 +232,12 @@ static int parse_status(const char *line, struct job_status *st)
 		return -EPROTO;
 	if (field_u64(line, "usec", 10, &st->usec))
 		st->usec = 0;
+	v = field(line, "digest");
+	n = v ? strcspn(v, " ") : 0;
+	if (n >= sizeof(st->digest))
+		return -EPROTO;
+	memcpy(st->digest, v ? v : "", n);
+	st->digest[n] = '\0';
 	return 0;
 }
 
@@ -341,6 +351,23 @@ static int job_exit_status(uint64_t id, int argc, char **argv,
 	return status;
 }
 
+/*
+ * The checksum word: the source's digest on stdout, as the copy mode's
+ * --checksum prints it, or why there is none.
+ */
+static void print_digest(const struct job_status *st, const char *src)
+{
+	if (!st->digest[0])
+		return;
+	if (!strcmp(st->digest, "none")) {
+		say("%s: no checksum: the source range was not read in full",
+		    src);
+		return;
+	}
+	printf("xxh3-64-blocks:%s  %s\n", st->digest, src);
+	fflush(stdout);
+}
+
 static int poll_timeout(const struct progress *p)
 {
 	int t = progress_timeout(p);
@@ -388,6 +415,7 @@ static int wait_job(const struct options *o, const char *mnt,
 		if (finished(&st)) {
 			progress_finish(&prog);
 			r = job_exit_status(id, argc, argv, &st);
+			print_digest(&st, argv[1]);
 			break;
 		}
 		progress_tick(&prog);

@@ -214,6 +214,9 @@ static const size_t some_holes[] = {
 	0, 0,
 };
 
+/* 41 MiB from inside a block: more blocks of zeros than a page holds. */
+static const size_t long_hole[] = { 5 * MiB + 12 * KiB, 41 * MiB, 0, 0 };
+
 START_TEST(test_sparse)
 {
 	struct kcopyd_client *kc = new_client(256, 0, 0, 0);
@@ -222,6 +225,10 @@ START_TEST(test_sparse)
 	holes = check_copy(kc, 8 * MiB, some_holes, 0, 8 * MiB / 512, 1, 0);
 	/* The holes really were hashed without being read. */
 	ck_assert_uint_ge(holes, 2 * MiB);
+	/* A hole of hundreds of blocks, their hashes fed by the page. */
+	holes = check_copy(kc, 48 * MiB, long_hole, 3, 48 * MiB / 512 - 5, 1,
+			   0);
+	ck_assert_uint_ge(holes, 40 * MiB);
 	kcopyd_client_destroy(kc);
 }
 END_TEST

@@ -101,6 +101,20 @@ if [ -x "${KCOPY:-}" ]; then
 		fail "kcopy of bad: $(cat kerr)"
 fi
 
+# kcopy's mount mode prints the digest as --checksum does, or says why
+# there is none.
+if [ -x "$KCOPY" ]; then
+	timeout 300 "$KCOPY" --mount mnt copy src:7+12345 d0:0 checksum \
+		tag=mnt >out 2>err || fail "kcopy --mount: $(cat err)"
+	[ "$(cat out)" = "xxh3-64-blocks:$(hex src.img 7 12345)  src:7+12345" ] ||
+		fail "kcopy --mount printed '$(cat out)', want the digest"
+	timeout 300 "$KCOPY" --mount mnt copy bad:0+8192 d1:0 ignore_errors \
+		checksum tag=mntbad >out 2>err
+	[ $? -eq 2 ] || fail "kcopy --mount, read error: $(cat err)"
+	[ -s out ] && fail "kcopy --mount, read error, printed: $(cat out)"
+	grep -q "bad:0+8192: no checksum" err || fail "no message: $(cat err)"
+fi
+
 # No word, no digest; a zero has no source to digest.
 echo "copy src:0+8 d1:0 sync tag=plain" >mnt/control || fail "plain failed"
 line=$(grep "tag=plain " mnt/results)
