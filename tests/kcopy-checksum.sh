@@ -26,6 +26,13 @@ awk '/^\.SS Checksum/ { on = 1; next }
 	on && ex' "$abs_top_srcdir/man/kcopy.1" |
 	sed -e 's/\\-/-/g' -e 's/\\(aq/'"'"'/g' >digest.py
 grep -q xxh3_64_intdigest digest.py || fail "no program in kcopy(1): $(cat digest.py)"
+# libkcopyd(3) gives the same program.
+awk '/^\.SH THE DIGEST/ { on = 1; next }
+	on && /^\.EX/ { ex = 1; next }
+	on && /^\.EE/ { exit }
+	on && ex' "$abs_top_srcdir/man/libkcopyd.3" |
+	sed -e 's/\\-/-/g' -e 's/\\(aq/'"'"'/g' >digest3.py
+cmp digest.py digest3.py || fail "libkcopyd(3) and kcopy(1) differ: $(diff digest.py digest3.py)"
 
 # ref FILE [START COUNT]: the digest of the range (default: all of FILE)
 ref()
@@ -98,6 +105,13 @@ check "$(ref sp.img 5 20000)" sp.img:5+20000
 : >empty.img
 run empty.img empty2.img
 check "$(ref empty.img)" empty.img
+
+# A range past the end of the file: the program says so, and stops.
+timeout 120 "$py" digest.py src.img 0 $(stat -c %s src.img) >out 2>err
+status=$?
+[ $status -eq 1 ] || fail "digest.py past the end: exit $status: $(cat err)"
+grep -q "past the end of the file" err || fail "digest.py past the end: $(cat err)"
+[ -s out ] && fail "digest.py past the end printed: $(cat out)"
 
 # Refused: nothing to digest, or a copy that does not read it all.
 run --zero dst.img
