@@ -125,8 +125,8 @@ int kfs_state_open(const char *dir, struct kfs_state **result, char *msg,
 		snprintf(msg, msglen, "state %s: %s", dir, strerror(-r));
 		goto fail;
 	}
-	if (stat(dir, &st) || !S_ISDIR(st.st_mode)) {
-		r = errno && !S_ISDIR(st.st_mode) ? -ENOTDIR : -errno;
+	r = stat(dir, &st) ? -errno : S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
+	if (r) {
 		snprintf(msg, msglen, "state %s: %s", dir, strerror(-r));
 		goto fail;
 	}

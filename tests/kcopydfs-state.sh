@@ -197,6 +197,13 @@ kcopydfs_wait_state "$mnt" "$nid" done
 [ "$(grep -c . "$mnt/results")" = 8 ] || fail "results: $(cat "$mnt/results")"
 stop_kcopydfs "$mnt"
 [ -e "$st/job.18446744073709551615" ] || fail "a file that is no record was removed"
+# A state that is no directory: refused, with the cause.
+ln -s "$tmp/nowhere/x" "$tmp/dangling"
+expect_fail "state $tmp/dangling: No such file or directory" \
+	timeout 20 "$KCOPYDFS" -f --dev "a=$tmp/a.img" --state "$tmp/dangling" "$mnt"
+expect_fail "state $tmp/a.img: Not a directory" \
+	timeout 20 "$KCOPYDFS" -f --dev "b=$tmp/b.img" --state "$tmp/a.img" "$mnt"
+mountpoint -q "$mnt" && fail "mounted on a state that is no directory"
 dd if=/dev/zero of="$tmp/b.before" bs=512 seek=600 count=8 conv=notrunc \
 	status=none
 cmp "$tmp/b.before" "$tmp/b.img" || fail "b written by a bad record"
