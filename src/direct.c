@@ -610,13 +610,24 @@ static double now_seconds(void)
 /*
  * One device in a map's identity: a block device by its number, a file by
  * its inode (not its file system's device number, which a FUSE or network
- * file system changes from one mount to the next).
+ * file system changes from one mount to the next) and, where the file
+ * system keeps one, its birth time: ext4 and xfs give a new file the inode
+ * number of one just deleted.
  */
-static int ident_dev(char *buf, size_t len, const struct stat *st)
+static int ident_dev(char *buf, size_t len, const char *path,
+		     const struct stat *st)
 {
+	struct statx stx;
+
 	if (S_ISBLK(st->st_mode))
 		return snprintf(buf, len, "blockdev %u:%u",
 				major(st->st_rdev), minor(st->st_rdev));
+	if (!statx(AT_FDCWD, path, 0, STATX_BTIME, &stx) &&
+	    (stx.stx_mask & STATX_BTIME))
+		return snprintf(buf, len, "inode %llu born %lld.%09u",
+				(unsigned long long)st->st_ino,
+				(long long)stx.stx_btime.tv_sec,
+				stx.stx_btime.tv_nsec);
 	return snprintf(buf, len, "inode %llu",
 			(unsigned long long)st->st_ino);
 }
@@ -630,7 +641,7 @@ static int map_ident(const struct copy *c, char *buf, size_t len)
 	if (stat(c->src.path, &st) == -1)
 		return -errno;
 	n = (size_t)snprintf(buf, len, "kcopy map of ");
-	n += (size_t)ident_dev(buf + n, len - n, &st);
+	n += (size_t)ident_dev(buf + n, len - n, c->src.path, &st);
 	n += (size_t)snprintf(buf + n, len - n, " size %llu range %llu+%llu to",
 			      (unsigned long long)kcopyd_bdev_size(c->src_bdev),
 			      (unsigned long long)c->src.start,
@@ -639,6 +650,7 @@ static int map_ident(const struct copy *c, char *buf, size_t len)
 		n += (size_t)snprintf(buf + n, len - n, " ");
 		if (n < len)
 			n += (size_t)ident_dev(buf + n, len - n,
+					       c->dests[i].op.path,
 					       &c->dests[i].st);
 		if (n < len)
 			n += (size_t)snprintf(buf + n, len - n, " at %llu",
