@@ -85,6 +85,18 @@ make_image()
 	esac
 }
 
+# map_left MAP: the bytes a ddrescue mapfile does not call finished.
+map_left()
+{
+	local pos sz st n=0
+	while read -r pos sz st; do
+		# Comments, and the status line (its second field is a status).
+		case "$pos $sz" in '#'*|' '*|*' '[^0]*) continue ;; esac
+		[ "$st" != + ] && n=$((n + sz))
+	done <"$1"
+	echo $n
+}
+
 # wait_progress PID FILE: at most 30 s; fail if PID ends first.
 wait_progress()
 {

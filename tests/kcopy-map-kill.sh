@@ -21,18 +21,6 @@ RANDOM=$seed
 size=$((1024 * 1024 * 1024))
 make_image src.img 1G random
 
-# Bytes the map does not call finished.
-left()
-{
-	local pos sz st n=0
-	while read -r pos sz st; do
-		# Comments, and the status line (its second field is a status).
-		case "$pos $sz" in '#'*|' '*|*' '[^0]*) continue ;; esac
-		[ "$st" != + ] && n=$((n + sz))
-	done <"$1"
-	echo $n
-}
-
 killed=0 partial=0
 for ((iter = 1; iter <= rounds; iter++)); do
 	rm -f dst.img m.map
@@ -48,7 +36,7 @@ for ((iter = 1; iter <= rounds; iter++)); do
 	if [ -e m.map ]; then
 		ddrescuelog -t m.map >status.txt 2>&1 ||
 			fail "round $iter: ddrescuelog cannot read the map: $(cat status.txt; cat m.map)"
-		want=$(left m.map)
+		want=$(map_left m.map)
 	else
 		# Killed before it made its map (a loaded machine): kcopy
 		# writes the map before any destination, so all is left.

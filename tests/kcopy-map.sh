@@ -23,18 +23,6 @@ make_image src.img 64M random
 start_kcopydfs "$tmp/mnt" --dev src:ro="$tmp/src.img" \
 	--fault src:read:0+131072:delay=50000
 
-# Bytes the map does not call finished.
-left()
-{
-	local pos size st n=0
-	while read -r pos size st; do
-		# Comments, and the status line (its second field is a status).
-		case "$pos $size" in '#'*|' '*|*' '[^0]*) continue ;; esac
-		[ "$st" != + ] && n=$((n + size))
-	done <"$1"
-	echo $n
-}
-
 killed=0
 for iter in 1 2 3; do
 	rm -f dst.img m.map
@@ -48,7 +36,7 @@ for iter in 1 2 3; do
 	[ -e m.map ] || fail "iteration $iter: no map after the kill"
 	ddrescuelog -t m.map >status.txt 2>&1 ||
 		fail "iteration $iter: ddrescuelog cannot read the map: $(cat status.txt; cat m.map)"
-	want=$(left m.map)
+	want=$(map_left m.map)
 	echo "iteration $iter: exit $status, $want bytes left"
 	timeout 300 "$KCOPY" -v --map m.map mnt/dev/src dst.img >out 2>err ||
 		fail "iteration $iter: resumed run failed: $(cat err)"
@@ -89,7 +77,7 @@ rm -f dst.img m.map
 "$KCOPY" -i --map m.map mnt/dev/src dst.img 2>err
 [ $? -eq 2 ] || fail "bad read: not exit 2: $(cat err)"
 grep -q "^0x00200000  0x00001000  -$" m.map || fail "no failed range: $(cat m.map)"
-[ "$(left m.map)" = 4096 ] || fail "not 4096 bytes left: $(cat m.map)"
+[ "$(map_left m.map)" = 4096 ] || fail "not 4096 bytes left: $(cat m.map)"
 "$KCOPY" -v --map m.map mnt/dev/src dst.img 2>err || fail "rerun: $(cat err)"
 grep -q "m.map: 0 bytes read from the source" err || fail "rerun read: $(cat err)"
 stop_kcopydfs "$tmp/mnt"
