@@ -154,7 +154,6 @@ struct kcopyd_job {
 	 * Backward: the one chunk in flight owns dg_hashes (one per block)
 	 * and dg_buf (the pieces of a cut block).
 	 */
-	bool digest;
 	bool dg_bad;			/* a read failed (kc->lock) */
 	sector_t dg_fed;
 	XXH3_state_t *dg_outer;
@@ -434,7 +433,7 @@ static enum take take_chunk(struct kcopyd_client *kc, struct sub_job *sj)
 	if (job->sparse)
 		n = min_sector(n, job->ext_end - job->issued);
 	n = min_sector(n, paged ? kc->subjob_sectors : HOLE_CHUNK_SECTORS);
-	if (job->digest && paged)
+	if ((job->flags & KCOPYD_DIGEST) && paged)
 		n = digest_align(job, n);
 	sj->nr_pages = paged ? (n + SECTORS_PER_PAGE - 1) / SECTORS_PER_PAGE :
 			       0;
@@ -1317,7 +1316,7 @@ static void digest_chunk(struct kcopyd_client *kc, struct sub_job *sj)
 /* At the callback: the digest, if every sector of the source went in. */
 static bool job_digest(struct kcopyd_job *job, uint64_t *digest)
 {
-	if (!job->digest || job->dg_bad || job->cancelled ||
+	if (!(job->flags & KCOPYD_DIGEST) || job->dg_bad || job->cancelled ||
 	    job->dg_fed != job->total)
 		return false;
 	if (job->backward) {
@@ -1350,7 +1349,7 @@ static void run_chunk(struct kcopyd_client *kc, struct sub_job *sj)
 		read_chunk(kc, sj);
 		go = !sj->read_err || ignore;
 	}
-	if (job->digest)
+	if (job->flags & KCOPYD_DIGEST)
 		digest_chunk(kc, sj);
 	if (job->flags & KCOPYD_WRITE_SEQ)
 		go = wait_turn(kc, sj) && go;
@@ -1411,7 +1410,7 @@ static void start_chunk(struct kcopyd_client *kc, struct sub_job *sj)
 		run_chunk(kc, sj);
 	} else {
 		/* Keep the cursors in order. */
-		if (sj->job->digest)
+		if (sj->job->flags & KCOPYD_DIGEST)
 			digest_chunk(kc, sj);
 		if (sj->job->flags & KCOPYD_WRITE_SEQ)
 			wait_turn(kc, sj);
@@ -1996,7 +1995,6 @@ static void free_job(struct kcopyd_job *job)
  */
 static int digest_init(struct kcopyd_job *job)
 {
-	job->digest = true;
 	job->dg_outer = XXH3_createState();
 	job->dg_blk = XXH3_createState();
 	if (!job->dg_outer || !job->dg_blk)
