@@ -1249,21 +1249,17 @@ static int report(struct copy *c)
  * --checksum: the digest on stdout, as sha256sum prints a file's, when
  * the whole source range was read (whatever became of the destinations).
  */
-static void print_checksum(struct copy *c)
+static void copy_checksum(struct copy *c)
 {
+	char hex[17];
+
 	/* No job for an empty range: its digest is that of no block. */
 	if (!c->total && !c->signo) {
 		c->have_digest = true;
 		c->digest = XXH3_64bits(NULL, 0);
 	}
-	if (!c->have_digest) {
-		say("%s: no checksum: the source range was not read in full",
-		    c->src.token);
-		return;
-	}
-	printf("xxh3-64-blocks:%016llx  %s\n", (unsigned long long)c->digest,
-	       c->src.token);
-	fflush(stdout);
+	snprintf(hex, sizeof(hex), "%016llx", (unsigned long long)c->digest);
+	print_checksum(c->have_digest ? hex : NULL, c->src.token);
 }
 
 static void say_plan(const struct copy *c)
@@ -1487,7 +1483,7 @@ int direct_main(const struct options *o, int argc, char **argv)
 		sync_dests(c);
 	status = report(c);
 	if (o->checksum)
-		print_checksum(c);
+		copy_checksum(c);
 	if (o->verbose > 0)
 		say_summary(c);
 	close_bdevs(c);

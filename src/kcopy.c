@@ -125,6 +125,17 @@ void say(const char *fmt, ...)
 	fputc('\n', stderr);
 }
 
+void print_checksum(const char *hex, const char *src)
+{
+	if (!hex) {
+		say("%s: no checksum: the source range was not read in full",
+		    src);
+		return;
+	}
+	printf("xxh3-64-blocks:%s  %s\n", hex, src);
+	fflush(stdout);
+}
+
 int signals_block(void)
 {
 	sigset_t set;

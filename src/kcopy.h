@@ -53,6 +53,12 @@ struct options {
 /* Report to stderr with the "kcopy: " prefix. */
 void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/*
+ * --checksum: "xxh3-64-blocks:HEX  SRC" on stdout, as sha256sum prints a
+ * file's; with hex NULL, say that the source was not read in full.
+ */
+void print_checksum(const char *hex, const char *src);
+
 /* --- Numbers and ranges (spec.c) ------------------------------------------ */
 
 /* As size_parse() (size.h), in whole sectors: -EDOM if not a multiple

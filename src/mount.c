@@ -359,13 +359,7 @@ static void print_digest(const struct job_status *st, const char *src)
 {
 	if (!st->digest[0])
 		return;
-	if (!strcmp(st->digest, "none")) {
-		say("%s: no checksum: the source range was not read in full",
-		    src);
-		return;
-	}
-	printf("xxh3-64-blocks:%s  %s\n", st->digest, src);
-	fflush(stdout);
+	print_checksum(strcmp(st->digest, "none") ? st->digest : NULL, src);
 }
 
 static int poll_timeout(const struct progress *p)
