@@ -758,14 +758,7 @@ static int submit_one(struct kfs_table *t, const struct kfs_cmd *c,
 		dests[i].sector = c->dests[i].sector;
 		dests[i].count = c->dests[i].count;
 	}
-	if (c->flags & KFS_IGNORE_ERRORS)
-		d.flags |= KCOPYD_IGNORE_ERROR;
-	if (c->flags & KFS_WRITE_SEQ)
-		d.flags |= KCOPYD_WRITE_SEQ;
-	if (c->flags & KFS_FLUSH)
-		d.flags |= KCOPYD_FLUSH;
-	if (c->flags & KFS_VERIFY)
-		d.flags |= KCOPYD_VERIFY;
+	d.flags = engine_flags(c);
 	if (c->flags & KFS_CHECKSUM)
 		d.flags |= KCOPYD_DIGEST;
 	if (c->op == KFS_OP_COPY) {
