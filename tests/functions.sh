@@ -12,6 +12,8 @@
 #   start_nbdkit NAME PLUGIN-ARGS...  serve an NBD export on $tmp/NAME.sock,
 #                            killed at exit; sets nbd_uri and nbd_pid
 #   start_nbdkit_tcp NAME PLUGIN-ARGS...  the same on a free 127.0.0.1 port
+#   requires_digest_py       skip unless python3 has xxhash; sets $py and
+#                            writes kcopy(1)'s digest program to ./digest.py
 set -u
 
 fail()
@@ -68,6 +70,28 @@ make_tmpdir()
 	[ -d "$base" ] && [ -w "$base" ] || base=${TMPDIR:-/tmp}
 	tmp=$(mktemp -d "$base/kcopyd-test.XXXXXX") || fail "mktemp"
 	cleanup_fn rm -rf "$tmp"
+}
+
+# requires_digest_py: $py, a python3 with the xxhash module (else skip),
+# and ./digest.py, the reference program kcopy(1) gives, as printed there.
+requires_digest_py()
+{
+	local p
+	py=
+	for p in python3 /usr/bin/python3; do
+		if command -v "$p" >/dev/null && "$p" -c 'import xxhash' 2>/dev/null; then
+			py=$p
+			break
+		fi
+	done
+	[ -n "$py" ] || skip "no python3 with the xxhash module (python3-xxhash)"
+	awk '/^\.SS Checksum/ { on = 1; next }
+		on && /^\.EX/ { ex = 1; next }
+		on && /^\.EE/ { exit }
+		on && ex' "$abs_top_srcdir/man/kcopy.1" |
+		sed -e 's/\\-/-/g' -e 's/\\(aq/'"'"'/g' >digest.py
+	grep -q xxh3_64_intdigest digest.py ||
+		fail "no program in kcopy(1): $(cat digest.py)"
 }
 
 # make_image PATH SIZE [random|zero|pattern]; SIZE as truncate(1) takes it.
