@@ -191,6 +191,8 @@ start_nbdkit_tcp()
 #   kcopydfs_wait_state MNT ID STATE...  wait (bounded) until job ID of
 #                            MNT/results is in one of the STATEs
 #   kcopydfs_field MNT ID KEY  print KEY's value in job ID's results line
+#   kcopydfs_queue MNT CMD   write CMD to MNT/control, fail unless a job
+#                            id is read back; sets id
 #   kcopydfs_mode MNT NAME   print dev/NAME's I/O mode from MNT/stats
 #                            (passthrough or direct_io)
 #   kcopydfs_wait_clone MNT NAME STATE  wait (60 s at most) until clone
@@ -242,6 +244,15 @@ stop_kcopydfs()
 	wait "$kcopydfs_pid" || status=$?
 	[ "$status" = 0 ] || fail "kcopydfs exited $status after unmount: $(cat "$kcopydfs_log")"
 	[ ! -e "$mnt.pid" ] || fail "kcopydfs left its pidfile behind"
+}
+
+# kcopydfs_queue MNT CMD: write CMD to MNT/control; the id read back in $id.
+kcopydfs_queue()
+{
+	exec 3<>"$1/control" || fail "open $1/control"
+	echo "$2" >&3 || fail "queue $2"
+	read -r id <&3 || fail "no id read back for $2"
+	exec 3>&-
 }
 
 kcopydfs_field()
