@@ -100,11 +100,10 @@ struct kfs_job {
 	struct block_device *bdevs[1 + KFS_MAX_DESTS];	/* as devs */
 	bool backward;			/* steps from the end */
 	bool overlap;			/* record after every step */
-	uint64_t step;			/* sectors in the next step */
+	uint64_t step;			/* sectors a step takes (see step_len) */
 	uint64_t max_step;		/* most sectors in a step */
 	struct timespec step_at;	/* when the step in flight began */
 	uint64_t pos;			/* sectors finished and flushed */
-	uint64_t cur;			/* sectors of the step in flight */
 	struct timespec saved_at;	/* when pos was last recorded */
 	bool cancel_req;		/* cancelled between steps (lock) */
 	pthread_mutex_t rec_lock;	/* saves and removal of the record */
@@ -442,12 +441,20 @@ static void step_finished(const struct kcopyd_completion *c, void *context);
 static struct block_device *hold(struct kfs_table *t, struct kfs_job *j,
 				 int dev);
 
+/* Sectors of the step that starts at j->pos (or is in flight from it). */
+static uint64_t step_len(const struct kfs_job *j)
+{
+	uint64_t rem = j->sectors - j->pos;
+
+	return rem < j->step ? rem : j->step;
+}
+
 /* Hand the engine the job's next step (lock held). */
 static int submit_step(struct kfs_table *t, struct kfs_job *j)
 {
 	const struct kfs_cmd *c = j->cmd;
 	uint64_t rem = j->sectors - j->pos;
-	uint64_t len = rem < j->step ? rem : j->step;
+	uint64_t len = step_len(j);
 	uint64_t off = j->backward ? rem - len : j->pos;
 	struct io_region src, dests[KFS_MAX_DESTS];
 	struct kcopyd_job_desc d = {
@@ -476,7 +483,6 @@ static int submit_step(struct kfs_table *t, struct kfs_job *j)
 		src.sector = c->src.sector + off;
 		src.count = len;
 	}
-	j->cur = len;
 	clock_gettime(CLOCK_MONOTONIC, &j->step_at);
 	return kcopyd_submit(t->kc, &d, &j->eid);
 }
@@ -562,7 +568,7 @@ static void step_finished(const struct kcopyd_completion *c, void *context)
 	if (!c->cancelled) {
 		uint64_t us = usec_since(&j->step_at);
 
-		j->pos += j->cur;
+		j->pos += step_len(j);
 		/* Steps of about a second: a crash redoes little. */
 		if (us < 250000 && j->step <= j->max_step / 2)
 			j->step *= 2;
@@ -758,14 +764,7 @@ static int submit_one(struct kfs_table *t, const struct kfs_cmd *c,
 		dests[i].sector = c->dests[i].sector;
 		dests[i].count = c->dests[i].count;
 	}
-	if (c->flags & KFS_IGNORE_ERRORS)
-		d.flags |= KCOPYD_IGNORE_ERROR;
-	if (c->flags & KFS_WRITE_SEQ)
-		d.flags |= KCOPYD_WRITE_SEQ;
-	if (c->flags & KFS_FLUSH)
-		d.flags |= KCOPYD_FLUSH;
-	if (c->flags & KFS_VERIFY)
-		d.flags |= KCOPYD_VERIFY;
+	d.flags = engine_flags(c);
 	if (c->flags & KFS_CHECKSUM)
 		d.flags |= KCOPYD_DIGEST;
 	if (c->op == KFS_OP_COPY) {

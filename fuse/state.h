@@ -50,8 +50,6 @@ void kfs_state_close(struct kfs_state *s, uint64_t next);
 
 /* The id `next` holds (1 when there is none yet). */
 uint64_t kfs_state_next_id(struct kfs_state *s);
-/* Ids below next are given: 0 or -errno. */
-int kfs_state_reserve(struct kfs_state *s, uint64_t next);
 
 /*
  * Write job id's record: rec (its cmd and dev lines, from

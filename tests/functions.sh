@@ -12,6 +12,8 @@
 #   start_nbdkit NAME PLUGIN-ARGS...  serve an NBD export on $tmp/NAME.sock,
 #                            killed at exit; sets nbd_uri and nbd_pid
 #   start_nbdkit_tcp NAME PLUGIN-ARGS...  the same on a free 127.0.0.1 port
+#   requires_digest_py       skip unless python3 has xxhash; sets $py and
+#                            writes kcopy(1)'s digest program to ./digest.py
 set -u
 
 fail()
@@ -68,6 +70,28 @@ make_tmpdir()
 	[ -d "$base" ] && [ -w "$base" ] || base=${TMPDIR:-/tmp}
 	tmp=$(mktemp -d "$base/kcopyd-test.XXXXXX") || fail "mktemp"
 	cleanup_fn rm -rf "$tmp"
+}
+
+# requires_digest_py: $py, a python3 with the xxhash module (else skip),
+# and ./digest.py, the reference program kcopy(1) gives, as printed there.
+requires_digest_py()
+{
+	local p
+	py=
+	for p in python3 /usr/bin/python3; do
+		if command -v "$p" >/dev/null && "$p" -c 'import xxhash' 2>/dev/null; then
+			py=$p
+			break
+		fi
+	done
+	[ -n "$py" ] || skip "no python3 with the xxhash module (python3-xxhash)"
+	awk '/^\.SS Checksum/ { on = 1; next }
+		on && /^\.EX/ { ex = 1; next }
+		on && /^\.EE/ { exit }
+		on && ex' "$abs_top_srcdir/man/kcopy.1" |
+		sed -e 's/\\-/-/g' -e 's/\\(aq/'"'"'/g' >digest.py
+	grep -q xxh3_64_intdigest digest.py ||
+		fail "no program in kcopy(1): $(cat digest.py)"
 }
 
 # make_image PATH SIZE [random|zero|pattern]; SIZE as truncate(1) takes it.
@@ -179,6 +203,8 @@ start_nbdkit_tcp()
 #   kcopydfs_wait_state MNT ID STATE...  wait (bounded) until job ID of
 #                            MNT/results is in one of the STATEs
 #   kcopydfs_field MNT ID KEY  print KEY's value in job ID's results line
+#   kcopydfs_queue MNT CMD   write CMD to MNT/control, fail unless a job
+#                            id is read back; sets id
 #   kcopydfs_mode MNT NAME   print dev/NAME's I/O mode from MNT/stats
 #                            (passthrough or direct_io)
 #   kcopydfs_wait_clone MNT NAME STATE  wait (60 s at most) until clone
@@ -230,6 +256,15 @@ stop_kcopydfs()
 	wait "$kcopydfs_pid" || status=$?
 	[ "$status" = 0 ] || fail "kcopydfs exited $status after unmount: $(cat "$kcopydfs_log")"
 	[ ! -e "$mnt.pid" ] || fail "kcopydfs left its pidfile behind"
+}
+
+# kcopydfs_queue MNT CMD: write CMD to MNT/control; the id read back in $id.
+kcopydfs_queue()
+{
+	exec 3<>"$1/control" || fail "open $1/control"
+	echo "$2" >&3 || fail "queue $2"
+	read -r id <&3 || fail "no id read back for $2"
+	exec 3>&-
 }
 
 kcopydfs_field()

@@ -8,24 +8,9 @@
 source "$abs_srcdir/functions.sh"
 requires cmp truncate fallocate timeout
 [ -x "$KCOPY" ] || skip "kcopy was not built"
-py=
-for p in python3 /usr/bin/python3; do
-	if command -v "$p" >/dev/null && "$p" -c 'import xxhash' 2>/dev/null; then
-		py=$p
-		break
-	fi
-done
-[ -n "$py" ] || skip "no python3 with the xxhash module (python3-xxhash)"
 make_tmpdir
 cd "$tmp" || fail "cd $tmp"
-
-# The reference is the program kcopy(1) gives for it, as printed there.
-awk '/^\.SS Checksum/ { on = 1; next }
-	on && /^\.EX/ { ex = 1; next }
-	on && /^\.EE/ { exit }
-	on && ex' "$abs_top_srcdir/man/kcopy.1" |
-	sed -e 's/\\-/-/g' -e 's/\\(aq/'"'"'/g' >digest.py
-grep -q xxh3_64_intdigest digest.py || fail "no program in kcopy(1): $(cat digest.py)"
+requires_digest_py
 # libkcopyd(3) gives the same program.
 awk '/^\.SH THE DIGEST/ { on = 1; next }
 	on && /^\.EX/ { ex = 1; next }

@@ -8,23 +8,9 @@
 source "$abs_srcdir/functions.sh"
 requires cmp truncate fallocate timeout
 requires_fuse
-py=
-for p in python3 /usr/bin/python3; do
-	if command -v "$p" >/dev/null && "$p" -c 'import xxhash' 2>/dev/null; then
-		py=$p
-		break
-	fi
-done
-[ -n "$py" ] || skip "no python3 with the xxhash module (python3-xxhash)"
 make_tmpdir
 cd "$tmp" || fail "cd $tmp"
-
-awk '/^\.SS Checksum/ { on = 1; next }
-	on && /^\.EX/ { ex = 1; next }
-	on && /^\.EE/ { exit }
-	on && ex' "$abs_top_srcdir/man/kcopy.1" |
-	sed -e 's/\\-/-/g' -e 's/\\(aq/'"'"'/g' >digest.py
-grep -q xxh3_64_intdigest digest.py || fail "no program in kcopy(1)"
+requires_digest_py
 
 # hex FILE START COUNT: the digest's 16 hexadecimal digits
 hex()

@@ -23,10 +23,7 @@ devs=(--dev "a=$img/a.img" --dev "b=$img/b.img")
 
 start_kcopydfs "$mnt" "${devs[@]}" --state "$st" --subjob-size 16K \
 	--fault a:read:0+16384:delay=20000
-exec 3<>"$mnt/control"
-echo "copy a:0+8192 b:0 tag=replaced" >&3 || fail "queue"
-read -r id <&3 || fail "no id"
-exec 3>&-
+kcopydfs_queue "$mnt" "copy a:0+8192 b:0 tag=replaced"
 stop_kcopydfs "$mnt"
 [ -e "$st/job.$id" ] || fail "job $id not kept: $(ls "$st")"
 

@@ -29,10 +29,8 @@ fill()
 # Reads of a slowed down: a job runs many steps, and records them.
 start_kcopydfs "$mnt" --dev "a=$tmp/a.img" --dev "b=$tmp/b.img" \
 	--state "$st" --subjob-size 16K --fault a:read:0+16384:delay=20000
-exec 3<>"$mnt/control"
-echo "copy a:0+16384 b:0 tag=long" >&3 || fail "queue long"
-read -r lid <&3 || fail "no id"
-exec 3>&-
+kcopydfs_queue "$mnt" "copy a:0+16384 b:0 tag=long"
+lid=$id
 [ -e "$st/job.$lid" ] || fail "job $lid accepted without a record"
 
 # 1. Full while the job runs: its next record fails, and so does it.
@@ -59,10 +57,8 @@ grep -q "tag=refused" "$mnt/results" && fail "a job without record queued"
 
 # 3. Room again: accepted, with an id after the failed job's.
 rm "$tmp/full/filler"
-exec 3<>"$mnt/control"
-echo "zero b:0+8 tag=room" >&3 || fail "queue with room again"
-read -r rid <&3 || fail "no id"
-exec 3>&-
+kcopydfs_queue "$mnt" "zero b:0+8 tag=room"
+rid=$id
 [ "$rid" -gt "$lid" ] || fail "id $rid after job $lid"
 kcopydfs_wait_state "$mnt" "$rid" done
 stop_kcopydfs "$mnt"

@@ -57,15 +57,11 @@ start_kcopydfs "$mnt" "${devs[@]}" --state "$st" "${slow[@]}" \
 	--fault b:write:0+16384:delay=20000
 printf 'copy a:0+4096 b:0 tag=changed\ncopy a:0+4096 c:0 tag=gone\n' |
 	dd bs=64K status=none >"$mnt/control" || fail "queue 2"
-exec 3<>"$mnt/control"
-echo "zero b:100+4096 tag=z" >&3 || fail "queue z"
-read -r zid <&3 || fail "no id"
-exec 3>&-
+kcopydfs_queue "$mnt" "zero b:100+4096 tag=z"
+zid=$id
 # A cancelled job: no record either.
-exec 3<>"$mnt/control"
-echo "copy a:0+8192 c:8192 tag=cancelme" >&3 || fail "queue cancelme"
-read -r cid <&3 || fail "no id"
-exec 3>&-
+kcopydfs_queue "$mnt" "copy a:0+8192 c:8192 tag=cancelme"
+cid=$id
 [ -e "$st/job.$cid" ] || fail "job $cid accepted without a record"
 echo "cancel $cid" >"$mnt/control" || fail "cancel $cid"
 kcopydfs_wait_state "$mnt" "$cid" cancelled done failed
@@ -121,10 +117,8 @@ cmp "$tmp/c.before" "$tmp/c.img" || fail "c was written"
 rm -rf "$st"
 start_kcopydfs "$mnt" "${devs[@]}" --state "$st" --subjob-size 16K \
 	--fault a:read:0+16384:delay=50000
-exec 3<>"$mnt/control"
-echo "copy a:0+8192 c:0 tag=cancelled" >&3 || fail "queue cancelled"
-read -r cid <&3 || fail "no id"
-exec 3>&-
+kcopydfs_queue "$mnt" "copy a:0+8192 c:0 tag=cancelled"
+cid=$id
 echo "cancel $cid" >"$mnt/control" || fail "cancel $cid"
 kill -9 "$kcopydfs_pid"
 wait "$kcopydfs_pid" 2>/dev/null
@@ -188,10 +182,8 @@ for why in "done 18446744073709551615 is past its 100 sectors" \
 	grep -qF "$why" "$kcopydfs_log" || fail "not logged: $why: $(cat "$kcopydfs_log")"
 done
 grep -q "^state_resumed=1$" "$mnt/stats" || fail "stats: $(grep state "$mnt/stats")"
-exec 3<>"$mnt/control"
-echo "zero b:600+8" >&3 || fail "queue after the records"
-read -r nid <&3 || fail "no id"
-exec 3>&-
+kcopydfs_queue "$mnt" "zero b:600+8"
+nid=$id
 [ "$nid" = 27 ] || fail "a new job got id $nid, not 27"
 kcopydfs_wait_state "$mnt" "$nid" done
 [ "$(grep -c . "$mnt/results")" = 8 ] || fail "results: $(cat "$mnt/results")"

@@ -28,10 +28,7 @@ kill_kcopydfs()
 # queue CMD: write CMD to control; its job's id in $id.
 queue()
 {
-	exec 3<>"$mnt/control"
-	echo "$1" >&3 || fail "queue $1"
-	read -r id <&3 || fail "no id read back for $1"
-	exec 3>&-
+	kcopydfs_queue "$mnt" "$1"
 }
 
 # record_done ID: the sectors job ID's record says are finished (or -).
